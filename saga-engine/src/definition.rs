@@ -1,0 +1,308 @@
+//! How a saga is described: a named list of steps, each an action with its compensation.
+//!
+//! A definition is plain data plus closures; it holds no state of any running saga, so one
+//! definition serves every saga of its kind, including the ones recovered after a restart.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::record::SagaId;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How a step failed, as told by the step's own code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StepError {
+    /// The participant refused, and nothing was applied (a declined card, no stock).
+    /// Not retried: the saga compensates the steps before this one.
+    #[error("{0}")]
+    Business(String),
+    /// A failure that may go away (a 503, a dropped connection). Retried with backoff up to
+    /// the step's attempt limit. The idempotency key makes a retry of an applied action harmless.
+    #[error("{0}")]
+    Retryable(String),
+}
+
+impl StepError {
+    pub fn message(&self) -> &str {
+        match self {
+            StepError::Business(m) | StepError::Retryable(m) => m,
+        }
+    }
+}
+
+/// Retries: up to `max_attempts` tries in all, waiting `initial_backoff * 2^(n-1)` (capped at
+/// `max_backoff`) with random jitter between tries so that many sagas hitting the same failing
+/// service do not retry in lock step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before attempt `next_attempt` (2 for the first retry): exponential, capped,
+    /// with "equal jitter" (half fixed, half random) so it never collapses to zero.
+    pub fn backoff(&self, next_attempt: u32) -> Duration {
+        let exp = next_attempt.saturating_sub(2).min(30);
+        let base = self
+            .initial_backoff
+            .saturating_mul(1u32 << exp)
+            .min(self.max_backoff);
+        let half = base / 2;
+        half + half.mul_f64(crate::jitter::unit())
+    }
+}
+
+/// What a step's action or compensation is given: who it is, and everything the saga knows.
+#[derive(Debug, Clone)]
+pub struct StepContext {
+    pub saga_id: SagaId,
+    pub step: Arc<str>,
+    /// 1 for the first try; grows across retries and across restarts.
+    pub attempt: u32,
+    /// `{saga_id}:{step}:action` or `{saga_id}:{step}:compensation`: the same on every retry and
+    /// after every restart, so a participant can apply each effect once.
+    pub idempotency_key: String,
+    pub(crate) input: Arc<Value>,
+    pub(crate) outputs: Arc<BTreeMap<String, Value>>,
+}
+
+impl StepContext {
+    /// The saga's input, as the type it was started with.
+    pub fn input<T: DeserializeOwned>(&self) -> Result<T, StepError> {
+        T::deserialize(&*self.input)
+            .map_err(|e| StepError::Business(format!("saga input does not match the step: {e}")))
+    }
+
+    /// The output of an earlier step that succeeded (`None` if it has none).
+    pub fn output_of<T: DeserializeOwned>(&self, step: &str) -> Result<Option<T>, StepError> {
+        match self.outputs.get(step) {
+            None => Ok(None),
+            Some(v) => T::deserialize(v).map(Some).map_err(|e| {
+                StepError::Business(format!("output of step {step} does not match: {e}"))
+            }),
+        }
+    }
+
+    pub fn input_json(&self) -> &Value {
+        &self.input
+    }
+}
+
+type ActionFn = dyn Fn(StepContext) -> BoxFuture<'static, Result<Value, StepError>> + Send + Sync;
+type CompensationFn = dyn Fn(StepContext) -> BoxFuture<'static, Result<(), StepError>> + Send + Sync;
+
+/// One step: an action, the compensation that undoes it, and how hard to try each.
+#[derive(Clone)]
+pub struct Step {
+    pub(crate) name: Arc<str>,
+    pub(crate) action: Arc<ActionFn>,
+    pub(crate) compensation: Arc<CompensationFn>,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) compensation_retry: RetryPolicy,
+    pub(crate) timeout: Duration,
+    /// Steps that must have succeeded before this one starts. Today's executor runs steps one
+    /// at a time in definition order (a valid topological order); the field is where parallel
+    /// branches will hang.
+    pub(crate) depends_on: Vec<Arc<str>>,
+}
+
+impl std::fmt::Debug for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Step")
+            .field("name", &self.name)
+            .field("retry", &self.retry)
+            .field("compensation_retry", &self.compensation_retry)
+            .field("timeout", &self.timeout)
+            .field("depends_on", &self.depends_on)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Step {
+    /// A step whose action and compensation do nothing yet; set them with [`Step::action`]
+    /// and [`Step::compensation`].
+    pub fn new(name: &str) -> Self {
+        Step {
+            name: Arc::from(name),
+            action: Arc::new(|_| Box::pin(async { Ok(Value::Null) })),
+            compensation: Arc::new(|_| Box::pin(async { Ok(()) })),
+            retry: RetryPolicy::default(),
+            compensation_retry: RetryPolicy {
+                max_attempts: 10,
+                ..RetryPolicy::default()
+            },
+            timeout: Duration::from_secs(10),
+            depends_on: Vec::new(),
+        }
+    }
+
+    /// The action. Its output (any `Serialize`) is logged and readable by later steps.
+    pub fn action<F, Fut, O>(mut self, f: F) -> Self
+    where
+        F: Fn(StepContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, StepError>> + Send + 'static,
+        O: Serialize,
+    {
+        let f = Arc::new(f);
+        self.action = Arc::new(move |ctx| {
+            let fut = f(ctx);
+            Box::pin(async move {
+                let out = fut.await?;
+                serde_json::to_value(out)
+                    .map_err(|e| StepError::Business(format!("step output is not JSON: {e}")))
+            })
+        });
+        self
+    }
+
+    /// The compensation: undo the action's effect. Must be idempotent and must cope with an
+    /// action that never arrived (a timed-out step is compensated without knowing).
+    pub fn compensation<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(StepContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), StepError>> + Send + 'static,
+    {
+        self.compensation = Arc::new(move |ctx| Box::pin(f(ctx)));
+        self
+    }
+
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    pub fn compensation_retry(mut self, policy: RetryPolicy) -> Self {
+        self.compensation_retry = policy;
+        self
+    }
+
+    /// How long one attempt may take. A timed-out attempt's outcome is unknown: the step may
+    /// be retried, and is compensated if the saga unwinds.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Why a definition cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DefinitionError {
+    #[error("saga {0} has no steps")]
+    Empty(String),
+    #[error("saga {saga} has two steps named {step}")]
+    DuplicateStep { saga: String, step: String },
+    #[error("step {step} depends on {dependency}, which is not an earlier step")]
+    BadDependency { step: String, dependency: String },
+}
+
+/// A saga kind: a name (recorded in the log, so recovery can find the definition again) and
+/// its steps in order.
+#[derive(Debug, Clone)]
+pub struct SagaDefinition {
+    pub(crate) name: Arc<str>,
+    pub(crate) steps: Vec<Step>,
+}
+
+impl SagaDefinition {
+    /// Steps run in the order given; each depends on the one before unless it says otherwise.
+    pub fn new(name: &str, steps: Vec<Step>) -> Result<Self, DefinitionError> {
+        if steps.is_empty() {
+            return Err(DefinitionError::Empty(name.to_string()));
+        }
+        let mut steps = steps;
+        let mut seen: Vec<Arc<str>> = Vec::with_capacity(steps.len());
+        for step in &mut steps {
+            if seen.iter().any(|s| *s == step.name) {
+                return Err(DefinitionError::DuplicateStep {
+                    saga: name.to_string(),
+                    step: step.name.to_string(),
+                });
+            }
+            if step.depends_on.is_empty() {
+                step.depends_on.extend(seen.last().cloned());
+            }
+            if let Some(bad) = step.depends_on.iter().find(|d| !seen.contains(d)) {
+                return Err(DefinitionError::BadDependency {
+                    step: step.name.to_string(),
+                    dependency: bad.to_string(),
+                });
+            }
+            seen.push(step.name.clone());
+        }
+        Ok(SagaDefinition {
+            name: Arc::from(name),
+            steps,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn step_names(&self) -> impl Iterator<Item = &str> {
+        self.steps.iter().map(|s| &*s.name)
+    }
+
+    pub(crate) fn step_index(&self, name: &str) -> Option<usize> {
+        self.steps.iter().position(|s| &*s.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = RetryPolicy {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(1000),
+        };
+        for _ in 0..100 {
+            let b2 = p.backoff(2);
+            assert!(b2 >= Duration::from_millis(50) && b2 <= Duration::from_millis(100));
+            let b4 = p.backoff(4);
+            assert!(b4 >= Duration::from_millis(200) && b4 <= Duration::from_millis(400));
+            let b9 = p.backoff(9);
+            assert!(b9 >= Duration::from_millis(500) && b9 <= Duration::from_millis(1000));
+        }
+    }
+
+    #[test]
+    fn definitions_reject_duplicates_and_empty() {
+        assert!(matches!(
+            SagaDefinition::new("x", vec![]),
+            Err(DefinitionError::Empty(_))
+        ));
+        assert!(matches!(
+            SagaDefinition::new("x", vec![Step::new("a"), Step::new("a")]),
+            Err(DefinitionError::DuplicateStep { .. })
+        ));
+        let d = SagaDefinition::new("x", vec![Step::new("a"), Step::new("b")]).unwrap();
+        assert_eq!(d.steps[1].depends_on, vec![Arc::from("a")]);
+    }
+}

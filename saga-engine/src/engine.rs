@@ -1,0 +1,223 @@
+//! The [`Engine`]: registered definitions, the log writer, the running sagas, and the
+//! broadcast of committed records that event subscribers read from.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{broadcast, oneshot};
+
+use crate::definition::SagaDefinition;
+use crate::error::EngineError;
+use crate::events::{self, EventStream, FeedStream};
+use crate::executor::SagaRun;
+use crate::log_writer::{LogStats, LogWriter};
+use crate::progress::SagaProgress;
+use crate::record::{SagaId, SagaStatus};
+use crate::store::{Committed, SagaStore};
+
+/// Tuning knobs; the defaults suit one node.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Names this process as a saga owner in the store (see `SagaStore::claim_unfinished`).
+    pub node_id: String,
+    /// How many committed records the live broadcast buffers; a subscriber further behind
+    /// catches up from the log instead, so this bounds memory, not correctness.
+    pub event_buffer: usize,
+    /// How long a claim on an unfinished saga lasts.
+    pub lease: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            node_id: format!("node-{}", uuid::Uuid::new_v4().simple()),
+            event_buffer: 16_384,
+            lease: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A saga executor bound to one store. Cheap to clone; all clones share the same sagas.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub store: Arc<dyn SagaStore>,
+    pub events: broadcast::Sender<Arc<Committed>>,
+    writer: LogWriter,
+    stats: Arc<LogStats>,
+    config: EngineConfig,
+    definitions: RwLock<HashMap<String, Arc<SagaDefinition>>>,
+    running: Mutex<HashSet<SagaId>>,
+}
+
+impl Engine {
+    /// Must be called inside a tokio runtime: it spawns the log writer.
+    pub fn new(store: impl SagaStore) -> Self {
+        Self::with_config(store, EngineConfig::default())
+    }
+
+    pub fn with_config(store: impl SagaStore, config: EngineConfig) -> Self {
+        Self::with_shared_store(Arc::new(store), config)
+    }
+
+    /// For a store chosen at run time (SQLite or PostgreSQL, say).
+    pub fn with_shared_store(store: Arc<dyn SagaStore>, config: EngineConfig) -> Self {
+        let (events, _) = broadcast::channel(config.event_buffer.max(16));
+        let stats = Arc::new(LogStats::default());
+        let writer = LogWriter::spawn(store.clone(), events.clone(), stats.clone());
+        Engine {
+            inner: Arc::new(Inner {
+                store,
+                events,
+                writer,
+                stats,
+                config,
+                definitions: RwLock::new(HashMap::new()),
+                running: Mutex::new(HashSet::new()),
+            }),
+        }
+    }
+
+    /// Make a saga kind known, for new sagas and for recovering old ones of that name.
+    pub fn register(&self, definition: SagaDefinition) {
+        let mut defs = self.inner.definitions.write().unwrap_or_else(|e| e.into_inner());
+        defs.insert(definition.name().to_string(), Arc::new(definition));
+    }
+
+    fn definition(&self, name: &str) -> Result<Arc<SagaDefinition>, EngineError> {
+        let defs = self.inner.definitions.read().unwrap_or_else(|e| e.into_inner());
+        defs.get(name)
+            .cloned()
+            .ok_or_else(|| EngineError::UnknownDefinition(name.to_string()))
+    }
+
+    /// Start a saga with a fresh id. Returns once its start is durably logged.
+    pub async fn start<I: Serialize>(&self, definition: &str, input: &I) -> Result<SagaId, EngineError> {
+        self.start_with_id(SagaId::new_random(), definition, input).await
+    }
+
+    /// Start a saga under a chosen id; [`EngineError::DuplicateSaga`] if it is taken, which
+    /// makes "start this saga once" safe to retry.
+    pub async fn start_with_id<I: Serialize>(
+        &self,
+        id: SagaId,
+        definition: &str,
+        input: &I,
+    ) -> Result<SagaId, EngineError> {
+        let definition = self.definition(definition)?;
+        let input = serde_json::to_value(input).map_err(|e| EngineError::Input(e.to_string()))?;
+        let progress = SagaProgress::new(&definition);
+        let mut run = SagaRun::new(id, definition, progress, self.inner.writer.clone());
+        let (tx, rx) = oneshot::channel();
+        run.begin(input, tx)?;
+        if !self.spawn(run) {
+            return Err(EngineError::DuplicateSaga(id));
+        }
+        rx.await.map_err(|_| EngineError::ShuttingDown)??;
+        Ok(id)
+    }
+
+    /// Resume every unfinished saga in the store that this node can claim: forward if it was
+    /// going forward, backward if it was compensating, with the same idempotency keys.
+    /// Returns how many were resumed. Safe to call again; sagas already running are skipped.
+    pub async fn recover(&self) -> Result<usize, EngineError> {
+        let ids = self
+            .inner
+            .store
+            .claim_unfinished(&self.inner.config.node_id, self.inner.config.lease)
+            .await?;
+        let mut resumed = 0;
+        for id in ids {
+            let records = self.inner.store.saga_records(id, 0).await?;
+            let Some(name) = records
+                .first()
+                .and_then(|r| r.detail.get("saga"))
+                .and_then(|v| v.as_str())
+            else {
+                tracing::error!(saga_id = %id, "unfinished saga has no saga_started record; left alone");
+                continue;
+            };
+            let definition = match self.definition(name) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(saga_id = %id, error = %e, "cannot recover saga; left alone");
+                    continue;
+                }
+            };
+            let progress = SagaProgress::replay(&definition, &records)?;
+            tracing::info!(saga_id = %id, records = records.len(), unwinding = progress.unwinding, "resuming saga");
+            if self.spawn(SagaRun::new(id, definition, progress, self.inner.writer.clone())) {
+                resumed += 1;
+            }
+        }
+        Ok(resumed)
+    }
+
+    /// Drive `run` on its own task, unless this process already drives that saga (then
+    /// returns false and drops it): one saga, one driver, one writer of its records.
+    fn spawn(&self, run: SagaRun) -> bool {
+        let id = run.id;
+        if !self.inner.running.lock().unwrap_or_else(|e| e.into_inner()).insert(id) {
+            return false;
+        }
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let result = run.drive().await;
+            inner.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+            match result {
+                Ok(status) => tracing::debug!(saga_id = %id, %status, "saga finished"),
+                Err(EngineError::DuplicateSaga(_)) => {}
+                // Whatever was logged stands; the saga resumes at the next recovery.
+                Err(e) => tracing::error!(saga_id = %id, error = %e, "saga stopped before finishing"),
+            }
+        });
+        true
+    }
+
+    /// One saga's records after `after_seq`: its history from the log, then live, ending
+    /// after the terminal record. No gap and no duplicate, however far behind the reader is.
+    pub fn subscribe(&self, saga_id: SagaId, after_seq: u64) -> EventStream {
+        events::saga_stream(self.inner.store.clone(), self.inner.events.subscribe(), saga_id, after_seq)
+    }
+
+    /// Every saga's records: from `after_position` in the log if given, else from now on.
+    pub fn subscribe_all(&self, after_position: Option<i64>) -> FeedStream {
+        events::feed_stream(self.inner.store.clone(), self.inner.events.subscribe(), after_position)
+    }
+
+    /// Wait until a saga reaches a final state.
+    pub async fn wait_finished(&self, saga_id: SagaId) -> Result<SagaStatus, EngineError> {
+        use futures_util::StreamExt;
+        let mut stream = self.subscribe(saga_id, 0);
+        let mut status = None;
+        while let Some(record) = stream.next().await {
+            let record = record?;
+            if record.kind.is_terminal() {
+                status = record.kind.status_after();
+            }
+        }
+        status.ok_or(EngineError::ShuttingDown)
+    }
+
+    pub fn store(&self) -> &dyn SagaStore {
+        &*self.inner.store
+    }
+
+    pub fn stats(&self) -> &LogStats {
+        &self.inner.stats
+    }
+
+    /// Sagas this process is driving right now.
+    pub fn running(&self) -> usize {
+        self.inner.running.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.inner.config.node_id
+    }
+}

@@ -1,0 +1,227 @@
+//! Driving one saga: ask [`SagaProgress`] for the next move, log it, do it, log the outcome.
+//!
+//! The rules of DESIGN.md §2 live here. Each action or compensation runs only after its
+//! `*_started` record is durable, so a step with no such record was never attempted and is
+//! never compensated. Outcomes are buffered and committed together with the next `*_started`
+//! (or the terminal record): a successful 4-step saga costs 5 commits, yet no step starts
+//! before the previous one is durably logged as done.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use crate::definition::{SagaDefinition, StepContext, StepError};
+use crate::error::EngineError;
+use crate::log_writer::LogWriter;
+use crate::progress::{NextMove, SagaProgress};
+use crate::record::{RecordKind, SagaId, SagaRecord, SagaStatus, now_ms};
+
+pub(crate) struct SagaRun {
+    pub id: SagaId,
+    pub definition: Arc<SagaDefinition>,
+    pub progress: SagaProgress,
+    pending: Vec<SagaRecord>,
+    writer: LogWriter,
+    /// Told the result of the first commit, for `Engine::start` to return only once the saga
+    /// is durably on record.
+    first_commit: Option<oneshot::Sender<Result<(), EngineError>>>,
+}
+
+/// How an attempt ended, whatever the step's code did.
+enum Attempt<T> {
+    Done(T),
+    Refused(String),
+    Failed { error: String, outcome_unknown: bool },
+}
+
+impl SagaRun {
+    pub fn new(id: SagaId, definition: Arc<SagaDefinition>, progress: SagaProgress, writer: LogWriter) -> Self {
+        SagaRun {
+            id,
+            definition,
+            progress,
+            pending: Vec::new(),
+            writer,
+            first_commit: None,
+        }
+    }
+
+    /// Queue the `saga_started` record; it is committed with the first step's start.
+    pub fn begin(&mut self, input: Value, first_commit: oneshot::Sender<Result<(), EngineError>>) -> Result<(), EngineError> {
+        let detail = json!({ "saga": self.definition.name(), "input": input });
+        self.record(RecordKind::SagaStarted, None, None, detail)?;
+        self.first_commit = Some(first_commit);
+        Ok(())
+    }
+
+    fn record(&mut self, kind: RecordKind, step: Option<usize>, attempt: Option<u32>, detail: Value) -> Result<(), EngineError> {
+        let record = SagaRecord {
+            saga_id: self.id,
+            seq: self.progress.next_seq,
+            kind,
+            at_ms: now_ms(),
+            step: step.map(|i| self.definition.steps[i].name.to_string()),
+            attempt,
+            detail,
+        };
+        self.progress.apply(&self.definition, &record)?;
+        self.pending.push(record);
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), EngineError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let records = std::mem::take(&mut self.pending);
+        let result = self.writer.append(records).await.map_err(EngineError::from);
+        if let Some(tx) = self.first_commit.take() {
+            let _ = tx.send(result.clone());
+        }
+        result
+    }
+
+    /// Run the saga to a final state (or until the log cannot be written).
+    pub async fn drive(mut self) -> Result<SagaStatus, EngineError> {
+        loop {
+            match self.progress.next_move() {
+                NextMove::Done(status) => {
+                    self.flush().await?;
+                    return Ok(status);
+                }
+                NextMove::Finish(status) => {
+                    let kind = match status {
+                        SagaStatus::Completed => RecordKind::SagaCompleted,
+                        _ => RecordKind::SagaCompensated,
+                    };
+                    self.record(kind, None, None, json!({}))?;
+                }
+                NextMove::RunAction { step, attempt } => self.run_action(step, attempt).await?,
+                NextMove::Compensate { step, attempt } => self.run_compensation(step, attempt).await?,
+            }
+        }
+    }
+
+    fn context(&self, step: usize, attempt: u32, phase: &str) -> StepContext {
+        let name = self.definition.steps[step].name.clone();
+        StepContext {
+            saga_id: self.id,
+            idempotency_key: format!("{}:{}:{}", self.id, name, phase),
+            step: name,
+            attempt,
+            input: self.progress.input.clone(),
+            outputs: Arc::new(self.progress.outputs.clone()),
+        }
+    }
+
+    async fn run_action(&mut self, i: usize, attempt: u32) -> Result<(), EngineError> {
+        let step = self.definition.steps[i].clone();
+        self.record(RecordKind::StepStarted, Some(i), Some(attempt), json!({ "timeout_ms": step.timeout.as_millis() as u64 }))?;
+        self.flush().await?;
+        let started = Instant::now();
+        let outcome = attempt_with_timeout(step.timeout, (step.action)(self.context(i, attempt, "action"))).await;
+        let ms = elapsed_ms(started);
+        match outcome {
+            Attempt::Done(output) => {
+                self.record(RecordKind::StepSucceeded, Some(i), Some(attempt), json!({ "output": output, "duration_ms": ms }))?;
+            }
+            Attempt::Refused(error) => {
+                let outcome = if self.progress.steps[i].maybe_applied { "unknown" } else { "failed" };
+                self.record(
+                    RecordKind::StepFailed,
+                    Some(i),
+                    Some(attempt),
+                    json!({ "error": error, "outcome": outcome, "retryable": false, "duration_ms": ms }),
+                )?;
+            }
+            Attempt::Failed { error, outcome_unknown } => {
+                let failures = self.progress.steps[i].failures + 1;
+                if failures < step.retry.max_attempts {
+                    let delay = step.retry.backoff(attempt + 1);
+                    self.record(
+                        RecordKind::StepRetrying,
+                        Some(i),
+                        Some(attempt),
+                        json!({ "error": error, "outcome_unknown": outcome_unknown, "delay_ms": delay.as_millis() as u64, "duration_ms": ms }),
+                    )?;
+                    self.flush().await?;
+                    tokio::time::sleep(delay).await;
+                } else {
+                    let unknown = outcome_unknown || self.progress.steps[i].maybe_applied;
+                    self.record(
+                        RecordKind::StepFailed,
+                        Some(i),
+                        Some(attempt),
+                        json!({ "error": error, "outcome": if unknown { "unknown" } else { "failed" }, "retryable": true, "duration_ms": ms }),
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn run_compensation(&mut self, i: usize, attempt: u32) -> Result<(), EngineError> {
+        let step = self.definition.steps[i].clone();
+        self.record(RecordKind::CompensationStarted, Some(i), Some(attempt), json!({}))?;
+        self.flush().await?;
+        let started = Instant::now();
+        let outcome = attempt_with_timeout(step.timeout, (step.compensation)(self.context(i, attempt, "compensation"))).await;
+        let ms = elapsed_ms(started);
+        let error = match outcome {
+            Attempt::Done(()) => {
+                return self.record(RecordKind::CompensationSucceeded, Some(i), Some(attempt), json!({ "duration_ms": ms }));
+            }
+            Attempt::Refused(error) | Attempt::Failed { error, .. } => error,
+        };
+        let failures = self.progress.steps[i].compensation_failures + 1;
+        if failures < step.compensation_retry.max_attempts {
+            let delay = step.compensation_retry.backoff(attempt + 1);
+            self.record(
+                RecordKind::CompensationFailed,
+                Some(i),
+                Some(attempt),
+                json!({ "error": error, "will_retry": true, "delay_ms": delay.as_millis() as u64, "duration_ms": ms }),
+            )?;
+            self.flush().await?;
+            tokio::time::sleep(delay).await;
+        } else {
+            self.record(
+                RecordKind::CompensationFailed,
+                Some(i),
+                Some(attempt),
+                json!({ "error": error, "will_retry": false, "duration_ms": ms }),
+            )?;
+            let detail = json!({ "step": &*step.name, "error": error });
+            self.record(RecordKind::SagaStuck, Some(i), None, detail)?;
+        }
+        Ok(())
+    }
+}
+
+/// Run one attempt under the step's timeout. A timeout or a panic leaves the outcome unknown.
+async fn attempt_with_timeout<T>(
+    timeout: Duration,
+    fut: impl std::future::Future<Output = Result<T, StepError>>,
+) -> Attempt<T> {
+    match tokio::time::timeout(timeout, AssertUnwindSafe(fut).catch_unwind()).await {
+        Ok(Ok(Ok(v))) => Attempt::Done(v),
+        Ok(Ok(Err(StepError::Business(e)))) => Attempt::Refused(e),
+        Ok(Ok(Err(StepError::Retryable(e)))) => Attempt::Failed { error: e, outcome_unknown: false },
+        Ok(Err(_panic)) => Attempt::Failed {
+            error: "the step's code panicked".into(),
+            outcome_unknown: true,
+        },
+        Err(_elapsed) => Attempt::Failed {
+            error: format!("timed out after {} ms", timeout.as_millis()),
+            outcome_unknown: true,
+        },
+    }
+}
+
+fn elapsed_ms(since: Instant) -> u64 {
+    since.elapsed().as_millis() as u64
+}

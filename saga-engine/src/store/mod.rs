@@ -1,0 +1,143 @@
+//! Where the saga log lives. [`SagaStore`] is deliberately small: append records (in one
+//! transaction, durably), read them back, and keep a one-row-per-saga summary beside them so
+//! that "which sagas are unfinished" and "list recent sagas" do not scan the log.
+//!
+//! Two implementations pass the same test suite: [`SqliteStore`] (the embedded default) and
+//! [`PgStore`] (for several nodes sharing one database).
+
+mod postgres;
+mod sqlite;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+use std::time::Duration;
+
+use crate::definition::BoxFuture;
+use crate::record::{RecordKind, SagaId, SagaRecord, SagaStatus};
+
+/// A store failure. Cloneable because one failed group commit fails every saga in the group.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("a saga with id {0} already exists")]
+    DuplicateSaga(SagaId),
+    #[error("saga log database error: {0}")]
+    Database(String),
+    #[error("saga log holds something unreadable: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Database(format!("migrating the saga log: {e}"))
+    }
+}
+
+/// One saga, as the summary table holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SagaSummary {
+    pub saga_id: SagaId,
+    pub definition: String,
+    pub status: SagaStatus,
+    pub started_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+}
+
+/// A record together with its position in the store-wide log order, which lets a subscriber
+/// to every saga resume where it left off.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Committed {
+    pub position: i64,
+    pub record: SagaRecord,
+}
+
+/// The durable saga log.
+///
+/// Implementations must make `append` atomic and durable: when it returns `Ok`, every record of
+/// the batch survives a crash, and if it fails, none is visible. A saga's first record
+/// (`saga_started`) creates its summary row and fails with [`StoreError::DuplicateSaga`] if the
+/// id is taken; records that change the saga's status update that row in the same transaction.
+pub trait SagaStore: Send + Sync + 'static {
+    /// Append a batch, possibly of many sagas (group commit). Returns each record's position.
+    fn append<'a>(&'a self, records: &'a [SagaRecord]) -> BoxFuture<'a, Result<Vec<i64>, StoreError>>;
+
+    /// One saga's records with `seq > after_seq`, in order.
+    fn saga_records(&self, saga_id: SagaId, after_seq: u64) -> BoxFuture<'_, Result<Vec<SagaRecord>, StoreError>>;
+
+    /// Records of all sagas with `position > after`, in order, at most `limit`.
+    fn records_after(&self, after: i64, limit: u32) -> BoxFuture<'_, Result<Vec<Committed>, StoreError>>;
+
+    /// The position of the newest record (0 for an empty log).
+    fn last_position(&self) -> BoxFuture<'_, Result<i64, StoreError>>;
+
+    fn saga(&self, saga_id: SagaId) -> BoxFuture<'_, Result<Option<SagaSummary>, StoreError>>;
+
+    /// Recent sagas, newest first, optionally only those in `status`.
+    fn list_sagas(&self, status: Option<SagaStatus>, limit: u32) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>>;
+
+    /// Take ownership of every unfinished saga that nobody holds a live lease on (or that
+    /// `owner` already holds), for `lease`; returns their ids. This is how a node restarting, or
+    /// one of several nodes on a shared database, picks up the sagas it must drive.
+    fn claim_unfinished(&self, owner: &str, lease: Duration) -> BoxFuture<'_, Result<Vec<SagaId>, StoreError>>;
+}
+
+/// What a batch does to the summary table, shared by both implementations.
+pub(crate) enum SummaryChange<'a> {
+    Create { definition: &'a str },
+    Status(SagaStatus),
+}
+
+pub(crate) fn summary_change(record: &SagaRecord) -> Option<SummaryChange<'_>> {
+    match record.kind {
+        RecordKind::SagaStarted => Some(SummaryChange::Create {
+            definition: record.detail.get("saga").and_then(|v| v.as_str()).unwrap_or(""),
+        }),
+        kind => kind.status_after().map(SummaryChange::Status),
+    }
+}
+
+pub(crate) fn parse_record(
+    saga_id: &str,
+    seq: i64,
+    kind: &str,
+    at_ms: i64,
+    step: Option<String>,
+    attempt: Option<i64>,
+    detail: &str,
+) -> Result<SagaRecord, StoreError> {
+    Ok(SagaRecord {
+        saga_id: saga_id.parse().map_err(|e| StoreError::Corrupt(format!("saga id {saga_id:?}: {e}")))?,
+        seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("seq {seq}")))?,
+        kind: kind.parse().map_err(StoreError::Corrupt)?,
+        at_ms,
+        step,
+        attempt: attempt.map(|a| a as u32),
+        detail: serde_json::from_str(detail).map_err(|e| StoreError::Corrupt(format!("record detail: {e}")))?,
+    })
+}
+
+pub(crate) fn parse_summary(
+    saga_id: &str,
+    definition: String,
+    status: &str,
+    started_at_ms: i64,
+    finished_at_ms: Option<i64>,
+) -> Result<SagaSummary, StoreError> {
+    Ok(SagaSummary {
+        saga_id: saga_id.parse().map_err(|e| StoreError::Corrupt(format!("saga id {saga_id:?}: {e}")))?,
+        definition,
+        status: status.parse().map_err(StoreError::Corrupt)?,
+        started_at_ms,
+        finished_at_ms,
+    })
+}
+
+pub(crate) fn lease_until(lease: Duration) -> i64 {
+    crate::record::now_ms() + lease.as_millis() as i64
+}

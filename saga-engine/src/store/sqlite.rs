@@ -1,0 +1,216 @@
+//! The embedded default: SQLite in WAL mode with `synchronous = FULL`, so a committed record
+//! survives power loss. One connection writes (SQLite allows one writer anyway, and the log
+//! writer already batches), a small pool reads.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row};
+
+use super::{
+    Committed, SagaStore, SagaSummary, StoreError, SummaryChange, lease_until, parse_record, parse_summary,
+    summary_change,
+};
+use crate::definition::BoxFuture;
+use crate::record::{SagaId, SagaRecord, SagaStatus, now_ms};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the log at `path` and bring its schema up to date.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new().filename(path);
+        Self::open_with(options).await
+    }
+
+    /// Open from a `sqlite://PATH` URL.
+    pub async fn open_url(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(SqliteConnectOptions::from_str(url)?).await
+    }
+
+    async fn open_with(options: SqliteConnectOptions) -> Result<Self, StoreError> {
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        MIGRATOR.run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(SqliteStore { writer, reader })
+    }
+
+    async fn append_batch(&self, records: &[SagaRecord]) -> Result<Vec<i64>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let mut positions = Vec::with_capacity(records.len());
+        for r in records {
+            // The summary first: a taken saga id must fail as DuplicateSaga, not as a log clash.
+            match summary_change(r) {
+                Some(SummaryChange::Create { definition }) => {
+                    let res = sqlx::query(
+                        "INSERT INTO sagas (saga_id, definition, status, started_at_ms) VALUES (?, ?, 'running', ?) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(r.saga_id.to_string())
+                    .bind(definition)
+                    .bind(r.at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                    if res.rows_affected() == 0 {
+                        return Err(StoreError::DuplicateSaga(r.saga_id));
+                    }
+                }
+                Some(SummaryChange::Status(status)) => {
+                    let finished = status.is_finished().then_some(r.at_ms);
+                    sqlx::query("UPDATE sagas SET status = ?, finished_at_ms = ? WHERE saga_id = ?")
+                        .bind(status.as_str())
+                        .bind(finished)
+                        .bind(r.saga_id.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                None => {}
+            }
+            let detail = r.detail.to_string();
+            let res = sqlx::query(
+                "INSERT INTO saga_log (saga_id, seq, kind, at_ms, step, attempt, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(r.saga_id.to_string())
+            .bind(r.seq as i64)
+            .bind(r.kind.as_str())
+            .bind(r.at_ms)
+            .bind(r.step.as_deref())
+            .bind(r.attempt.map(i64::from))
+            .bind(detail)
+            .execute(&mut *tx)
+            .await?;
+            positions.push(res.last_insert_rowid());
+        }
+        tx.commit().await?;
+        Ok(positions)
+    }
+}
+
+fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<SagaRecord, StoreError> {
+    parse_record(
+        row.try_get("saga_id")?,
+        row.try_get("seq")?,
+        row.try_get("kind")?,
+        row.try_get("at_ms")?,
+        row.try_get("step")?,
+        row.try_get("attempt")?,
+        row.try_get("detail")?,
+    )
+}
+
+fn summary_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<SagaSummary, StoreError> {
+    parse_summary(
+        row.try_get("saga_id")?,
+        row.try_get("definition")?,
+        row.try_get("status")?,
+        row.try_get("started_at_ms")?,
+        row.try_get("finished_at_ms")?,
+    )
+}
+
+impl SagaStore for SqliteStore {
+    fn append<'a>(&'a self, records: &'a [SagaRecord]) -> BoxFuture<'a, Result<Vec<i64>, StoreError>> {
+        Box::pin(self.append_batch(records))
+    }
+
+    fn saga_records(&self, saga_id: SagaId, after_seq: u64) -> BoxFuture<'_, Result<Vec<SagaRecord>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT position, saga_id, seq, kind, at_ms, step, attempt, detail FROM saga_log WHERE saga_id = ? AND seq > ? ORDER BY seq")
+            .bind(saga_id.to_string())
+            .bind(after_seq as i64)
+            .fetch_all(&self.reader)
+            .await?;
+            rows.iter().map(record_from_row).collect()
+        })
+    }
+
+    fn records_after(&self, after: i64, limit: u32) -> BoxFuture<'_, Result<Vec<Committed>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT position, saga_id, seq, kind, at_ms, step, attempt, detail FROM saga_log WHERE position > ? ORDER BY position LIMIT ?")
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(Committed {
+                        position: row.try_get("position")?,
+                        record: record_from_row(row)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn last_position(&self) -> BoxFuture<'_, Result<i64, StoreError>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT COALESCE(MAX(position), 0) AS p FROM saga_log")
+                .fetch_one(&self.reader)
+                .await?;
+            Ok(row.try_get("p")?)
+        })
+    }
+
+    fn saga(&self, saga_id: SagaId) -> BoxFuture<'_, Result<Option<SagaSummary>, StoreError>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT saga_id, definition, status, started_at_ms, finished_at_ms FROM sagas WHERE saga_id = ?")
+                .bind(saga_id.to_string())
+                .fetch_optional(&self.reader)
+                .await?;
+            row.as_ref().map(summary_from_row).transpose()
+        })
+    }
+
+    fn list_sagas(&self, status: Option<SagaStatus>, limit: u32) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>> {
+        Box::pin(async move {
+            let mut q = QueryBuilder::new("SELECT saga_id, definition, status, started_at_ms, finished_at_ms FROM sagas");
+            if let Some(status) = status {
+                q.push(" WHERE status = ").push_bind(status.as_str());
+            }
+            q.push(" ORDER BY started_at_ms DESC, saga_id LIMIT ").push_bind(i64::from(limit));
+            let rows = q.build().fetch_all(&self.reader).await?;
+            rows.iter().map(summary_from_row).collect()
+        })
+    }
+
+    fn claim_unfinished(&self, owner: &str, lease: Duration) -> BoxFuture<'_, Result<Vec<SagaId>, StoreError>> {
+        let owner = owner.to_string();
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "UPDATE sagas SET owner = ?1, lease_until_ms = ?2
+                 WHERE status IN ('running', 'compensating')
+                   AND (owner IS NULL OR owner = ?1 OR lease_until_ms < ?3)
+                 RETURNING saga_id",
+            )
+            .bind(&owner)
+            .bind(lease_until(lease))
+            .bind(now_ms())
+            .fetch_all(&self.writer)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    let id: &str = row.try_get("saga_id")?;
+                    id.parse().map_err(|e| StoreError::Corrupt(format!("saga id {id:?}: {e}")))
+                })
+                .collect()
+        })
+    }
+}
