@@ -12,7 +12,7 @@ pub mod plan;
 pub use ledger::{Effect, Ledger, MemoryLedger, SqliteLedger};
 pub mod check;
 
-pub use check::check_saga;
+pub use check::{check_saga, check_saga_with};
 pub use plan::{ActionFault, CompensationFault, CrashPoint, Expected, FaultPlan, STEPS, StepPlan, TestInput, test_saga};
 
 /// A unique name for a throwaway database or schema.

@@ -77,6 +77,13 @@ impl FaultPlan {
     }
 
     pub fn expected(&self) -> Expected {
+        self.expected_given(false)
+    }
+
+    /// What the saga must end as if the engine could not know whether the failing step's
+    /// action took effect (a crash cut off its first attempt). Such a step is compensated too,
+    /// first: DESIGN.md §2 counts an unknown outcome as possibly applied.
+    pub fn expected_given(&self, failing_step_outcome_unknown: bool) -> Expected {
         let mut applied = Vec::new();
         let mut failed_at = None;
         for (i, s) in self.steps.iter().enumerate() {
@@ -102,7 +109,11 @@ impl FaultPlan {
         };
         let mut compensated = Vec::new();
         let mut status = SagaStatus::Compensated;
-        for &i in applied.iter().rev() {
+        let mut to_compensate: Vec<usize> = applied.iter().rev().copied().collect();
+        if failing_step_outcome_unknown && !applied.contains(&failed_at) {
+            to_compensate.insert(0, failed_at);
+        }
+        for i in to_compensate {
             match self.steps[i].compensation {
                 CompensationFault::Fail => {
                     status = SagaStatus::Stuck;
