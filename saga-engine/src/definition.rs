@@ -108,7 +108,8 @@ impl StepContext {
 }
 
 type ActionFn = dyn Fn(StepContext) -> BoxFuture<'static, Result<Value, StepError>> + Send + Sync;
-type CompensationFn = dyn Fn(StepContext) -> BoxFuture<'static, Result<(), StepError>> + Send + Sync;
+type CompensationFn =
+    dyn Fn(StepContext) -> BoxFuture<'static, Result<(), StepError>> + Send + Sync;
 
 /// One step: an action, the compensation that undoes it, and how hard to try each.
 #[derive(Clone)]
@@ -235,7 +236,7 @@ impl SagaDefinition {
         let mut steps = steps;
         let mut seen: Vec<Arc<str>> = Vec::with_capacity(steps.len());
         for step in &mut steps {
-            if seen.iter().any(|s| *s == step.name) {
+            if seen.contains(&step.name) {
                 return Err(DefinitionError::DuplicateStep {
                     saga: name.to_string(),
                     step: step.name.to_string(),

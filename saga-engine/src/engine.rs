@@ -85,20 +85,33 @@ impl Engine {
 
     /// Make a saga kind known, for new sagas and for recovering old ones of that name.
     pub fn register(&self, definition: SagaDefinition) {
-        let mut defs = self.inner.definitions.write().unwrap_or_else(|e| e.into_inner());
+        let mut defs = self
+            .inner
+            .definitions
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
         defs.insert(definition.name().to_string(), Arc::new(definition));
     }
 
     fn definition(&self, name: &str) -> Result<Arc<SagaDefinition>, EngineError> {
-        let defs = self.inner.definitions.read().unwrap_or_else(|e| e.into_inner());
+        let defs = self
+            .inner
+            .definitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
         defs.get(name)
             .cloned()
             .ok_or_else(|| EngineError::UnknownDefinition(name.to_string()))
     }
 
     /// Start a saga with a fresh id. Returns once its start is durably logged.
-    pub async fn start<I: Serialize>(&self, definition: &str, input: &I) -> Result<SagaId, EngineError> {
-        self.start_with_id(SagaId::new_random(), definition, input).await
+    pub async fn start<I: Serialize>(
+        &self,
+        definition: &str,
+        input: &I,
+    ) -> Result<SagaId, EngineError> {
+        self.start_with_id(SagaId::new_random(), definition, input)
+            .await
     }
 
     /// Start a saga under a chosen id; [`EngineError::DuplicateSaga`] if it is taken, which
@@ -151,7 +164,12 @@ impl Engine {
             };
             let progress = SagaProgress::replay(&definition, &records)?;
             tracing::info!(saga_id = %id, records = records.len(), unwinding = progress.unwinding, "resuming saga");
-            if self.spawn(SagaRun::new(id, definition, progress, self.inner.writer.clone())) {
+            if self.spawn(SagaRun::new(
+                id,
+                definition,
+                progress,
+                self.inner.writer.clone(),
+            )) {
                 resumed += 1;
             }
         }
@@ -162,18 +180,30 @@ impl Engine {
     /// returns false and drops it): one saga, one driver, one writer of its records.
     fn spawn(&self, run: SagaRun) -> bool {
         let id = run.id;
-        if !self.inner.running.lock().unwrap_or_else(|e| e.into_inner()).insert(id) {
+        if !self
+            .inner
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id)
+        {
             return false;
         }
         let inner = self.inner.clone();
         tokio::spawn(async move {
             let result = run.drive().await;
-            inner.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+            inner
+                .running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
             match result {
                 Ok(status) => tracing::debug!(saga_id = %id, %status, "saga finished"),
                 Err(EngineError::DuplicateSaga(_)) => {}
                 // Whatever was logged stands; the saga resumes at the next recovery.
-                Err(e) => tracing::error!(saga_id = %id, error = %e, "saga stopped before finishing"),
+                Err(e) => {
+                    tracing::error!(saga_id = %id, error = %e, "saga stopped before finishing")
+                }
             }
         });
         true
@@ -182,12 +212,21 @@ impl Engine {
     /// One saga's records after `after_seq`: its history from the log, then live, ending
     /// after the terminal record. No gap and no duplicate, however far behind the reader is.
     pub fn subscribe(&self, saga_id: SagaId, after_seq: u64) -> EventStream {
-        events::saga_stream(self.inner.store.clone(), self.inner.events.subscribe(), saga_id, after_seq)
+        events::saga_stream(
+            self.inner.store.clone(),
+            self.inner.events.subscribe(),
+            saga_id,
+            after_seq,
+        )
     }
 
     /// Every saga's records: from `after_position` in the log if given, else from now on.
     pub fn subscribe_all(&self, after_position: Option<i64>) -> FeedStream {
-        events::feed_stream(self.inner.store.clone(), self.inner.events.subscribe(), after_position)
+        events::feed_stream(
+            self.inner.store.clone(),
+            self.inner.events.subscribe(),
+            after_position,
+        )
     }
 
     /// Wait until a saga reaches a final state.
@@ -214,7 +253,11 @@ impl Engine {
 
     /// Sagas this process is driving right now.
     pub fn running(&self) -> usize {
-        self.inner.running.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     pub fn node_id(&self) -> &str {

@@ -157,7 +157,9 @@ impl FeedCursor {
                 }
                 // Positions of one node's log are committed in order, so whatever was missed
                 // sits right after the last one handed out.
-                Err(RecvError::Lagged(_)) if self.last_position.is_some() => self.need_log_read = true,
+                Err(RecvError::Lagged(_)) if self.last_position.is_some() => {
+                    self.need_log_read = true
+                }
                 Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => return None,
             }

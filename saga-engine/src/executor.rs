@@ -35,11 +35,19 @@ pub(crate) struct SagaRun {
 enum Attempt<T> {
     Done(T),
     Refused(String),
-    Failed { error: String, outcome_unknown: bool },
+    Failed {
+        error: String,
+        outcome_unknown: bool,
+    },
 }
 
 impl SagaRun {
-    pub fn new(id: SagaId, definition: Arc<SagaDefinition>, progress: SagaProgress, writer: LogWriter) -> Self {
+    pub fn new(
+        id: SagaId,
+        definition: Arc<SagaDefinition>,
+        progress: SagaProgress,
+        writer: LogWriter,
+    ) -> Self {
         SagaRun {
             id,
             definition,
@@ -51,14 +59,24 @@ impl SagaRun {
     }
 
     /// Queue the `saga_started` record; it is committed with the first step's start.
-    pub fn begin(&mut self, input: Value, first_commit: oneshot::Sender<Result<(), EngineError>>) -> Result<(), EngineError> {
+    pub fn begin(
+        &mut self,
+        input: Value,
+        first_commit: oneshot::Sender<Result<(), EngineError>>,
+    ) -> Result<(), EngineError> {
         let detail = json!({ "saga": self.definition.name(), "input": input });
         self.record(RecordKind::SagaStarted, None, None, detail)?;
         self.first_commit = Some(first_commit);
         Ok(())
     }
 
-    fn record(&mut self, kind: RecordKind, step: Option<usize>, attempt: Option<u32>, detail: Value) -> Result<(), EngineError> {
+    fn record(
+        &mut self,
+        kind: RecordKind,
+        step: Option<usize>,
+        attempt: Option<u32>,
+        detail: Value,
+    ) -> Result<(), EngineError> {
         let record = SagaRecord {
             saga_id: self.id,
             seq: self.progress.next_seq,
@@ -101,7 +119,9 @@ impl SagaRun {
                     self.record(kind, None, None, json!({}))?;
                 }
                 NextMove::RunAction { step, attempt } => self.run_action(step, attempt).await?,
-                NextMove::Compensate { step, attempt } => self.run_compensation(step, attempt).await?,
+                NextMove::Compensate { step, attempt } => {
+                    self.run_compensation(step, attempt).await?
+                }
             }
         }
     }
@@ -120,17 +140,35 @@ impl SagaRun {
 
     async fn run_action(&mut self, i: usize, attempt: u32) -> Result<(), EngineError> {
         let step = self.definition.steps[i].clone();
-        self.record(RecordKind::StepStarted, Some(i), Some(attempt), json!({ "timeout_ms": step.timeout.as_millis() as u64 }))?;
+        self.record(
+            RecordKind::StepStarted,
+            Some(i),
+            Some(attempt),
+            json!({ "timeout_ms": step.timeout.as_millis() as u64 }),
+        )?;
         self.flush().await?;
         let started = Instant::now();
-        let outcome = attempt_with_timeout(step.timeout, (step.action)(self.context(i, attempt, "action"))).await;
+        let outcome = attempt_with_timeout(
+            step.timeout,
+            (step.action)(self.context(i, attempt, "action")),
+        )
+        .await;
         let ms = elapsed_ms(started);
         match outcome {
             Attempt::Done(output) => {
-                self.record(RecordKind::StepSucceeded, Some(i), Some(attempt), json!({ "output": output, "duration_ms": ms }))?;
+                self.record(
+                    RecordKind::StepSucceeded,
+                    Some(i),
+                    Some(attempt),
+                    json!({ "output": output, "duration_ms": ms }),
+                )?;
             }
             Attempt::Refused(error) => {
-                let outcome = if self.progress.steps[i].maybe_applied { "unknown" } else { "failed" };
+                let outcome = if self.progress.steps[i].maybe_applied {
+                    "unknown"
+                } else {
+                    "failed"
+                };
                 self.record(
                     RecordKind::StepFailed,
                     Some(i),
@@ -138,7 +176,10 @@ impl SagaRun {
                     json!({ "error": error, "outcome": outcome, "retryable": false, "duration_ms": ms }),
                 )?;
             }
-            Attempt::Failed { error, outcome_unknown } => {
+            Attempt::Failed {
+                error,
+                outcome_unknown,
+            } => {
                 let failures = self.progress.steps[i].failures + 1;
                 if failures < step.retry.max_attempts {
                     let delay = step.retry.backoff(attempt + 1);
@@ -166,14 +207,28 @@ impl SagaRun {
 
     async fn run_compensation(&mut self, i: usize, attempt: u32) -> Result<(), EngineError> {
         let step = self.definition.steps[i].clone();
-        self.record(RecordKind::CompensationStarted, Some(i), Some(attempt), json!({}))?;
+        self.record(
+            RecordKind::CompensationStarted,
+            Some(i),
+            Some(attempt),
+            json!({}),
+        )?;
         self.flush().await?;
         let started = Instant::now();
-        let outcome = attempt_with_timeout(step.timeout, (step.compensation)(self.context(i, attempt, "compensation"))).await;
+        let outcome = attempt_with_timeout(
+            step.timeout,
+            (step.compensation)(self.context(i, attempt, "compensation")),
+        )
+        .await;
         let ms = elapsed_ms(started);
         let error = match outcome {
             Attempt::Done(()) => {
-                return self.record(RecordKind::CompensationSucceeded, Some(i), Some(attempt), json!({ "duration_ms": ms }));
+                return self.record(
+                    RecordKind::CompensationSucceeded,
+                    Some(i),
+                    Some(attempt),
+                    json!({ "duration_ms": ms }),
+                );
             }
             Attempt::Refused(error) | Attempt::Failed { error, .. } => error,
         };
@@ -210,7 +265,10 @@ async fn attempt_with_timeout<T>(
     match tokio::time::timeout(timeout, AssertUnwindSafe(fut).catch_unwind()).await {
         Ok(Ok(Ok(v))) => Attempt::Done(v),
         Ok(Ok(Err(StepError::Business(e)))) => Attempt::Refused(e),
-        Ok(Ok(Err(StepError::Retryable(e)))) => Attempt::Failed { error: e, outcome_unknown: false },
+        Ok(Ok(Err(StepError::Retryable(e)))) => Attempt::Failed {
+            error: e,
+            outcome_unknown: false,
+        },
         Ok(Err(_panic)) => Attempt::Failed {
             error: "the step's code panicked".into(),
             outcome_unknown: true,

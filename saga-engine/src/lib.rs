@@ -47,7 +47,9 @@ mod progress;
 mod record;
 pub mod store;
 
-pub use definition::{BoxFuture, DefinitionError, RetryPolicy, SagaDefinition, Step, StepContext, StepError};
+pub use definition::{
+    BoxFuture, DefinitionError, RetryPolicy, SagaDefinition, Step, StepContext, StepError,
+};
 pub use engine::{Engine, EngineConfig};
 pub use error::EngineError;
 pub use events::{EventStream, FeedStream};

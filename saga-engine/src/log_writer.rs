@@ -100,7 +100,9 @@ async fn commit_group(
         match store.append(batch).await {
             Ok(positions) => {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
-                stats.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                stats
+                    .records
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 for (position, record) in positions.into_iter().zip(batch.drain(..)) {
                     // No receiver is fine: nobody is watching.
                     let _ = events.send(Arc::new(Committed { position, record }));

@@ -52,7 +52,10 @@ impl StepProgress {
     /// Whether unwinding must run this step's compensation. A step that never started, or
     /// that was cleanly refused, is never compensated.
     pub fn needs_compensation(&self) -> bool {
-        matches!(self.outcome, ActionOutcome::Succeeded | ActionOutcome::Unknown) && !self.compensated
+        matches!(
+            self.outcome,
+            ActionOutcome::Succeeded | ActionOutcome::Unknown
+        ) && !self.compensated
     }
 }
 
@@ -92,7 +95,10 @@ impl SagaProgress {
     }
 
     /// Rebuild a saga's state from its whole log, as after a restart.
-    pub fn replay(definition: &SagaDefinition, records: &[SagaRecord]) -> Result<Self, EngineError> {
+    pub fn replay(
+        definition: &SagaDefinition,
+        records: &[SagaRecord],
+    ) -> Result<Self, EngineError> {
         let mut progress = SagaProgress::new(definition);
         for r in records {
             progress.apply(definition, r)?;
@@ -106,7 +112,11 @@ impl SagaProgress {
         Ok(progress)
     }
 
-    pub fn apply(&mut self, definition: &SagaDefinition, r: &SagaRecord) -> Result<(), EngineError> {
+    pub fn apply(
+        &mut self,
+        definition: &SagaDefinition,
+        r: &SagaRecord,
+    ) -> Result<(), EngineError> {
         if r.seq != self.next_seq {
             return Err(EngineError::CorruptLog(format!(
                 "saga {} record {} follows {}",
@@ -147,7 +157,8 @@ impl SagaProgress {
                 self.steps[i].outcome = ActionOutcome::Succeeded;
                 self.completion_order.push(i);
                 let output = r.detail.get("output").cloned().unwrap_or(Value::Null);
-                self.outputs.insert(definition.steps[i].name.to_string(), output);
+                self.outputs
+                    .insert(definition.steps[i].name.to_string(), output);
             }
             RecordKind::StepFailed => {
                 let i = step(r.kind)?;
@@ -184,7 +195,11 @@ impl SagaProgress {
             return NextMove::Done(status);
         }
         if !self.unwinding {
-            return match self.steps.iter().position(|s| s.outcome != ActionOutcome::Succeeded) {
+            return match self
+                .steps
+                .iter()
+                .position(|s| s.outcome != ActionOutcome::Succeeded)
+            {
                 Some(i) => NextMove::RunAction {
                     step: i,
                     attempt: self.steps[i].last_attempt + 1,

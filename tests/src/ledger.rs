@@ -32,7 +32,13 @@ pub enum Applied {
 
 pub trait Ledger: Send + Sync + 'static {
     /// Apply the effect for `key` unless it was applied already (or cancelled).
-    fn apply(&self, saga_id: &str, step: &str, phase: &str, key: &str) -> BoxFuture<'_, anyhow::Result<Applied>>;
+    fn apply(
+        &self,
+        saga_id: &str,
+        step: &str,
+        phase: &str,
+        key: &str,
+    ) -> BoxFuture<'_, anyhow::Result<Applied>>;
     /// Every effect applied for a saga, in order.
     fn effects(&self, saga_id: &str) -> BoxFuture<'_, anyhow::Result<Vec<Effect>>>;
 }
@@ -42,7 +48,13 @@ pub struct MemoryLedger {
     inner: Arc<Mutex<Vec<Effect>>>,
 }
 
-fn decide(effects: &[Effect], saga_id: &str, step: &str, phase: &str, key: &str) -> Option<Applied> {
+fn decide(
+    effects: &[Effect],
+    saga_id: &str,
+    step: &str,
+    phase: &str,
+    key: &str,
+) -> Option<Applied> {
     if effects.iter().any(|e| e.key == key) {
         return Some(Applied::Before);
     }
@@ -53,7 +65,13 @@ fn decide(effects: &[Effect], saga_id: &str, step: &str, phase: &str, key: &str)
 }
 
 impl Ledger for MemoryLedger {
-    fn apply(&self, saga_id: &str, step: &str, phase: &str, key: &str) -> BoxFuture<'_, anyhow::Result<Applied>> {
+    fn apply(
+        &self,
+        saga_id: &str,
+        step: &str,
+        phase: &str,
+        key: &str,
+    ) -> BoxFuture<'_, anyhow::Result<Applied>> {
         let mut effects = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let result = match decide(&effects, saga_id, step, phase, key) {
             Some(a) => a,
@@ -74,7 +92,11 @@ impl Ledger for MemoryLedger {
 
     fn effects(&self, saga_id: &str) -> BoxFuture<'_, anyhow::Result<Vec<Effect>>> {
         let effects = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let mine: Vec<Effect> = effects.iter().filter(|e| e.saga_id == saga_id).cloned().collect();
+        let mine: Vec<Effect> = effects
+            .iter()
+            .filter(|e| e.saga_id == saga_id)
+            .cloned()
+            .collect();
         Box::pin(async move { Ok(mine) })
     }
 }
@@ -93,7 +115,10 @@ impl SqliteLedger {
             .create_if_missing(true)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(std::time::Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS effects (
                 ord INTEGER PRIMARY KEY, saga_id TEXT NOT NULL, step TEXT NOT NULL,
@@ -105,10 +130,12 @@ impl SqliteLedger {
     }
 
     async fn all(&self, saga_id: &str) -> anyhow::Result<Vec<Effect>> {
-        let rows = sqlx::query("SELECT ord, saga_id, step, phase, key FROM effects WHERE saga_id = ? ORDER BY ord")
-            .bind(saga_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT ord, saga_id, step, phase, key FROM effects WHERE saga_id = ? ORDER BY ord",
+        )
+        .bind(saga_id)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 Ok(Effect {
@@ -124,15 +151,27 @@ impl SqliteLedger {
 }
 
 impl Ledger for SqliteLedger {
-    fn apply(&self, saga_id: &str, step: &str, phase: &str, key: &str) -> BoxFuture<'_, anyhow::Result<Applied>> {
-        let (saga_id, step, phase, key) = (saga_id.to_string(), step.to_string(), phase.to_string(), key.to_string());
+    fn apply(
+        &self,
+        saga_id: &str,
+        step: &str,
+        phase: &str,
+        key: &str,
+    ) -> BoxFuture<'_, anyhow::Result<Applied>> {
+        let (saga_id, step, phase, key) = (
+            saga_id.to_string(),
+            step.to_string(),
+            phase.to_string(),
+            key.to_string(),
+        );
         Box::pin(async move {
             // One connection: the check and the insert cannot interleave with another apply.
             let mut tx = self.pool.begin().await?;
-            let rows = sqlx::query("SELECT ord, saga_id, step, phase, key FROM effects WHERE saga_id = ?")
-                .bind(&saga_id)
-                .fetch_all(&mut *tx)
-                .await?;
+            let rows =
+                sqlx::query("SELECT ord, saga_id, step, phase, key FROM effects WHERE saga_id = ?")
+                    .bind(&saga_id)
+                    .fetch_all(&mut *tx)
+                    .await?;
             let effects: Vec<Effect> = rows
                 .iter()
                 .map(|r| Effect {

@@ -6,14 +6,19 @@
 //! applications per (saga, step, phase). If the engine ever sent a different key for the same
 //! step (after a retry or a restart), the count goes to 2 and the tests fail.
 
+pub mod browser;
 pub mod ledger;
 pub mod plan;
+pub mod server;
 
 pub use ledger::{Effect, Ledger, MemoryLedger, SqliteLedger};
 pub mod check;
 
 pub use check::{check_saga, check_saga_with};
-pub use plan::{ActionFault, CompensationFault, CrashPoint, Expected, FaultPlan, STEPS, StepPlan, TestInput, test_saga};
+pub use plan::{
+    ActionFault, CompensationFault, CrashPoint, Expected, FaultPlan, STEPS, StepPlan, TestInput,
+    test_saga,
+};
 
 /// A unique name for a throwaway database or schema.
 pub fn unique_name(prefix: &str) -> String {

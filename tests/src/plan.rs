@@ -149,7 +149,11 @@ pub struct CrashPoint {
 }
 
 /// The four-step test saga over `ledger`, with step timeouts of `timeout`.
-pub fn test_saga(ledger: Arc<dyn Ledger>, timeout: Duration, crash: Option<CrashPoint>) -> SagaDefinition {
+pub fn test_saga(
+    ledger: Arc<dyn Ledger>,
+    timeout: Duration,
+    crash: Option<CrashPoint>,
+) -> SagaDefinition {
     let crash = Arc::new(crash);
     let steps = STEPS
         .iter()
@@ -177,7 +181,10 @@ pub fn test_saga(ledger: Arc<dyn Ledger>, timeout: Duration, crash: Option<Crash
 }
 
 fn maybe_crash(crash: &Option<CrashPoint>, ctx: &StepContext, phase: &str) {
-    if crash.as_ref().is_some_and(|c| c.step == *ctx.step && c.phase == phase) {
+    if crash
+        .as_ref()
+        .is_some_and(|c| c.step == *ctx.step && c.phase == phase)
+    {
         // Like SIGKILL: no destructor, no flush. The effect is already durable in the ledger.
         std::process::abort();
     }
@@ -194,12 +201,20 @@ async fn run_action(
     match fault {
         ActionFault::Fail => return Err(StepError::Business("refused by the fault plan".into())),
         ActionFault::Transient(n) if ctx.attempt <= n => {
-            return Err(StepError::Retryable(format!("transient failure {} of {n}", ctx.attempt)));
+            return Err(StepError::Retryable(format!(
+                "transient failure {} of {n}",
+                ctx.attempt
+            )));
         }
         _ => {}
     }
     let applied = ledger
-        .apply(&ctx.saga_id.to_string(), &ctx.step, "action", &ctx.idempotency_key)
+        .apply(
+            &ctx.saga_id.to_string(),
+            &ctx.step,
+            "action",
+            &ctx.idempotency_key,
+        )
         .await
         .map_err(|e| StepError::Retryable(format!("ledger: {e}")))?;
     if applied == Applied::Cancelled {
@@ -210,7 +225,9 @@ async fn run_action(
     }
     match fault {
         ActionFault::Timeout => std::future::pending::<()>().await,
-        ActionFault::SlowOnce(ms) if ctx.attempt == 1 => tokio::time::sleep(Duration::from_millis(ms)).await,
+        ActionFault::SlowOnce(ms) if ctx.attempt == 1 => {
+            tokio::time::sleep(Duration::from_millis(ms)).await
+        }
         _ => {}
     }
     Ok(json!({ "step": &*ctx.step }))
@@ -224,14 +241,26 @@ async fn run_compensation(
 ) -> Result<(), StepError> {
     let input: TestInput = ctx.input()?;
     match input.plan.steps[i].compensation {
-        CompensationFault::Fail => return Err(StepError::Retryable("compensation refused by the fault plan".into())),
+        CompensationFault::Fail => {
+            return Err(StepError::Retryable(
+                "compensation refused by the fault plan".into(),
+            ));
+        }
         CompensationFault::Transient(n) if ctx.attempt <= n => {
-            return Err(StepError::Retryable(format!("transient compensation failure {} of {n}", ctx.attempt)));
+            return Err(StepError::Retryable(format!(
+                "transient compensation failure {} of {n}",
+                ctx.attempt
+            )));
         }
         _ => {}
     }
     let applied = ledger
-        .apply(&ctx.saga_id.to_string(), &ctx.step, "compensation", &ctx.idempotency_key)
+        .apply(
+            &ctx.saga_id.to_string(),
+            &ctx.step,
+            "compensation",
+            &ctx.idempotency_key,
+        )
         .await
         .map_err(|e| StepError::Retryable(format!("ledger: {e}")))?;
     if applied == Applied::Now {

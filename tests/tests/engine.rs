@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use saga_engine::{Engine, EngineConfig, EngineError, RecordKind, SagaId, SagaRecord, SagaStatus};
-use saga_shop_tests::{ActionFault as A, CompensationFault as C, FaultPlan, MemoryLedger, TestInput, check_saga, test_saga};
+use saga_shop_tests::{
+    ActionFault as A, CompensationFault as C, FaultPlan, MemoryLedger, TestInput, check_saga,
+    test_saga,
+};
 use support::{Backend, fresh_store};
 
 struct Harness {
@@ -20,21 +23,35 @@ async fn harness(backend: Backend, test: &str, config: EngineConfig) -> Option<H
     let store = fresh_store(backend, test).await?;
     let ledger = MemoryLedger::default();
     let engine = Engine::with_shared_store(store, config);
-    engine.register(test_saga(Arc::new(ledger.clone()), Duration::from_millis(200), None));
+    engine.register(test_saga(
+        Arc::new(ledger.clone()),
+        Duration::from_millis(200),
+        None,
+    ));
     Some(Harness { engine, ledger })
 }
 
 impl Harness {
     async fn run(&self, plan: &FaultPlan) -> SagaId {
-        let id = self.engine.start("test_saga", &TestInput { plan: plan.clone() }).await.expect("start saga");
+        let id = self
+            .engine
+            .start("test_saga", &TestInput { plan: plan.clone() })
+            .await
+            .expect("start saga");
         self.engine.wait_finished(id).await.expect("saga finishes");
         id
     }
 
     async fn run_and_check(&self, plan: &FaultPlan) -> Vec<SagaRecord> {
         let id = self.run(plan).await;
-        check_saga(self.engine.store(), &self.ledger, id, plan).await.expect("saga invariants");
-        self.engine.store().saga_records(id, 0).await.expect("read log")
+        check_saga(self.engine.store(), &self.ledger, id, plan)
+            .await
+            .expect("saga invariants");
+        self.engine
+            .store()
+            .saga_records(id, 0)
+            .await
+            .expect("read log")
     }
 }
 
@@ -48,7 +65,9 @@ fn kinds(log: &[SagaRecord]) -> Vec<String> {
 }
 
 async fn happy_path_logs_every_transition_in_order(backend: Backend) {
-    let Some(h) = harness(backend, "happy", EngineConfig::default()).await else { return };
+    let Some(h) = harness(backend, "happy", EngineConfig::default()).await else {
+        return;
+    };
     let log = h.run_and_check(&FaultPlan::default()).await;
     assert_eq!(
         kinds(&log),
@@ -66,22 +85,37 @@ async fn happy_path_logs_every_transition_in_order(backend: Backend) {
         ]
     );
     // Outcomes are committed together with the next start: 5 commits for 10 records.
-    assert_eq!(h.engine.stats().commits.load(std::sync::atomic::Ordering::Relaxed), 5);
+    assert_eq!(
+        h.engine
+            .stats()
+            .commits
+            .load(std::sync::atomic::Ordering::Relaxed),
+        5
+    );
 }
 
 async fn failure_at_each_step_compensates_exactly_the_earlier_steps_in_reverse(backend: Backend) {
-    let Some(h) = harness(backend, "fail_each", EngineConfig::default()).await else { return };
+    let Some(h) = harness(backend, "fail_each", EngineConfig::default()).await else {
+        return;
+    };
     for k in 0..4 {
-        let log = h.run_and_check(&FaultPlan::default().with(k, A::Fail)).await;
+        let log = h
+            .run_and_check(&FaultPlan::default().with(k, A::Fail))
+            .await;
         let compensated: Vec<String> = log
             .iter()
             .filter(|r| r.kind == RecordKind::CompensationSucceeded)
             .filter_map(|r| r.step.clone())
             .collect();
-        let want: Vec<String> = (0..k).rev().map(|i| saga_shop_tests::STEPS[i].to_string()).collect();
+        let want: Vec<String> = (0..k)
+            .rev()
+            .map(|i| saga_shop_tests::STEPS[i].to_string())
+            .collect();
         assert_eq!(compensated, want, "failure at step {k}");
     }
-    let log = h.run_and_check(&FaultPlan::default().with(2, A::Fail)).await;
+    let log = h
+        .run_and_check(&FaultPlan::default().with(2, A::Fail))
+        .await;
     assert_eq!(
         kinds(&log),
         [
@@ -102,12 +136,25 @@ async fn failure_at_each_step_compensates_exactly_the_earlier_steps_in_reverse(b
 }
 
 async fn a_timed_out_step_counts_as_applied_and_is_compensated(backend: Backend) {
-    let Some(h) = harness(backend, "timeout", EngineConfig::default()).await else { return };
-    let log = h.run_and_check(&FaultPlan::default().with(2, A::Timeout)).await;
-    let retries = log.iter().filter(|r| r.kind == RecordKind::StepRetrying).count();
+    let Some(h) = harness(backend, "timeout", EngineConfig::default()).await else {
+        return;
+    };
+    let log = h
+        .run_and_check(&FaultPlan::default().with(2, A::Timeout))
+        .await;
+    let retries = log
+        .iter()
+        .filter(|r| r.kind == RecordKind::StepRetrying)
+        .count();
     assert_eq!(retries, 2, "a timeout is retried up to the attempt limit");
-    assert!(log.iter().all(|r| r.kind != RecordKind::StepRetrying || r.detail["outcome_unknown"] == true));
-    let failed = log.iter().find(|r| r.kind == RecordKind::StepFailed).expect("step_failed");
+    assert!(
+        log.iter()
+            .all(|r| r.kind != RecordKind::StepRetrying || r.detail["outcome_unknown"] == true)
+    );
+    let failed = log
+        .iter()
+        .find(|r| r.kind == RecordKind::StepFailed)
+        .expect("step_failed");
     assert_eq!(failed.detail["outcome"], "unknown");
     let compensated: Vec<&str> = log
         .iter()
@@ -118,15 +165,27 @@ async fn a_timed_out_step_counts_as_applied_and_is_compensated(backend: Backend)
 }
 
 async fn transient_errors_are_retried_with_visible_events(backend: Backend) {
-    let Some(h) = harness(backend, "transient", EngineConfig::default()).await else { return };
-    let log = h.run_and_check(&FaultPlan::default().with(1, A::Transient(2))).await;
+    let Some(h) = harness(backend, "transient", EngineConfig::default()).await else {
+        return;
+    };
+    let log = h
+        .run_and_check(&FaultPlan::default().with(1, A::Transient(2)))
+        .await;
     let retries: Vec<(u32, u64)> = log
         .iter()
         .filter(|r| r.kind == RecordKind::StepRetrying)
-        .map(|r| (r.attempt.unwrap_or(0), r.detail["delay_ms"].as_u64().unwrap_or(u64::MAX)))
+        .map(|r| {
+            (
+                r.attempt.unwrap_or(0),
+                r.detail["delay_ms"].as_u64().unwrap_or(u64::MAX),
+            )
+        })
         .collect();
     assert_eq!(retries.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2]);
-    assert!(retries.iter().all(|r| r.1 <= 20), "backoff within the policy's cap: {retries:?}");
+    assert!(
+        retries.iter().all(|r| r.1 <= 20),
+        "backoff within the policy's cap: {retries:?}"
+    );
     let starts: Vec<u32> = log
         .iter()
         .filter(|r| r.kind == RecordKind::StepStarted && r.step.as_deref() == Some("second"))
@@ -134,12 +193,17 @@ async fn transient_errors_are_retried_with_visible_events(backend: Backend) {
         .collect();
     assert_eq!(starts, [1, 2, 3]);
     // Exhausting the attempts is a failure of the step, with nothing applied.
-    h.run_and_check(&FaultPlan::default().with(1, A::Transient(3))).await;
+    h.run_and_check(&FaultPlan::default().with(1, A::Transient(3)))
+        .await;
 }
 
 async fn compensations_are_retried_until_they_succeed(backend: Backend) {
-    let Some(h) = harness(backend, "comp_retry", EngineConfig::default()).await else { return };
-    let plan = FaultPlan::default().with(3, A::Fail).with_compensation(1, C::Transient(2));
+    let Some(h) = harness(backend, "comp_retry", EngineConfig::default()).await else {
+        return;
+    };
+    let plan = FaultPlan::default()
+        .with(3, A::Fail)
+        .with_compensation(1, C::Transient(2));
     let log = h.run_and_check(&plan).await;
     let failures = log
         .iter()
@@ -149,39 +213,72 @@ async fn compensations_are_retried_until_they_succeed(backend: Backend) {
 }
 
 async fn a_compensation_that_keeps_failing_leaves_the_saga_stuck(backend: Backend) {
-    let Some(h) = harness(backend, "stuck", EngineConfig::default()).await else { return };
-    let plan = FaultPlan::default().with(3, A::Fail).with_compensation(1, C::Fail);
+    let Some(h) = harness(backend, "stuck", EngineConfig::default()).await else {
+        return;
+    };
+    let plan = FaultPlan::default()
+        .with(3, A::Fail)
+        .with_compensation(1, C::Fail);
     let log = h.run_and_check(&plan).await;
     assert_eq!(log.last().map(|r| r.kind), Some(RecordKind::SagaStuck));
     assert_eq!(log.last().and_then(|r| r.step.as_deref()), Some("second"));
-    let summary = h.engine.store().saga(log[0].saga_id).await.unwrap().unwrap();
+    let summary = h
+        .engine
+        .store()
+        .saga(log[0].saga_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(summary.status, SagaStatus::Stuck);
 }
 
 async fn a_saga_id_is_started_once(backend: Backend) {
-    let Some(h) = harness(backend, "dup", EngineConfig::default()).await else { return };
+    let Some(h) = harness(backend, "dup", EngineConfig::default()).await else {
+        return;
+    };
     let id = SagaId::new_random();
-    let input = TestInput { plan: FaultPlan::default() };
-    h.engine.start_with_id(id, "test_saga", &input).await.expect("first start");
+    let input = TestInput {
+        plan: FaultPlan::default(),
+    };
+    h.engine
+        .start_with_id(id, "test_saga", &input)
+        .await
+        .expect("first start");
     let again = h.engine.start_with_id(id, "test_saga", &input).await;
     assert_eq!(again, Err(EngineError::DuplicateSaga(id)));
     assert_eq!(h.engine.wait_finished(id).await, Ok(SagaStatus::Completed));
     let again = h.engine.start_with_id(id, "test_saga", &input).await;
     assert_eq!(again, Err(EngineError::DuplicateSaga(id)));
-    check_saga(h.engine.store(), &h.ledger, id, &input.plan).await.unwrap();
-    assert!(matches!(h.engine.start("no_such_saga", &input).await, Err(EngineError::UnknownDefinition(_))));
+    check_saga(h.engine.store(), &h.ledger, id, &input.plan)
+        .await
+        .unwrap();
+    assert!(matches!(
+        h.engine.start("no_such_saga", &input).await,
+        Err(EngineError::UnknownDefinition(_))
+    ));
 }
 
 fn assert_contiguous(records: &[SagaRecord], from: u64) {
     for (i, r) in records.iter().enumerate() {
-        assert_eq!(r.seq, from + i as u64 + 1, "records {:?}", records.iter().map(|r| r.seq).collect::<Vec<_>>());
+        assert_eq!(
+            r.seq,
+            from + i as u64 + 1,
+            "records {:?}",
+            records.iter().map(|r| r.seq).collect::<Vec<_>>()
+        );
     }
 }
 
 async fn subscribers_get_history_then_live_with_no_gap_or_duplicate(backend: Backend) {
-    let Some(h) = harness(backend, "subscribe", EngineConfig::default()).await else { return };
+    let Some(h) = harness(backend, "subscribe", EngineConfig::default()).await else {
+        return;
+    };
     let plan = FaultPlan::default().with(1, A::SlowOnce(300));
-    let id = h.engine.start("test_saga", &TestInput { plan }).await.unwrap();
+    let id = h
+        .engine
+        .start("test_saga", &TestInput { plan })
+        .await
+        .unwrap();
     // Wait until the slow step is running, so the seam falls mid-saga.
     let mut first = h.engine.subscribe(id, 0);
     let mut seen = Vec::new();
@@ -208,17 +305,34 @@ async fn subscribers_get_history_then_live_with_no_gap_or_duplicate(backend: Bac
     assert_eq!(c, log[3..]);
     assert!(log.last().unwrap().kind.is_terminal());
     // A finished saga's stream is its history, and ends.
-    let replay: Vec<_> = h.engine.subscribe(id, 0).map(|r| r.unwrap()).collect().await;
+    let replay: Vec<_> = h
+        .engine
+        .subscribe(id, 0)
+        .map(|r| r.unwrap())
+        .collect()
+        .await;
     assert_eq!(replay, log);
     let unknown: Vec<_> = h.engine.subscribe(SagaId::new_random(), 0).collect().await;
-    assert!(matches!(unknown.as_slice(), [Err(EngineError::UnknownSaga(_))]));
+    assert!(matches!(
+        unknown.as_slice(),
+        [Err(EngineError::UnknownSaga(_))]
+    ));
 }
 
 async fn a_subscriber_that_falls_behind_catches_up_from_the_log(backend: Backend) {
-    let config = EngineConfig { event_buffer: 16, ..EngineConfig::default() };
-    let Some(h) = harness(backend, "lagging", config).await else { return };
+    let config = EngineConfig {
+        event_buffer: 16,
+        ..EngineConfig::default()
+    };
+    let Some(h) = harness(backend, "lagging", config).await else {
+        return;
+    };
     let plan = FaultPlan::default().with(3, A::Fail);
-    let id = h.engine.start("test_saga", &TestInput { plan: plan.clone() }).await.unwrap();
+    let id = h
+        .engine
+        .start("test_saga", &TestInput { plan: plan.clone() })
+        .await
+        .unwrap();
     let slow = h.engine.subscribe(id, 0);
     let mut feed = h.engine.subscribe_all(None);
     // Flood the broadcast far past its buffer while `slow` is not read.
@@ -232,16 +346,29 @@ async fn a_subscriber_that_falls_behind_catches_up_from_the_log(backend: Backend
     let last = h.engine.store().last_position().await.unwrap();
     let mut positions = Vec::new();
     while positions.last() != Some(&last) {
-        let c = tokio::time::timeout(Duration::from_secs(10), feed.next()).await.expect("feed keeps up").unwrap().unwrap();
+        let c = tokio::time::timeout(Duration::from_secs(10), feed.next())
+            .await
+            .expect("feed keeps up")
+            .unwrap()
+            .unwrap();
         positions.push(c.position);
     }
-    assert!(positions.windows(2).all(|w| w[0] < w[1]), "positions strictly increase");
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "positions strictly increase"
+    );
 }
 
 async fn the_feed_resumes_from_a_position_with_every_record_once(backend: Backend) {
-    let Some(h) = harness(backend, "feed", EngineConfig::default()).await else { return };
+    let Some(h) = harness(backend, "feed", EngineConfig::default()).await else {
+        return;
+    };
     let start = h.engine.store().last_position().await.unwrap();
-    let plans = [FaultPlan::default(), FaultPlan::default().with(2, A::Fail), FaultPlan::default().with(0, A::Transient(1))];
+    let plans = [
+        FaultPlan::default(),
+        FaultPlan::default().with(2, A::Fail),
+        FaultPlan::default().with(0, A::Transient(1)),
+    ];
     let mut ids = Vec::new();
     for plan in &plans {
         ids.push(h.run(plan).await);
@@ -253,22 +380,28 @@ async fn the_feed_resumes_from_a_position_with_every_record_once(backend: Backen
     let mut feed = h.engine.subscribe_all(Some(start));
     let mut got = Vec::new();
     while got.len() < expected.len() {
-        let c = tokio::time::timeout(Duration::from_secs(10), feed.next()).await.expect("feed delivers").unwrap().unwrap();
+        let c = tokio::time::timeout(Duration::from_secs(10), feed.next())
+            .await
+            .expect("feed delivers")
+            .unwrap()
+            .unwrap();
         got.push(c.record);
     }
     got.sort_by_key(|r| (ids.iter().position(|i| *i == r.saga_id), r.seq));
     assert_eq!(got, expected);
 }
 
-async fn a_thousand_concurrent_sagas_with_random_faults_end_as_their_faults_imply(backend: Backend) {
-    let Some(h) = harness(backend, "thousand", EngineConfig::default()).await else { return };
+async fn a_thousand_concurrent_sagas_with_random_faults_end_as_their_faults_imply(
+    backend: Backend,
+) {
+    let Some(h) = harness(backend, "thousand", EngineConfig::default()).await else {
+        return;
+    };
     let plans: Vec<FaultPlan> = (0..1000u64).map(random_plan).collect();
-    let started = futures_util::future::join_all(
-        plans.iter().map(|p| async {
-            let input = TestInput { plan: p.clone() };
-            h.engine.start("test_saga", &input).await
-        }),
-    )
+    let started = futures_util::future::join_all(plans.iter().map(|p| async {
+        let input = TestInput { plan: p.clone() };
+        h.engine.start("test_saga", &input).await
+    }))
     .await;
     let ids: Vec<SagaId> = started.into_iter().map(|r| r.expect("start")).collect();
     for id in &ids {
@@ -276,8 +409,12 @@ async fn a_thousand_concurrent_sagas_with_random_faults_end_as_their_faults_impl
     }
     let mut by_status = std::collections::BTreeMap::new();
     for (id, plan) in ids.iter().zip(&plans) {
-        check_saga(h.engine.store(), &h.ledger, *id, plan).await.expect("invariants");
-        *by_status.entry(plan.expected().status.to_string()).or_insert(0) += 1;
+        check_saga(h.engine.store(), &h.ledger, *id, plan)
+            .await
+            .expect("invariants");
+        *by_status
+            .entry(plan.expected().status.to_string())
+            .or_insert(0) += 1;
     }
     // The plans must exercise every ending, or this test proves less than it claims.
     assert_eq!(by_status.len(), 3, "{by_status:?}");
@@ -285,7 +422,9 @@ async fn a_thousand_concurrent_sagas_with_random_faults_end_as_their_faults_impl
 
 /// A deterministic spread of plans: mostly healthy steps, some failures of every kind.
 fn random_plan(seed: u64) -> FaultPlan {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut next = |n: u64| {
         x ^= x >> 33;
         x = x.wrapping_mul(0xff51afd7ed558ccd);

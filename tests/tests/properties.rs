@@ -9,7 +9,10 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use saga_engine::Engine;
-use saga_shop_tests::{ActionFault, CompensationFault, FaultPlan, MemoryLedger, StepPlan, TestInput, check_saga, test_saga};
+use saga_shop_tests::{
+    ActionFault, CompensationFault, FaultPlan, MemoryLedger, StepPlan, TestInput, check_saga,
+    test_saga,
+};
 
 fn action_fault() -> impl Strategy<Value = ActionFault> {
     prop_oneof![
@@ -29,10 +32,12 @@ fn compensation_fault() -> impl Strategy<Value = CompensationFault> {
 }
 
 fn fault_plan() -> impl Strategy<Value = FaultPlan> {
-    proptest::array::uniform4((action_fault(), compensation_fault()).prop_map(|(action, compensation)| StepPlan {
-        action,
-        compensation,
-    }))
+    proptest::array::uniform4((action_fault(), compensation_fault()).prop_map(
+        |(action, compensation)| StepPlan {
+            action,
+            compensation,
+        },
+    ))
     .prop_map(|steps| FaultPlan { steps })
 }
 
@@ -47,21 +52,35 @@ fn every_fault_plan_ends_as_it_implies_on_postgres() {
 }
 
 fn every_fault_plan_ends_as_it_implies(backend: support::Backend, cases: u32) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let Some((engine, ledger)) = rt.block_on(async {
         let store = support::fresh_store(backend, "proptest").await?;
         let ledger = MemoryLedger::default();
         let engine = Engine::with_shared_store(store, Default::default());
-        engine.register(test_saga(Arc::new(ledger.clone()), Duration::from_millis(50), None));
+        engine.register(test_saga(
+            Arc::new(ledger.clone()),
+            Duration::from_millis(50),
+            None,
+        ));
         Some((engine, ledger))
     }) else {
         return;
     };
-    let mut runner = TestRunner::new(Config { cases, ..Config::default() });
+    let mut runner = TestRunner::new(Config {
+        cases,
+        ..Config::default()
+    });
     runner
         .run(&fault_plan(), |plan| {
             rt.block_on(async {
-                let id = engine.start("test_saga", &TestInput { plan: plan.clone() }).await.unwrap();
+                let id = engine
+                    .start("test_saga", &TestInput { plan: plan.clone() })
+                    .await
+                    .unwrap();
                 engine.wait_finished(id).await.unwrap();
                 check_saga(engine.store(), &ledger, id, &plan).await
             })

@@ -1,1 +1,110 @@
-fn main(){}
+//! `cargo xtask`: the project's build automation, in Rust so it runs wherever cargo does.
+//!
+//! - `cargo xtask build` — the wasm frontend (wasm-bindgen, wasm-opt when present) and the
+//!   release server, installing the wasm target and the matching wasm-bindgen-cli if missing.
+//! - `cargo xtask serve [ARGS…]` — build, then run `saga-shop` on an embedded SQLite file.
+//! - `cargo xtask test` — build, then every test of the workspace, browser tests included
+//!   (installing Chromium and ChromeDriver from Debian's packages when they are missing).
+
+mod build;
+mod tools;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let task = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    let root = project_root();
+    match task.as_str() {
+        "build" => build::all(&root),
+        "serve" => serve(&root, &rest),
+        "test" => test(&root, &rest),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <build|serve|test>\n  build   build the frontend (wasm) and the server (release)\n  serve   build, then run the server on an embedded SQLite file\n  test    build, then run every test (browser tests included)"
+            );
+            if task.is_empty() || task == "help" || task == "--help" {
+                Ok(())
+            } else {
+                bail!("unknown task {task:?}")
+            }
+        }
+    }
+}
+
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Print a step heading; long steps print their own progress beneath it.
+pub fn step(what: &str) -> Instant {
+    eprintln!("==> {what}");
+    Instant::now()
+}
+
+pub fn done(started: Instant) {
+    eprintln!("    done in {:.1}s", started.elapsed().as_secs_f64());
+}
+
+/// Run a command, failing with its name if it fails.
+pub fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+pub fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn serve(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    build::all(root)?;
+    let _ = step("starting saga-shop (ctrl-c to stop); the URL to open follows");
+    let mut cmd = Command::new(build::server_binary(root));
+    cmd.current_dir(root)
+        .arg("--static-dir")
+        .arg(build::dist_dir(root))
+        .args(args);
+    run_cmd(&mut cmd)
+}
+
+fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    let started = Instant::now();
+    build::all(root)?;
+    let browser = tools::ensure_browser()?;
+    let t = step("running every test of the workspace");
+    let mut cmd = cargo();
+    cmd.current_dir(root)
+        .args(["test", "--workspace", "--exclude", "saga-shop-frontend"])
+        .args(args)
+        .env("SAGA_SHOP_BIN", build::server_binary(root))
+        .env("SAGA_SHOP_STATIC_DIR", build::dist_dir(root))
+        .env("SAGA_TEST_CHROMIUM", &browser.chromium)
+        .env("SAGA_TEST_CHROMEDRIVER", &browser.chromedriver);
+    run_cmd(&mut cmd)?;
+    done(t);
+    eprintln!(
+        "==> all tests passed in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -65,13 +65,24 @@ pub struct Committed {
 /// id is taken; records that change the saga's status update that row in the same transaction.
 pub trait SagaStore: Send + Sync + 'static {
     /// Append a batch, possibly of many sagas (group commit). Returns each record's position.
-    fn append<'a>(&'a self, records: &'a [SagaRecord]) -> BoxFuture<'a, Result<Vec<i64>, StoreError>>;
+    fn append<'a>(
+        &'a self,
+        records: &'a [SagaRecord],
+    ) -> BoxFuture<'a, Result<Vec<i64>, StoreError>>;
 
     /// One saga's records with `seq > after_seq`, in order.
-    fn saga_records(&self, saga_id: SagaId, after_seq: u64) -> BoxFuture<'_, Result<Vec<SagaRecord>, StoreError>>;
+    fn saga_records(
+        &self,
+        saga_id: SagaId,
+        after_seq: u64,
+    ) -> BoxFuture<'_, Result<Vec<SagaRecord>, StoreError>>;
 
     /// Records of all sagas with `position > after`, in order, at most `limit`.
-    fn records_after(&self, after: i64, limit: u32) -> BoxFuture<'_, Result<Vec<Committed>, StoreError>>;
+    fn records_after(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<Committed>, StoreError>>;
 
     /// The position of the newest record (0 for an empty log).
     fn last_position(&self) -> BoxFuture<'_, Result<i64, StoreError>>;
@@ -79,12 +90,20 @@ pub trait SagaStore: Send + Sync + 'static {
     fn saga(&self, saga_id: SagaId) -> BoxFuture<'_, Result<Option<SagaSummary>, StoreError>>;
 
     /// Recent sagas, newest first, optionally only those in `status`.
-    fn list_sagas(&self, status: Option<SagaStatus>, limit: u32) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>>;
+    fn list_sagas(
+        &self,
+        status: Option<SagaStatus>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>>;
 
     /// Take ownership of every unfinished saga that nobody holds a live lease on (or that
     /// `owner` already holds), for `lease`; returns their ids. This is how a node restarting, or
     /// one of several nodes on a shared database, picks up the sagas it must drive.
-    fn claim_unfinished(&self, owner: &str, lease: Duration) -> BoxFuture<'_, Result<Vec<SagaId>, StoreError>>;
+    fn claim_unfinished(
+        &self,
+        owner: &str,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<Vec<SagaId>, StoreError>>;
 }
 
 /// What a batch does to the summary table, shared by both implementations.
@@ -96,7 +115,11 @@ pub(crate) enum SummaryChange<'a> {
 pub(crate) fn summary_change(record: &SagaRecord) -> Option<SummaryChange<'_>> {
     match record.kind {
         RecordKind::SagaStarted => Some(SummaryChange::Create {
-            definition: record.detail.get("saga").and_then(|v| v.as_str()).unwrap_or(""),
+            definition: record
+                .detail
+                .get("saga")
+                .and_then(|v| v.as_str())
+                .unwrap_or(""),
         }),
         kind => kind.status_after().map(SummaryChange::Status),
     }
@@ -112,13 +135,16 @@ pub(crate) fn parse_record(
     detail: &str,
 ) -> Result<SagaRecord, StoreError> {
     Ok(SagaRecord {
-        saga_id: saga_id.parse().map_err(|e| StoreError::Corrupt(format!("saga id {saga_id:?}: {e}")))?,
+        saga_id: saga_id
+            .parse()
+            .map_err(|e| StoreError::Corrupt(format!("saga id {saga_id:?}: {e}")))?,
         seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("seq {seq}")))?,
         kind: kind.parse().map_err(StoreError::Corrupt)?,
         at_ms,
         step,
         attempt: attempt.map(|a| a as u32),
-        detail: serde_json::from_str(detail).map_err(|e| StoreError::Corrupt(format!("record detail: {e}")))?,
+        detail: serde_json::from_str(detail)
+            .map_err(|e| StoreError::Corrupt(format!("record detail: {e}")))?,
     })
 }
 
@@ -130,7 +156,9 @@ pub(crate) fn parse_summary(
     finished_at_ms: Option<i64>,
 ) -> Result<SagaSummary, StoreError> {
     Ok(SagaSummary {
-        saga_id: saga_id.parse().map_err(|e| StoreError::Corrupt(format!("saga id {saga_id:?}: {e}")))?,
+        saga_id: saga_id
+            .parse()
+            .map_err(|e| StoreError::Corrupt(format!("saga id {saga_id:?}: {e}")))?,
         definition,
         status: status.parse().map_err(StoreError::Corrupt)?,
         started_at_ms,

@@ -8,8 +8,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, QueryBuilder, Row};
 
 use super::{
-    Committed, SagaStore, SagaSummary, StoreError, SummaryChange, lease_until, parse_record, parse_summary,
-    summary_change,
+    Committed, SagaStore, SagaSummary, StoreError, SummaryChange, lease_until, parse_record,
+    parse_summary, summary_change,
 };
 use crate::definition::BoxFuture;
 use crate::record::{SagaId, SagaRecord, SagaStatus, now_ms};
@@ -26,16 +26,21 @@ impl PgStore {
     pub async fn connect(url: &str, schema: Option<&str>) -> Result<Self, StoreError> {
         let mut options = PgConnectOptions::from_str(url)?;
         if let Some(schema) = schema {
-            if !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            if !schema
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
                 return Err(StoreError::Database(format!(
                     "schema name {schema:?} may only hold letters, digits and _"
                 )));
             }
             let mut conn = sqlx::PgConnection::connect_with(&options).await?;
             // The name was checked above to hold only [A-Za-z0-9_].
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {schema}")))
-                .execute(&mut conn)
-                .await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "CREATE SCHEMA IF NOT EXISTS {schema}"
+            )))
+            .execute(&mut conn)
+            .await?;
             conn.close().await?;
             options = options.options([("search_path", schema)]);
         }
@@ -69,12 +74,14 @@ impl PgStore {
                 }
                 Some(SummaryChange::Status(status)) => {
                     let finished = status.is_finished().then_some(r.at_ms);
-                    sqlx::query("UPDATE sagas SET status = $1, finished_at_ms = $2 WHERE saga_id = $3")
-                        .bind(status.as_str())
-                        .bind(finished)
-                        .bind(r.saga_id.to_string())
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query(
+                        "UPDATE sagas SET status = $1, finished_at_ms = $2 WHERE saga_id = $3",
+                    )
+                    .bind(status.as_str())
+                    .bind(finished)
+                    .bind(r.saga_id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
                 }
                 None => {}
             }
@@ -121,11 +128,18 @@ fn summary_from_row(row: &PgRow) -> Result<SagaSummary, StoreError> {
 }
 
 impl SagaStore for PgStore {
-    fn append<'a>(&'a self, records: &'a [SagaRecord]) -> BoxFuture<'a, Result<Vec<i64>, StoreError>> {
+    fn append<'a>(
+        &'a self,
+        records: &'a [SagaRecord],
+    ) -> BoxFuture<'a, Result<Vec<i64>, StoreError>> {
         Box::pin(self.append_batch(records))
     }
 
-    fn saga_records(&self, saga_id: SagaId, after_seq: u64) -> BoxFuture<'_, Result<Vec<SagaRecord>, StoreError>> {
+    fn saga_records(
+        &self,
+        saga_id: SagaId,
+        after_seq: u64,
+    ) -> BoxFuture<'_, Result<Vec<SagaRecord>, StoreError>> {
         Box::pin(async move {
             let rows = sqlx::query("SELECT position, saga_id, seq, kind, at_ms, step, attempt, detail FROM saga_log WHERE saga_id = $1 AND seq > $2 ORDER BY seq")
             .bind(saga_id.to_string())
@@ -136,7 +150,11 @@ impl SagaStore for PgStore {
         })
     }
 
-    fn records_after(&self, after: i64, limit: u32) -> BoxFuture<'_, Result<Vec<Committed>, StoreError>> {
+    fn records_after(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<Committed>, StoreError>> {
         Box::pin(async move {
             let rows = sqlx::query("SELECT position, saga_id, seq, kind, at_ms, step, attempt, detail FROM saga_log WHERE position > $1 ORDER BY position LIMIT $2")
             .bind(after)
@@ -173,19 +191,30 @@ impl SagaStore for PgStore {
         })
     }
 
-    fn list_sagas(&self, status: Option<SagaStatus>, limit: u32) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>> {
+    fn list_sagas(
+        &self,
+        status: Option<SagaStatus>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>> {
         Box::pin(async move {
-            let mut q = QueryBuilder::new("SELECT saga_id, definition, status, started_at_ms, finished_at_ms FROM sagas");
+            let mut q = QueryBuilder::new(
+                "SELECT saga_id, definition, status, started_at_ms, finished_at_ms FROM sagas",
+            );
             if let Some(status) = status {
                 q.push(" WHERE status = ").push_bind(status.as_str());
             }
-            q.push(" ORDER BY started_at_ms DESC, saga_id LIMIT ").push_bind(i64::from(limit));
+            q.push(" ORDER BY started_at_ms DESC, saga_id LIMIT ")
+                .push_bind(i64::from(limit));
             let rows = q.build().fetch_all(&self.pool).await?;
             rows.iter().map(summary_from_row).collect()
         })
     }
 
-    fn claim_unfinished(&self, owner: &str, lease: Duration) -> BoxFuture<'_, Result<Vec<SagaId>, StoreError>> {
+    fn claim_unfinished(
+        &self,
+        owner: &str,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<Vec<SagaId>, StoreError>> {
         let owner = owner.to_string();
         Box::pin(async move {
             let rows = sqlx::query(
@@ -202,7 +231,8 @@ impl SagaStore for PgStore {
             rows.iter()
                 .map(|row| {
                     let id: &str = row.try_get("saga_id")?;
-                    id.parse().map_err(|e| StoreError::Corrupt(format!("saga id {id:?}: {e}")))
+                    id.parse()
+                        .map_err(|e| StoreError::Corrupt(format!("saga id {id:?}: {e}")))
                 })
                 .collect()
         })

@@ -6,12 +6,14 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{QueryBuilder, Row};
 
 use super::{
-    Committed, SagaStore, SagaSummary, StoreError, SummaryChange, lease_until, parse_record, parse_summary,
-    summary_change,
+    Committed, SagaStore, SagaSummary, StoreError, SummaryChange, lease_until, parse_record,
+    parse_summary, summary_change,
 };
 use crate::definition::BoxFuture;
 use crate::record::{SagaId, SagaRecord, SagaStatus, now_ms};
@@ -75,12 +77,14 @@ impl SqliteStore {
                 }
                 Some(SummaryChange::Status(status)) => {
                     let finished = status.is_finished().then_some(r.at_ms);
-                    sqlx::query("UPDATE sagas SET status = ?, finished_at_ms = ? WHERE saga_id = ?")
-                        .bind(status.as_str())
-                        .bind(finished)
-                        .bind(r.saga_id.to_string())
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query(
+                        "UPDATE sagas SET status = ?, finished_at_ms = ? WHERE saga_id = ?",
+                    )
+                    .bind(status.as_str())
+                    .bind(finished)
+                    .bind(r.saga_id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
                 }
                 None => {}
             }
@@ -127,11 +131,18 @@ fn summary_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<SagaSummary, StoreE
 }
 
 impl SagaStore for SqliteStore {
-    fn append<'a>(&'a self, records: &'a [SagaRecord]) -> BoxFuture<'a, Result<Vec<i64>, StoreError>> {
+    fn append<'a>(
+        &'a self,
+        records: &'a [SagaRecord],
+    ) -> BoxFuture<'a, Result<Vec<i64>, StoreError>> {
         Box::pin(self.append_batch(records))
     }
 
-    fn saga_records(&self, saga_id: SagaId, after_seq: u64) -> BoxFuture<'_, Result<Vec<SagaRecord>, StoreError>> {
+    fn saga_records(
+        &self,
+        saga_id: SagaId,
+        after_seq: u64,
+    ) -> BoxFuture<'_, Result<Vec<SagaRecord>, StoreError>> {
         Box::pin(async move {
             let rows = sqlx::query("SELECT position, saga_id, seq, kind, at_ms, step, attempt, detail FROM saga_log WHERE saga_id = ? AND seq > ? ORDER BY seq")
             .bind(saga_id.to_string())
@@ -142,7 +153,11 @@ impl SagaStore for SqliteStore {
         })
     }
 
-    fn records_after(&self, after: i64, limit: u32) -> BoxFuture<'_, Result<Vec<Committed>, StoreError>> {
+    fn records_after(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<Committed>, StoreError>> {
         Box::pin(async move {
             let rows = sqlx::query("SELECT position, saga_id, seq, kind, at_ms, step, attempt, detail FROM saga_log WHERE position > ? ORDER BY position LIMIT ?")
             .bind(after)
@@ -179,19 +194,30 @@ impl SagaStore for SqliteStore {
         })
     }
 
-    fn list_sagas(&self, status: Option<SagaStatus>, limit: u32) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>> {
+    fn list_sagas(
+        &self,
+        status: Option<SagaStatus>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>> {
         Box::pin(async move {
-            let mut q = QueryBuilder::new("SELECT saga_id, definition, status, started_at_ms, finished_at_ms FROM sagas");
+            let mut q = QueryBuilder::new(
+                "SELECT saga_id, definition, status, started_at_ms, finished_at_ms FROM sagas",
+            );
             if let Some(status) = status {
                 q.push(" WHERE status = ").push_bind(status.as_str());
             }
-            q.push(" ORDER BY started_at_ms DESC, saga_id LIMIT ").push_bind(i64::from(limit));
+            q.push(" ORDER BY started_at_ms DESC, saga_id LIMIT ")
+                .push_bind(i64::from(limit));
             let rows = q.build().fetch_all(&self.reader).await?;
             rows.iter().map(summary_from_row).collect()
         })
     }
 
-    fn claim_unfinished(&self, owner: &str, lease: Duration) -> BoxFuture<'_, Result<Vec<SagaId>, StoreError>> {
+    fn claim_unfinished(
+        &self,
+        owner: &str,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<Vec<SagaId>, StoreError>> {
         let owner = owner.to_string();
         Box::pin(async move {
             let rows = sqlx::query(
@@ -208,7 +234,8 @@ impl SagaStore for SqliteStore {
             rows.iter()
                 .map(|row| {
                     let id: &str = row.try_get("saga_id")?;
-                    id.parse().map_err(|e| StoreError::Corrupt(format!("saga id {id:?}: {e}")))
+                    id.parse()
+                        .map_err(|e| StoreError::Corrupt(format!("saga id {id:?}: {e}")))
                 })
                 .collect()
         })

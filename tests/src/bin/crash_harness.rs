@@ -15,7 +15,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use saga_engine::{BoxFuture, Committed, Engine, SagaId, SagaRecord, SagaStatus, SagaStore, SagaSummary, SqliteStore, StoreError};
+use saga_engine::{
+    BoxFuture, Committed, Engine, SagaId, SagaRecord, SagaStatus, SagaStore, SagaSummary,
+    SqliteStore, StoreError,
+};
 use saga_shop_tests::{CrashPoint, FaultPlan, SqliteLedger, TestInput, test_saga};
 
 /// A store that dies after a number of commits: the commit is durable, the process is gone.
@@ -25,7 +28,10 @@ struct CrashingStore {
 }
 
 impl SagaStore for CrashingStore {
-    fn append<'a>(&'a self, records: &'a [SagaRecord]) -> BoxFuture<'a, Result<Vec<i64>, StoreError>> {
+    fn append<'a>(
+        &'a self,
+        records: &'a [SagaRecord],
+    ) -> BoxFuture<'a, Result<Vec<i64>, StoreError>> {
         Box::pin(async move {
             let positions = self.inner.append(records).await?;
             if self.commits_left.fetch_sub(1, Ordering::SeqCst) == 1 {
@@ -34,10 +40,18 @@ impl SagaStore for CrashingStore {
             Ok(positions)
         })
     }
-    fn saga_records(&self, id: SagaId, after: u64) -> BoxFuture<'_, Result<Vec<SagaRecord>, StoreError>> {
+    fn saga_records(
+        &self,
+        id: SagaId,
+        after: u64,
+    ) -> BoxFuture<'_, Result<Vec<SagaRecord>, StoreError>> {
         self.inner.saga_records(id, after)
     }
-    fn records_after(&self, after: i64, limit: u32) -> BoxFuture<'_, Result<Vec<Committed>, StoreError>> {
+    fn records_after(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<Committed>, StoreError>> {
         self.inner.records_after(after, limit)
     }
     fn last_position(&self) -> BoxFuture<'_, Result<i64, StoreError>> {
@@ -46,10 +60,18 @@ impl SagaStore for CrashingStore {
     fn saga(&self, id: SagaId) -> BoxFuture<'_, Result<Option<SagaSummary>, StoreError>> {
         self.inner.saga(id)
     }
-    fn list_sagas(&self, status: Option<SagaStatus>, limit: u32) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>> {
+    fn list_sagas(
+        &self,
+        status: Option<SagaStatus>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>> {
         self.inner.list_sagas(status, limit)
     }
-    fn claim_unfinished(&self, owner: &str, lease: Duration) -> BoxFuture<'_, Result<Vec<SagaId>, StoreError>> {
+    fn claim_unfinished(
+        &self,
+        owner: &str,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<Vec<SagaId>, StoreError>> {
         self.inner.claim_unfinished(owner, lease)
     }
 }
@@ -79,7 +101,10 @@ fn parse_args() -> anyhow::Result<Args> {
             "--crash-after-commits" => args.crash_after_commits = Some(value.parse()?),
             "--crash-in" => {
                 let (step, phase) = value.split_once(':').context("--crash-in STEP:PHASE")?;
-                args.crash_in = Some(CrashPoint { step: step.into(), phase: phase.into() });
+                args.crash_in = Some(CrashPoint {
+                    step: step.into(),
+                    phase: phase.into(),
+                });
             }
             other => bail!("unknown flag {other}"),
         }
@@ -100,7 +125,9 @@ async fn main() -> anyhow::Result<()> {
     engine.register(test_saga(ledger, Duration::from_millis(200), args.crash_in));
     match args.mode.as_str() {
         "run" => {
-            engine.start_with_id(id, "test_saga", &TestInput { plan: args.plan }).await?;
+            engine
+                .start_with_id(id, "test_saga", &TestInput { plan: args.plan })
+                .await?;
         }
         "recover" => {
             engine.recover().await?;

@@ -1,0 +1,11 @@
+//! `saga-shop`: the web application around the saga engine. It hosts the HTTP API and its SSE
+//! streams, serves the WebAssembly frontend, and recovers unfinished sagas on start.
+//!
+//! Main types: [`config::Config`] (flags), [`app::AppState`] (what handlers share) and
+//! [`app::router`] (the whole HTTP surface, callable from tests).
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod server;

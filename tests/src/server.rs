@@ -1,0 +1,116 @@
+//! Starting the real `saga-shop` binary on an ephemeral port, as a user would run it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The server binary: `SAGA_SHOP_BIN` (set by `cargo xtask test`), else the release build.
+pub fn server_binary() -> anyhow::Result<PathBuf> {
+    let bin = std::env::var_os("SAGA_SHOP_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/release/saga-shop"));
+    if !bin.exists() {
+        bail!(
+            "{} is missing: run the tests with `cargo xtask test`, which builds it",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// The built frontend: `SAGA_SHOP_STATIC_DIR`, else `frontend/dist`.
+pub fn static_dir() -> PathBuf {
+    std::env::var_os("SAGA_SHOP_STATIC_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("frontend/dist"))
+}
+
+/// A scratch directory for one test's databases.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = workspace_root()
+        .join("target/test-scratch")
+        .join(crate::unique_name(name));
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+/// A running `saga-shop`. Killed (SIGKILL) when dropped.
+pub struct ShopServer {
+    child: Child,
+    pub url: String,
+    pub dir: PathBuf,
+}
+
+impl ShopServer {
+    /// Start on a fresh SQLite database in a new scratch directory.
+    pub fn start(extra_args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_in(scratch_dir("shop"), extra_args)
+    }
+
+    /// Start on the databases in `dir` (to restart a server on the same files).
+    pub fn start_in(dir: PathBuf, extra_args: &[&str]) -> anyhow::Result<Self> {
+        let db = format!("sqlite://{}", dir.join("saga-shop.db").display());
+        let mut child = Command::new(server_binary()?)
+            .args(["--listen", "127.0.0.1:0", "--database", &db, "--static-dir"])
+            .arg(static_dir())
+            .args(extra_args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting saga-shop")?;
+        let stdout = child.stdout.take().context("saga-shop stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("saga-shop listening on ") {
+                    let _ = tx.send(url.trim().to_string());
+                }
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                bail!("saga-shop did not report its address within 60 s");
+            }
+        };
+        Ok(ShopServer { child, url, dir })
+    }
+
+    /// SIGKILL: no graceful anything, as in a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Wait for the process to exit by itself (after a `crash` fault) and return its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("saga-shop did not exit within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ShopServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,126 @@
+//! The pieces a fresh machine lacks: the wasm target, wasm-bindgen-cli at exactly the version
+//! of the `wasm-bindgen` crate in Cargo.lock, and Chromium with ChromeDriver for browser tests.
+//! Each is installed when missing, or named in one line with the command that fixes it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+use crate::{cargo, done, run_cmd, step};
+
+pub fn ensure_wasm_target() -> anyhow::Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("rustup is missing: install Rust with rustup (https://rustup.rs), then run `rustup target add wasm32-unknown-unknown`")?;
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.trim() == "wasm32-unknown-unknown")
+    {
+        return Ok(());
+    }
+    let t = step("installing the wasm32-unknown-unknown target (rustup)");
+    run_cmd(Command::new("rustup").args(["target", "add", "wasm32-unknown-unknown"]))
+        .context("could not add the wasm target: run `rustup target add wasm32-unknown-unknown`")?;
+    done(t);
+    Ok(())
+}
+
+/// The `wasm-bindgen` version pinned by Cargo.lock; the CLI must match it exactly.
+fn locked_wasm_bindgen_version(root: &Path) -> anyhow::Result<String> {
+    let lock = std::fs::read_to_string(root.join("Cargo.lock")).context("reading Cargo.lock")?;
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() == "name = \"wasm-bindgen\""
+            && let Some(v) = lines
+                .next()
+                .and_then(|l| l.trim().strip_prefix("version = \""))
+        {
+            return Ok(v.trim_end_matches('"').to_string());
+        }
+    }
+    bail!("Cargo.lock has no wasm-bindgen package")
+}
+
+/// `.tools/wasm-bindgen-<version>/bin/wasm-bindgen`, installed there from crates.io if absent.
+pub fn ensure_wasm_bindgen(root: &Path) -> anyhow::Result<PathBuf> {
+    let version = locked_wasm_bindgen_version(root)?;
+    let dir = root.join(".tools").join(format!("wasm-bindgen-{version}"));
+    let bin = dir.join("bin").join("wasm-bindgen");
+    if bin.exists() {
+        return Ok(bin);
+    }
+    let t = step(&format!(
+        "installing wasm-bindgen-cli {version} into .tools/ (a few minutes, once)"
+    ));
+    let install = |locked: bool| {
+        let mut cmd = cargo();
+        cmd.args([
+            "install",
+            "wasm-bindgen-cli",
+            "--version",
+            &version,
+            "--root",
+        ])
+        .arg(&dir);
+        if locked {
+            cmd.arg("--locked");
+        }
+        run_cmd(&mut cmd)
+    };
+    // `--locked` reproduces the CLI's own lock file, but that can pin a crate the registry no
+    // longer serves; then build it with fresh resolution instead.
+    if install(true).is_err() {
+        eprintln!("    --locked install failed; retrying without --locked");
+        install(false).with_context(|| {
+            format!("could not install wasm-bindgen-cli: run `cargo install wasm-bindgen-cli --version {version} --root .tools/wasm-bindgen-{version}`")
+        })?;
+    }
+    done(t);
+    Ok(bin)
+}
+
+pub struct Browser {
+    pub chromium: PathBuf,
+    pub chromedriver: PathBuf,
+}
+
+fn find(candidates: &[&str]) -> Option<PathBuf> {
+    candidates.iter().map(PathBuf::from).find(|p| p.exists())
+}
+
+fn locate() -> Option<Browser> {
+    Some(Browser {
+        chromium: find(&["/usr/bin/chromium", "/usr/bin/chromium-browser"])?,
+        chromedriver: find(&["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"])?,
+    })
+}
+
+/// Chromium and ChromeDriver from Debian's packages (the same version, and no download of a
+/// browser from the internet, which this kind of machine cannot reach).
+pub fn ensure_browser() -> anyhow::Result<Browser> {
+    if let Some(b) = locate() {
+        return Ok(b);
+    }
+    let fix = "apt-get update && apt-get install -y chromium chromium-driver";
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false);
+    if !is_root || Command::new("apt-get").arg("--version").output().is_err() {
+        bail!("Chromium and ChromeDriver are missing for the browser tests: run `sudo {fix}`");
+    }
+    let t = step("installing Chromium and ChromeDriver from Debian's packages");
+    run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
+    run_cmd(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "chromium", "chromium-driver"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+    .with_context(|| format!("could not install Chromium: run `{fix}`"))?;
+    done(t);
+    locate()
+        .with_context(|| format!("Chromium was installed but not found in /usr/bin: run `{fix}`"))
+}
