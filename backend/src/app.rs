@@ -1,36 +1,72 @@
 //! The application state and the router.
 
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use saga_engine::{Engine, SagaStore};
+use tokio::sync::watch;
 use tower_http::services::{ServeDir, ServeFile};
 
 use crate::api;
+use crate::metrics::Metrics;
+use crate::purchase::ServiceClient;
+
+/// Request bodies larger than this are refused with 413.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Engine,
+    pub client: ServiceClient,
     pub allow_crash_faults: bool,
+    pub metrics: Arc<Metrics>,
+    /// Flips to true on shutdown, so endless responses (SSE) end and the server can stop.
+    pub shutdown: watch::Receiver<bool>,
 }
 
 impl AppState {
     pub fn store(&self) -> &dyn SagaStore {
         self.engine.store()
     }
+
+    pub fn shutdown_signal(&self) -> impl Future<Output = ()> + Send + 'static + use<> {
+        let mut rx = self.shutdown.clone();
+        async move {
+            let _ = rx.wait_for(|stopping| *stopping).await;
+        }
+    }
 }
 
-/// The whole HTTP surface: `/healthz`, the API under `/api`, and the frontend for every other
-/// path (the page routes itself, so unknown paths get `index.html`).
+/// `/healthz`, `/metrics`, the API under `/api`, and the frontend for every other path (the
+/// page routes itself, so unknown paths get `index.html`). The services are nested by the
+/// caller, which knows which ones this process hosts.
 pub fn router(state: AppState, static_dir: &Path) -> Router {
     let index = ServeFile::new(static_dir.join("index.html"));
     let frontend = ServeDir::new(static_dir).fallback(index);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .nest("/api", api::router())
+        .route("/metrics", get(metrics))
+        .nest(
+            "/api",
+            api::router().layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
+        )
         .fallback_service(frontend)
         .with_state(Arc::new(state))
+}
+
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        state.metrics.render(&state.engine),
+    )
 }

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use crate::services::ServiceName;
+
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "saga-shop",
@@ -12,11 +14,13 @@ use clap::Parser;
     about = "An online shop whose purchases run as sagas, and a live view of them."
 )]
 pub struct Config {
-    /// Address to listen on.
+    /// Address to listen on (port 0 picks a free one; the chosen URL is printed).
     #[arg(long, env = "SAGA_SHOP_LISTEN", default_value = "127.0.0.1:3000")]
     pub listen: SocketAddr,
 
-    /// The saga log: `sqlite://PATH` (created on first run) or `postgres://…`.
+    /// The saga log: `sqlite://PATH` (created on first run) or `postgres://…`. Each service
+    /// keeps its own database beside it: `PATH` with `.orders.db`, … for SQLite, a schema of
+    /// its own for PostgreSQL.
     #[arg(
         long,
         env = "SAGA_SHOP_DATABASE",
@@ -31,4 +35,27 @@ pub struct Config {
     /// Accept the `crash` fault, which aborts this process on purpose. For demos and tests.
     #[arg(long, env = "SAGA_SHOP_ALLOW_CRASH_FAULTS")]
     pub allow_crash_faults: bool,
+
+    /// Run only this shop service (orders, billing, payments or shipping), not the shop.
+    #[arg(long, env = "SAGA_SHOP_SERVICE", value_parser = parse_service)]
+    pub service: Option<ServiceName>,
+
+    /// Use the service at URL instead of hosting it here, as NAME=URL (repeatable, or
+    /// comma-separated in the environment variable), e.g. `payments=http://10.0.0.7:4000`.
+    #[arg(long = "service-url", env = "SAGA_SHOP_SERVICE_URLS", value_delimiter = ',', value_parser = parse_service_url)]
+    pub service_urls: Vec<(ServiceName, String)>,
+}
+
+fn parse_service(s: &str) -> Result<ServiceName, String> {
+    s.parse()
+}
+
+fn parse_service_url(s: &str) -> Result<(ServiceName, String), String> {
+    let (name, url) = s
+        .split_once('=')
+        .ok_or("expected NAME=URL, e.g. payments=http://127.0.0.1:4000")?;
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!("{url:?} is not an http:// URL"));
+    }
+    Ok((name.parse()?, url.to_string()))
 }

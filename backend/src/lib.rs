@@ -8,4 +8,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod error;
+pub mod metrics;
+pub mod purchase;
 pub mod server;
+pub mod services;

@@ -1,13 +1,20 @@
-//! Starting and stopping the server: open the store, recover unfinished sagas, listen, and
-//! shut down gracefully on SIGTERM or ctrl-c.
+//! Starting and stopping: open the stores, host the services, recover unfinished sagas, listen,
+//! and shut down gracefully on SIGTERM or ctrl-c.
 
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::Router;
 use saga_engine::{Engine, EngineConfig, PgStore, SagaStore, SqliteStore};
+use tokio::sync::watch;
 
 use crate::app::{AppState, router};
 use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::purchase::{ServiceClient, ServiceUrls, purchase_saga};
+use crate::services::{
+    ServiceName, billing::Billing, orders::Orders, payments::Payments, shipping::Shipping,
+};
 
 /// Open the saga log named by a `sqlite://` or `postgres://` URL.
 pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn SagaStore>> {
@@ -21,7 +28,7 @@ pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn SagaStore>> {
             .with_context(|| format!("opening the SQLite saga log at {}", path.display()))?;
         Ok(Arc::new(store))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let store = PgStore::connect(url, None)
+        let store = PgStore::connect(url, Some("saga_log"))
             .await
             .context("connecting to the PostgreSQL saga log")?;
         Ok(Arc::new(store))
@@ -30,33 +37,111 @@ pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn SagaStore>> {
     }
 }
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    let store = open_store(&config.database).await?;
-    let engine = Engine::with_shared_store(store, EngineConfig::default());
-    let state = AppState {
-        engine: engine.clone(),
-        allow_crash_faults: config.allow_crash_faults,
+/// The router of one service, mounted at `/svc/{name}`.
+async fn service_router(service: ServiceName, database: &str) -> anyhow::Result<Router> {
+    let context = || format!("opening the {service} service's database");
+    let router = match service {
+        ServiceName::Orders => Orders::open(database).await.with_context(context)?.router(),
+        ServiceName::Billing => Billing::open(database)
+            .await
+            .with_context(context)?
+            .router(),
+        ServiceName::Payments => Payments::open(database)
+            .await
+            .with_context(context)?
+            .router(),
+        ServiceName::Shipping => Shipping::open(database)
+            .await
+            .with_context(context)?
+            .router(),
     };
-    let resumed = engine
-        .recover()
-        .await
-        .context("recovering unfinished sagas")?;
-    if resumed > 0 {
-        tracing::info!(resumed, "resumed unfinished sagas");
+    Ok(Router::new().nest(&format!("/svc/{service}"), router))
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    if let Some(dir) = config
+        .database
+        .strip_prefix("sqlite://")
+        .and_then(|p| std::path::Path::new(p).parent())
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let app = router(state, &config.static_dir);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let app = match config.service {
+        Some(service) => {
+            let healthz = Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
+            service_router(service, &config.database)
+                .await?
+                .merge(healthz)
+        }
+        None => shop(&config, &addr.to_string(), stop_rx).await?,
+    };
+
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                let _ = stop_tx.send(true);
+            })
+            .await
+    });
     // Tests and `cargo xtask serve` read this line to find the server.
-    println!("saga-shop listening on http://{addr}");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+    match config.service {
+        Some(service) => println!(
+            "saga-shop listening on http://{addr} (the {service} service only, under /svc/{service})"
+        ),
+        None => println!("saga-shop listening on http://{addr}"),
+    }
+    server
         .await
+        .context("the server task failed")?
         .context("serving HTTP")?;
-    tracing::info!("stopped accepting requests; unfinished sagas resume at the next start");
+    tracing::info!("stopped; unfinished sagas resume at the next start");
     Ok(())
+}
+
+/// The whole shop: the engine with the purchase saga, the API and page, and every service not
+/// pointed elsewhere by `--service-url`.
+async fn shop(config: &Config, addr: &str, stop: watch::Receiver<bool>) -> anyhow::Result<Router> {
+    let store = open_store(&config.database).await?;
+    let engine = Engine::with_shared_store(store, EngineConfig::default());
+    let mut urls = ServiceUrls::local(&format!("http://{addr}"));
+    for (service, url) in &config.service_urls {
+        urls.set(*service, url);
+    }
+    let client = ServiceClient::new(urls);
+    engine.register(purchase_saga(client.clone(), config.allow_crash_faults));
+    let metrics = Arc::new(Metrics::default());
+    metrics.spawn_collector(&engine);
+    let state = AppState {
+        engine: engine.clone(),
+        client,
+        allow_crash_faults: config.allow_crash_faults,
+        metrics,
+        shutdown: stop,
+    };
+    let mut app = router(state, &config.static_dir);
+    for service in ServiceName::ALL {
+        if !config.service_urls.iter().any(|(s, _)| *s == service) {
+            app = app.merge(service_router(service, &config.database).await?);
+        }
+    }
+    // Recover once the listener is up (the participants call this very server), but do not
+    // hold up the start: a slow recovery must not make the server look dead.
+    tokio::spawn(async move {
+        match engine.recover().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(resumed = n, "resumed unfinished sagas"),
+            Err(e) => tracing::error!(error = %e, "recovering unfinished sagas failed"),
+        }
+    });
+    Ok(app)
 }
 
 async fn shutdown_signal() {

@@ -1,6 +1,13 @@
 //! Types that cross the wire between the backend and the browser: request and response bodies
 //! of the HTTP API and the events of the SSE streams. Defined once here, used by both sides.
 
+pub mod api;
+pub mod rules;
+pub mod timeline;
+
+pub use api::*;
+pub use timeline::*;
+
 use serde::{Deserialize, Serialize};
 
 /// Every 4xx/5xx body: a sentence for a person, and the input at fault if there is one.

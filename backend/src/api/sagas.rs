@@ -1,18 +1,79 @@
-//! Reading sagas: the list and (later) one saga with its steps and events.
+//! Reading sagas: the list, one saga with its steps and events, and the SSE streams.
+
+use std::convert::Infallible;
+use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Query, State};
-use saga_engine::SagaStatus;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::{Stream, StreamExt};
+use saga_engine::{RecordKind, SagaId, SagaRecord, SagaStatus, SagaSummary};
 use serde::Deserialize;
-use shared::{SagaListItem, rfc3339_millis};
+use shared::{STEPS, SagaDetail, SagaEvent, SagaListItem, Timeline, rfc3339_millis};
 
 use super::SharedState;
 use crate::error::ApiError;
+use crate::purchase::{SAGA_NAME, order_id_for};
 
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
     status: Option<String>,
     limit: Option<u32>,
+}
+
+fn order_id(summary_definition: &str, id: SagaId) -> Option<String> {
+    (summary_definition == SAGA_NAME).then(|| order_id_for(id))
+}
+
+fn list_item(s: SagaSummary) -> SagaListItem {
+    SagaListItem {
+        saga_id: s.saga_id.to_string(),
+        order_id: order_id(&s.definition, s.saga_id),
+        status: s.status.to_string(),
+        started_at: rfc3339_millis(s.started_at_ms),
+        finished_at: s.finished_at_ms.map(rfc3339_millis),
+    }
+}
+
+/// A log record as the public event stream shows it. The saga's input (customer details) stays
+/// in the log: `saga_started` only says which saga and order it is.
+pub fn event(r: &SagaRecord) -> SagaEvent {
+    let detail = match r.kind {
+        RecordKind::SagaStarted => {
+            let mut d = serde_json::Map::new();
+            if let Some(saga) = r.detail.get("saga") {
+                d.insert("saga".into(), saga.clone());
+            }
+            if let Some(order) = r.detail.get("input").and_then(|i| i.get("order_id")) {
+                d.insert("order_id".into(), order.clone());
+            }
+            serde_json::Value::Object(d)
+        }
+        _ => r.detail.clone(),
+    };
+    SagaEvent {
+        saga_id: r.saga_id.to_string(),
+        seq: r.seq,
+        kind: r.kind.to_string(),
+        at: rfc3339_millis(r.at_ms),
+        step: r.step.clone(),
+        attempt: r.attempt,
+        detail,
+    }
+}
+
+fn sse_event(e: &SagaEvent, id: i64) -> Event {
+    let data = serde_json::to_string(e).unwrap_or_default();
+    Event::default()
+        .id(id.to_string())
+        .event(e.kind.clone())
+        .data(data)
+}
+
+fn parse_saga_id(id: &str) -> Result<SagaId, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::NotFound(format!("there is no saga {id}")))
 }
 
 /// `GET /api/sagas?status=&limit=`: recent sagas, newest first.
@@ -28,16 +89,104 @@ pub async fn list_sagas(
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let sagas = state.store().list_sagas(status, limit).await?;
-    Ok(Json(
-        sagas
-            .into_iter()
-            .map(|s| SagaListItem {
-                saga_id: s.saga_id.to_string(),
-                order_id: None,
-                status: s.status.to_string(),
-                started_at: rfc3339_millis(s.started_at_ms),
-                finished_at: s.finished_at_ms.map(rfc3339_millis),
-            })
-            .collect(),
-    ))
+    Ok(Json(sagas.into_iter().map(list_item).collect()))
+}
+
+/// `GET /api/sagas/{id}`: the saga, its steps as its events say, and the events.
+pub async fn get_saga(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+) -> Result<Json<SagaDetail>, ApiError> {
+    let saga_id = parse_saga_id(&id)?;
+    let summary = state
+        .store()
+        .saga(saga_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("there is no saga {id}")))?;
+    let events: Vec<SagaEvent> = state
+        .store()
+        .saga_records(saga_id, 0)
+        .await?
+        .iter()
+        .map(event)
+        .collect();
+    let steps: &[&str] = if summary.definition == SAGA_NAME {
+        &STEPS
+    } else {
+        &[]
+    };
+    let timeline = Timeline::from_events(&id, steps, &events);
+    Ok(Json(SagaDetail {
+        saga_id: saga_id.to_string(),
+        order_id: order_id(&summary.definition, saga_id),
+        status: summary.status.to_string(),
+        steps: timeline.steps,
+        events,
+    }))
+}
+
+fn last_event_id(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    match headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
+        None => Ok(None),
+        Some(v) => v.trim().parse::<i64>().map(Some).map_err(|_| {
+            ApiError::invalid(
+                "Last-Event-ID",
+                "Last-Event-ID must be a number, the id of the last event received",
+            )
+        }),
+    }
+}
+
+fn keep_alive() -> KeepAlive {
+    KeepAlive::new()
+        .interval(Duration::from_secs(15))
+        .text("keep-alive")
+}
+
+/// `GET /api/sagas/{id}/events`: history, then live; `id` is `seq`; ends after the final event.
+pub async fn saga_events(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let saga_id = parse_saga_id(&id)?;
+    if state.store().saga(saga_id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("there is no saga {id}")));
+    }
+    let after = last_event_id(&headers)?.unwrap_or(0).max(0) as u64;
+    let guard = state.metrics.sse_subscriber();
+    let stream = state
+        .engine
+        .subscribe(saga_id, after)
+        .take_while(|r| std::future::ready(r.is_ok()))
+        .filter_map(move |r| {
+            let _held = &guard;
+            std::future::ready(
+                r.ok()
+                    .map(|rec| Ok(sse_event(&event(&rec), rec.seq as i64))),
+            )
+        })
+        .take_until(state.shutdown_signal());
+    Ok(Sse::new(stream).keep_alive(keep_alive()))
+}
+
+/// `GET /api/events`: every saga's events, live. Here `id` is the event's position in the whole
+/// log (a per-saga `seq` cannot say where a stream of all sagas stopped), so `Last-Event-ID`
+/// resumes this stream too.
+pub async fn all_events(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let after = last_event_id(&headers)?;
+    let guard = state.metrics.sse_subscriber();
+    let stream = state
+        .engine
+        .subscribe_all(after)
+        .take_while(|r| std::future::ready(r.is_ok()))
+        .filter_map(move |r| {
+            let _held = &guard;
+            std::future::ready(r.ok().map(|c| Ok(sse_event(&event(&c.record), c.position))))
+        })
+        .take_until(state.shutdown_signal());
+    Ok(Sse::new(stream).keep_alive(keep_alive()))
 }

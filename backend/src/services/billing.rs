@@ -1,0 +1,170 @@
+//! The billing service: issues the invoice for an order (lines priced when the order was
+//! placed, plus the delivery fee) and voids it when the purchase unwinds.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+use shared::{Fault, InvoiceView};
+use sqlx::Row;
+
+use super::orders::OrderLine;
+use super::{
+    ServiceDb, after_action, attempt, before_action, before_compensation, db_failure,
+    idempotency_key, new_id, now_ms, refusal, reply,
+};
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/billing");
+
+#[derive(Clone)]
+pub struct Billing {
+    db: ServiceDb,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct IssueInvoice {
+    pub order_id: String,
+    pub lines: Vec<OrderLine>,
+    pub delivery_fee_cents: i64,
+    pub fault: Option<Fault>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InvoiceRef {
+    pub order_id: String,
+    pub fault: Option<Fault>,
+}
+
+impl Billing {
+    pub async fn open(database: &str) -> Result<Self, super::DbError> {
+        Ok(Billing {
+            db: ServiceDb::open(database, "billing", &MIGRATOR).await?,
+        })
+    }
+
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/create_invoice", post(create_invoice))
+            .route("/void_invoice", post(void_invoice))
+            .route("/invoices/{order_id}", get(get_invoice))
+            .with_state(Arc::new(self))
+    }
+}
+
+type Svc = State<Arc<Billing>>;
+
+async fn create_invoice(
+    State(svc): Svc,
+    headers: HeaderMap,
+    Json(req): Json<IssueInvoice>,
+) -> Response {
+    let key = match idempotency_key(&headers) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    if let Some((status, body)) = before_action(req.fault, attempt(&headers)).await {
+        return reply(status, body);
+    }
+    let fault = req.fault;
+    let result = svc
+        .db
+        .idempotent(&key, move |tx| {
+            Box::pin(async move {
+                let voided = sqlx::query("SELECT order_id FROM voided_orders WHERE order_id = $1")
+                    .bind(&req.order_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if voided.is_some() {
+                    return Ok(refusal(format!("the invoice for order {} was voided before it was issued", req.order_id)));
+                }
+                let total = req.lines.iter().map(|l| l.qty * l.unit_price_cents).sum::<i64>() + req.delivery_fee_cents;
+                let invoice = InvoiceView { invoice_id: new_id("inv"), status: "issued".into(), total_cents: total };
+                sqlx::query(
+                    "INSERT INTO invoices (invoice_id, order_id, status, lines, total_cents, issued_at_ms) VALUES ($1, $2, 'issued', $3, $4, $5)",
+                )
+                .bind(&invoice.invoice_id)
+                .bind(&req.order_id)
+                .bind(json!(req.lines).to_string())
+                .bind(total)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+                Ok((200, json!(invoice)))
+            })
+        })
+        .await;
+    match result {
+        Ok((status, body)) => {
+            if status == 200 {
+                after_action(fault).await;
+            }
+            reply(status, body)
+        }
+        Err(e) => db_failure(e),
+    }
+}
+
+async fn void_invoice(
+    State(svc): Svc,
+    headers: HeaderMap,
+    Json(req): Json<InvoiceRef>,
+) -> Response {
+    let key = match idempotency_key(&headers) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    if let Some((status, body)) = before_compensation(req.fault, attempt(&headers)) {
+        return reply(status, body);
+    }
+    let result = svc
+        .db
+        .idempotent(&key, move |tx| {
+            Box::pin(async move {
+                sqlx::query("UPDATE invoices SET status = 'void' WHERE order_id = $1")
+                    .bind(&req.order_id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO voided_orders (order_id) VALUES ($1) ON CONFLICT DO NOTHING",
+                )
+                .bind(&req.order_id)
+                .execute(&mut *tx)
+                .await?;
+                Ok((200, json!({ "order_id": req.order_id, "status": "void" })))
+            })
+        })
+        .await;
+    match result {
+        Ok((status, body)) => reply(status, body),
+        Err(e) => db_failure(e),
+    }
+}
+
+async fn get_invoice(State(svc): Svc, Path(order_id): Path<String>) -> Response {
+    let row =
+        sqlx::query("SELECT invoice_id, status, total_cents FROM invoices WHERE order_id = $1")
+            .bind(&order_id)
+            .fetch_optional(&svc.db.pool)
+            .await;
+    match row {
+        Ok(Some(r)) => reply(
+            200,
+            json!(InvoiceView {
+                invoice_id: r.try_get("invoice_id").unwrap_or_default(),
+                status: r.try_get("status").unwrap_or_default(),
+                total_cents: r.try_get("total_cents").unwrap_or_default(),
+            }),
+        ),
+        Ok(None) => reply(
+            404,
+            json!({ "error": format!("no invoice for order {order_id}"), "field": null }),
+        ),
+        Err(e) => db_failure(e),
+    }
+}

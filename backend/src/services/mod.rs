@@ -1,0 +1,164 @@
+//! The four shop services. Each is a module with its routes, its storage and its migrations,
+//! owns its own database, and is reached only over HTTP: the saga's participants call it with
+//! an `Idempotency-Key`, and no service reads another's tables.
+//!
+//! By default `saga-shop` hosts all four under `/svc/{name}`; `saga-shop --service NAME` hosts
+//! one alone, so they can be spread over processes or machines.
+
+pub mod billing;
+pub mod db;
+pub mod orders;
+pub mod payments;
+pub mod shipping;
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use shared::Fault;
+
+pub use db::{DbError, ServiceDb};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ServiceName {
+    Orders,
+    Billing,
+    Payments,
+    Shipping,
+}
+
+impl ServiceName {
+    pub const ALL: [ServiceName; 4] = [
+        ServiceName::Orders,
+        ServiceName::Billing,
+        ServiceName::Payments,
+        ServiceName::Shipping,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceName::Orders => "orders",
+            ServiceName::Billing => "billing",
+            ServiceName::Payments => "payments",
+            ServiceName::Shipping => "shipping",
+        }
+    }
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ServiceName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ServiceName::ALL
+            .into_iter()
+            .find(|n| n.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown service {s:?}: use orders, billing, payments or shipping")
+            })
+    }
+}
+
+/// The `Idempotency-Key` header every action and compensation must carry.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<String, Response> {
+    headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| !k.is_empty() && k.len() <= 200)
+        .map(str::to_string)
+        .ok_or_else(|| {
+            reply(
+                400,
+                json!({ "error": "the Idempotency-Key header is required", "field": null }),
+            )
+        })
+}
+
+/// Which attempt of the step this is (`X-Saga-Attempt`), for the transient faults.
+pub fn attempt(headers: &HeaderMap) -> u32 {
+    headers
+        .get("x-saga-attempt")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+pub fn reply(status: u16, body: Value) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, Json(body)).into_response()
+}
+
+/// A business refusal: the participant said no and applied nothing.
+pub fn refusal(message: impl Into<String>) -> (u16, Value) {
+    (409, json!({ "error": message.into(), "field": null }))
+}
+
+pub fn db_failure(e: impl fmt::Display) -> Response {
+    tracing::error!(error = %e, "service database error");
+    reply(
+        503,
+        json!({ "error": "the service's database is unavailable", "field": null }),
+    )
+}
+
+/// Faults that act before an action (DESIGN.md §4): `fail` refuses, `transient` answers 503 on
+/// the first N attempts, `delay` makes the service slow. `None` means go ahead.
+pub async fn before_action(fault: Option<Fault>, attempt: u32) -> Option<(u16, Value)> {
+    match fault {
+        Some(Fault::Fail) => Some((
+            422,
+            json!({ "error": "the service refused the request (injected fault: fail)", "field": null }),
+        )),
+        Some(Fault::Transient { times }) if attempt <= times => Some((
+            503,
+            json!({ "error": format!("the service is temporarily unavailable (injected fault: transient, attempt {attempt} of {times})"), "field": null }),
+        )),
+        Some(Fault::Delay { ms }) => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            None
+        }
+        _ => None,
+    }
+}
+
+/// The `timeout` fault: the effect is applied, but the answer never comes.
+pub async fn after_action(fault: Option<Fault>) {
+    if fault == Some(Fault::Timeout) {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Faults of a compensation: `compensation_transient` fails the first N attempts,
+/// `compensation_fail` every one.
+pub fn before_compensation(fault: Option<Fault>, attempt: u32) -> Option<(u16, Value)> {
+    let failing = match fault {
+        Some(Fault::CompensationTransient { times }) => attempt <= times,
+        Some(Fault::CompensationFail) => true,
+        _ => false,
+    };
+    failing.then(|| {
+        (
+            503,
+            json!({ "error": format!("the compensation failed (injected fault, attempt {attempt})"), "field": null }),
+        )
+    })
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
