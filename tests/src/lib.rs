@@ -10,6 +10,7 @@ pub mod browser;
 pub mod ledger;
 pub mod plan;
 pub mod server;
+pub mod shop;
 
 pub use ledger::{Effect, Ledger, MemoryLedger, SqliteLedger};
 pub mod check;

@@ -74,7 +74,12 @@ impl ShopServer {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(url) = line.strip_prefix("saga-shop listening on ") {
-                    let _ = tx.send(url.trim().to_string());
+                    let _ = tx.send(
+                        url.split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_string(),
+                    );
                 }
             }
         });
@@ -82,7 +87,9 @@ impl ShopServer {
             Ok(url) => url,
             Err(_) => {
                 let _ = child.kill();
-                bail!("saga-shop did not report its address within 60 s");
+                bail!(
+                    "saga-shop exited or did not report its address within 60 s (its stderr is above)"
+                );
             }
         };
         Ok(ShopServer { child, url, dir })
@@ -92,6 +99,16 @@ impl ShopServer {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// SIGTERM: ask for a graceful shutdown.
+    pub fn terminate(&self) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -TERM failed");
+        Ok(())
     }
 
     /// Wait for the process to exit by itself (after a `crash` fault) and return its status.

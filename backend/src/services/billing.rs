@@ -6,7 +6,6 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -16,8 +15,8 @@ use sqlx::Row;
 
 use super::orders::OrderLine;
 use super::{
-    ServiceDb, after_action, attempt, before_action, before_compensation, db_failure,
-    idempotency_key, new_id, now_ms, refusal, reply,
+    ServiceDb, StepRequest, after_action, before_action, before_compensation, db_failure, new_id,
+    now_ms, refusal, reply,
 };
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/billing");
@@ -61,20 +60,16 @@ type Svc = State<Arc<Billing>>;
 
 async fn create_invoice(
     State(svc): Svc,
-    headers: HeaderMap,
+    step: StepRequest,
     Json(req): Json<IssueInvoice>,
 ) -> Response {
-    let key = match idempotency_key(&headers) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    if let Some((status, body)) = before_action(req.fault, attempt(&headers)).await {
+    if let Some((status, body)) = before_action(req.fault, step.attempt).await {
         return reply(status, body);
     }
     let fault = req.fault;
     let result = svc
         .db
-        .idempotent(&key, move |tx| {
+        .idempotent(&step.key, move |tx| {
             Box::pin(async move {
                 let voided = sqlx::query("SELECT order_id FROM voided_orders WHERE order_id = $1")
                     .bind(&req.order_id)
@@ -110,21 +105,13 @@ async fn create_invoice(
     }
 }
 
-async fn void_invoice(
-    State(svc): Svc,
-    headers: HeaderMap,
-    Json(req): Json<InvoiceRef>,
-) -> Response {
-    let key = match idempotency_key(&headers) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    if let Some((status, body)) = before_compensation(req.fault, attempt(&headers)) {
+async fn void_invoice(State(svc): Svc, step: StepRequest, Json(req): Json<InvoiceRef>) -> Response {
+    if let Some((status, body)) = before_compensation(req.fault, step.attempt) {
         return reply(status, body);
     }
     let result = svc
         .db
-        .idempotent(&key, move |tx| {
+        .idempotent(&step.key, move |tx| {
             Box::pin(async move {
                 sqlx::query("UPDATE invoices SET status = 'void' WHERE order_id = $1")
                     .bind(&req.order_id)

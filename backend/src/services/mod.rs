@@ -16,7 +16,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use axum::Json;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::FromRequestParts;
+use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use shared::Fault;
@@ -67,28 +69,33 @@ impl FromStr for ServiceName {
     }
 }
 
-/// The `Idempotency-Key` header every action and compensation must carry.
-pub fn idempotency_key(headers: &HeaderMap) -> Result<String, Response> {
-    headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .filter(|k| !k.is_empty() && k.len() <= 200)
-        .map(str::to_string)
-        .ok_or_else(|| {
-            reply(
-                400,
-                json!({ "error": "the Idempotency-Key header is required", "field": null }),
-            )
-        })
+/// What every action and compensation request carries besides its body: the
+/// `Idempotency-Key` (required) and which attempt of the step this is (`X-Saga-Attempt`, for
+/// the transient faults).
+pub struct StepRequest {
+    pub key: String,
+    pub attempt: u32,
 }
 
-/// Which attempt of the step this is (`X-Saga-Attempt`), for the transient faults.
-pub fn attempt(headers: &HeaderMap) -> u32 {
-    headers
-        .get("x-saga-attempt")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
+impl<S: Send + Sync> FromRequestParts<S> for StepRequest {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let key = header("idempotency-key")
+            .filter(|k| !k.is_empty() && k.len() <= 200)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                reply(
+                    400,
+                    json!({ "error": "the Idempotency-Key header is required", "field": null }),
+                )
+            })?;
+        let attempt = header("x-saga-attempt")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        Ok(StepRequest { key, attempt })
+    }
 }
 
 pub fn reply(status: u16, body: Value) -> Response {

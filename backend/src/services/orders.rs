@@ -7,7 +7,6 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
@@ -16,8 +15,8 @@ use shared::{Address, CatalogItem, Customer, Delivery, Fault, OrderItem};
 use sqlx::Row;
 
 use super::{
-    ServiceDb, after_action, attempt, before_action, before_compensation, db_failure,
-    idempotency_key, now_ms, refusal, reply,
+    ServiceDb, StepRequest, after_action, before_action, before_compensation, db_failure, now_ms,
+    refusal, reply,
 };
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/orders");
@@ -149,18 +148,14 @@ async fn catalog(State(svc): Svc) -> Response {
     }
 }
 
-async fn place_order(State(svc): Svc, headers: HeaderMap, Json(req): Json<PlaceOrder>) -> Response {
-    let key = match idempotency_key(&headers) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    if let Some((status, body)) = before_action(req.fault, attempt(&headers)).await {
+async fn place_order(State(svc): Svc, step: StepRequest, Json(req): Json<PlaceOrder>) -> Response {
+    if let Some((status, body)) = before_action(req.fault, step.attempt).await {
         return reply(status, body);
     }
     let fault = req.fault;
     let result = svc
         .db
-        .idempotent(&key, move |tx| {
+        .idempotent(&step.key, move |tx| {
             Box::pin(async move {
                 let existing = sqlx::query("SELECT status FROM orders WHERE order_id = $1")
                     .bind(&req.order_id)
@@ -248,14 +243,10 @@ async fn release(tx: &mut sqlx::AnyConnection, line: &OrderLine) -> Result<(), s
 }
 
 /// Called by the payment step once the payment is captured.
-async fn confirm_order(State(svc): Svc, headers: HeaderMap, Json(req): Json<OrderRef>) -> Response {
-    let key = match idempotency_key(&headers) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
+async fn confirm_order(State(svc): Svc, step: StepRequest, Json(req): Json<OrderRef>) -> Response {
     let result = svc
         .db
-        .idempotent(&key, move |tx| {
+        .idempotent(&step.key, move |tx| {
             Box::pin(async move {
                 let changed = sqlx::query("UPDATE orders SET status = 'confirmed' WHERE order_id = $1 AND status = 'pending'")
                     .bind(&req.order_id)
@@ -275,17 +266,13 @@ async fn confirm_order(State(svc): Svc, headers: HeaderMap, Json(req): Json<Orde
     }
 }
 
-async fn cancel_order(State(svc): Svc, headers: HeaderMap, Json(req): Json<OrderRef>) -> Response {
-    let key = match idempotency_key(&headers) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    if let Some((status, body)) = before_compensation(req.fault, attempt(&headers)) {
+async fn cancel_order(State(svc): Svc, step: StepRequest, Json(req): Json<OrderRef>) -> Response {
+    if let Some((status, body)) = before_compensation(req.fault, step.attempt) {
         return reply(status, body);
     }
     let result = svc
         .db
-        .idempotent(&key, move |tx| {
+        .idempotent(&step.key, move |tx| {
             Box::pin(async move {
                 let row = sqlx::query("SELECT status, lines FROM orders WHERE order_id = $1")
                     .bind(&req.order_id)

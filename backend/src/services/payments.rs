@@ -9,7 +9,6 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
@@ -18,8 +17,8 @@ use shared::{Fault, PaymentView};
 use sqlx::Row;
 
 use super::{
-    ServiceDb, after_action, attempt, before_action, before_compensation, db_failure,
-    idempotency_key, new_id, now_ms, refusal, reply,
+    ServiceDb, StepRequest, after_action, before_action, before_compensation, db_failure, new_id,
+    now_ms, refusal, reply,
 };
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/payments");
@@ -123,18 +122,14 @@ async fn tokenise(State(svc): Svc, Json(req): Json<TokeniseCard>) -> Response {
     }
 }
 
-async fn process_payment(State(svc): Svc, headers: HeaderMap, Json(req): Json<Charge>) -> Response {
-    let key = match idempotency_key(&headers) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    if let Some((status, body)) = before_action(req.fault, attempt(&headers)).await {
+async fn process_payment(State(svc): Svc, step: StepRequest, Json(req): Json<Charge>) -> Response {
+    if let Some((status, body)) = before_action(req.fault, step.attempt).await {
         return reply(status, body);
     }
     let fault = req.fault;
     let result = svc
         .db
-        .idempotent(&key, move |tx| {
+        .idempotent(&step.key, move |tx| {
             Box::pin(async move {
                 let refunded = sqlx::query("SELECT order_id FROM refunded_orders WHERE order_id = $1")
                     .bind(&req.order_id)
@@ -206,19 +201,15 @@ async fn process_payment(State(svc): Svc, headers: HeaderMap, Json(req): Json<Ch
 
 async fn refund_payment(
     State(svc): Svc,
-    headers: HeaderMap,
+    step: StepRequest,
     Json(req): Json<RefundRef>,
 ) -> Response {
-    let key = match idempotency_key(&headers) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    if let Some((status, body)) = before_compensation(req.fault, attempt(&headers)) {
+    if let Some((status, body)) = before_compensation(req.fault, step.attempt) {
         return reply(status, body);
     }
     let result = svc
         .db
-        .idempotent(&key, move |tx| {
+        .idempotent(&step.key, move |tx| {
             Box::pin(async move {
                 sqlx::query("UPDATE payments SET status = 'refunded', refunded_cents = amount_cents WHERE order_id = $1")
                     .bind(&req.order_id)

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -16,8 +15,8 @@ use shared::{Address, Delivery, Fault, NotificationView, ShipmentView, iso_date,
 use sqlx::Row;
 
 use super::{
-    ServiceDb, after_action, attempt, before_action, before_compensation, db_failure,
-    idempotency_key, new_id, now_ms, refusal, reply,
+    ServiceDb, StepRequest, after_action, before_action, before_compensation, db_failure, new_id,
+    now_ms, refusal, reply,
 };
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/shipping");
@@ -71,18 +70,14 @@ fn tracking_number() -> String {
     format!("SS{digits:010}GB")
 }
 
-async fn ship_order(State(svc): Svc, headers: HeaderMap, Json(req): Json<Ship>) -> Response {
-    let key = match idempotency_key(&headers) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    if let Some((status, body)) = before_action(req.fault, attempt(&headers)).await {
+async fn ship_order(State(svc): Svc, step: StepRequest, Json(req): Json<Ship>) -> Response {
+    if let Some((status, body)) = before_action(req.fault, step.attempt).await {
         return reply(status, body);
     }
     let fault = req.fault;
     let result = svc
         .db
-        .idempotent(&key, move |tx| {
+        .idempotent(&step.key, move |tx| {
             Box::pin(async move {
                 if !SERVED_COUNTRIES.contains(&req.address.country.as_str()) {
                     return Ok((422, json!({ "error": format!("we do not ship to {}", req.address.country), "field": "address.country" })));
@@ -143,19 +138,15 @@ async fn ship_order(State(svc): Svc, headers: HeaderMap, Json(req): Json<Ship>) 
 
 async fn cancel_shipment(
     State(svc): Svc,
-    headers: HeaderMap,
+    step: StepRequest,
     Json(req): Json<ShipmentRef>,
 ) -> Response {
-    let key = match idempotency_key(&headers) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    if let Some((status, body)) = before_compensation(req.fault, attempt(&headers)) {
+    if let Some((status, body)) = before_compensation(req.fault, step.attempt) {
         return reply(status, body);
     }
     let result = svc
         .db
-        .idempotent(&key, move |tx| {
+        .idempotent(&step.key, move |tx| {
             Box::pin(async move {
                 sqlx::query("UPDATE shipments SET status = 'cancelled' WHERE order_id = $1")
                     .bind(&req.order_id)

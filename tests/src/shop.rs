@@ -1,0 +1,189 @@
+//! A client for the shop API as a test (or a person with curl) uses it: place an order, follow
+//! its saga's event stream to the end, read what the services hold.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use shared::{CatalogItem, OrderAccepted, OrderView, SagaEvent};
+
+/// A valid order for `sku`, with `faults` (a JSON object, possibly empty).
+pub fn order(sku: &str, qty: i64, faults: Value) -> Value {
+    json!({
+        "customer": {"name": "Ada Lovelace", "email": "ada@example.com"},
+        "address": {"line1": "12 Analytical Row", "city": "London", "postal_code": "N1 9GU", "country": "GB"},
+        "delivery": "standard",
+        "items": [{"sku": sku, "qty": qty}],
+        "payment": {"method": "card", "card_number": "4242424242424242", "expiry": "12/30", "cvc": "123"},
+        "faults": faults,
+    })
+}
+
+pub struct Shop {
+    pub http: reqwest::Client,
+    pub url: String,
+}
+
+impl Shop {
+    pub fn new(url: &str) -> Self {
+        Shop {
+            http: reqwest::Client::new(),
+            url: url.to_string(),
+        }
+    }
+
+    pub async fn post_order(
+        &self,
+        body: &Value,
+        key: Option<&str>,
+    ) -> anyhow::Result<reqwest::Response> {
+        let mut req = self
+            .http
+            .post(format!("{}/api/orders", self.url))
+            .json(body);
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        Ok(req.send().await?)
+    }
+
+    /// Place an order that must be accepted.
+    pub async fn buy(&self, body: &Value) -> anyhow::Result<OrderAccepted> {
+        let response = self.post_order(body, None).await?;
+        let status = response.status();
+        if status != 202 {
+            bail!(
+                "order refused with {status}: {}",
+                response.text().await.unwrap_or_default()
+            );
+        }
+        Ok(response.json().await?)
+    }
+
+    pub async fn catalog(&self) -> anyhow::Result<Vec<CatalogItem>> {
+        Ok(self
+            .http
+            .get(format!("{}/api/catalog", self.url))
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
+    pub async fn stock(&self, sku: &str) -> anyhow::Result<i64> {
+        self.catalog()
+            .await?
+            .into_iter()
+            .find(|c| c.sku == sku)
+            .map(|c| c.stock)
+            .context("sku in catalog")
+    }
+
+    pub async fn order_view(&self, order_id: &str) -> anyhow::Result<OrderView> {
+        Ok(self
+            .http
+            .get(format!("{}/api/orders/{order_id}", self.url))
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
+    pub async fn saga_count(&self) -> anyhow::Result<usize> {
+        let list: Vec<Value> = self
+            .http
+            .get(format!("{}/api/sagas?limit=1000", self.url))
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(list.len())
+    }
+
+    /// Read a saga's event stream (after `last_event_id`) until it ends, at most `limit` events.
+    pub async fn events(
+        &self,
+        saga_id: &str,
+        last_event_id: Option<u64>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<(u64, SagaEvent)>> {
+        let mut req = self
+            .http
+            .get(format!("{}/api/sagas/{saga_id}/events", self.url));
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id.to_string());
+        }
+        let mut response = req.send().await?;
+        if response.status() != 200 {
+            bail!("event stream answered {}", response.status());
+        }
+        let mut buf = String::new();
+        let mut out = Vec::new();
+        let read = async {
+            while let Some(chunk) = response.chunk().await? {
+                buf.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buf.find("\n\n") {
+                    let block: String = buf.drain(..end + 2).collect();
+                    if let Some(e) = parse_block(&block)? {
+                        out.push(e);
+                        if out.len() >= limit {
+                            return Ok::<_, anyhow::Error>(());
+                        }
+                    }
+                }
+            }
+            Ok(())
+        };
+        tokio::time::timeout(Duration::from_secs(60), read)
+            .await
+            .context("the event stream did not end within 60 s")??;
+        Ok(out)
+    }
+
+    /// Follow a saga to its end; returns its events.
+    pub async fn finish(&self, saga_id: &str) -> anyhow::Result<Vec<SagaEvent>> {
+        Ok(self
+            .events(saga_id, None, usize::MAX)
+            .await?
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect())
+    }
+}
+
+/// One SSE block: `id`, `event`, `data` lines. Comments (keep-alives) give `None`.
+fn parse_block(block: &str) -> anyhow::Result<Option<(u64, SagaEvent)>> {
+    let mut id = None;
+    let mut kind = None;
+    let mut data = String::new();
+    for line in block.lines() {
+        if let Some(v) = line.strip_prefix("id:") {
+            id = Some(v.trim().parse::<u64>()?);
+        } else if let Some(v) = line.strip_prefix("event:") {
+            kind = Some(v.trim().to_string());
+        } else if let Some(v) = line.strip_prefix("data:") {
+            data.push_str(v.trim_start());
+        }
+    }
+    if data.is_empty() {
+        return Ok(None);
+    }
+    let event: SagaEvent = serde_json::from_str(&data)?;
+    anyhow::ensure!(
+        kind.as_deref() == Some(event.kind.as_str()),
+        "SSE event name {kind:?} differs from type {}",
+        event.kind
+    );
+    Ok(Some((id.context("an event without id")?, event)))
+}
+
+/// `"step_started place_order"`-style lines, to compare event sequences readably.
+pub fn kinds(events: &[SagaEvent]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| match &e.step {
+            Some(s) => format!("{} {s}", e.kind),
+            None => e.kind.clone(),
+        })
+        .collect()
+}

@@ -1,0 +1,140 @@
+//! The shop process dying and coming back: the `crash` fault, SIGKILL mid-step, SIGTERM, and
+//! the services split into processes of their own.
+
+use std::time::Duration;
+
+use saga_shop_tests::server::{ShopServer, scratch_dir};
+use saga_shop_tests::shop::{Shop, kinds, order};
+use serde_json::json;
+
+fn attempts_of(events: &[shared::SagaEvent], step: &str) -> usize {
+    events
+        .iter()
+        .filter(|e| e.kind == "step_started" && e.step.as_deref() == Some(step))
+        .count()
+}
+
+#[tokio::test]
+async fn a_crash_after_the_payment_is_taken_recovers_with_the_card_charged_once() {
+    let dir = scratch_dir("crash");
+    let mut server = ShopServer::start_in(dir.clone(), &["--allow-crash-faults"]).unwrap();
+    let shop = Shop::new(&server.url);
+    let a = shop
+        .buy(&order(
+            "KB-01",
+            1,
+            json!({"process_payment": {"kind": "crash"}}),
+        ))
+        .await
+        .unwrap();
+    let status = server
+        .wait_exit(Duration::from_secs(30))
+        .expect("the crash fault aborts the server");
+    assert!(!status.success());
+    drop(server);
+
+    let server = ShopServer::start_in(dir, &["--allow-crash-faults"]).unwrap();
+    let shop = Shop::new(&server.url);
+    let events = shop.finish(&a.saga_id).await.unwrap();
+    assert_eq!(
+        events.last().unwrap().kind,
+        "saga_completed",
+        "{:?}",
+        kinds(&events)
+    );
+    assert_eq!(
+        attempts_of(&events, "process_payment"),
+        2,
+        "the interrupted attempt is re-sent"
+    );
+    let view = shop.order_view(&a.order_id).await.unwrap();
+    let payment = view.payment.unwrap();
+    assert_eq!(
+        (payment.status.as_str(), payment.amount_cents),
+        ("captured", view.total_cents)
+    );
+    // The re-sent request got the first charge back, not a second one.
+    let logged = events
+        .iter()
+        .find(|e| e.kind == "step_succeeded" && e.step.as_deref() == Some("process_payment"))
+        .unwrap();
+    assert_eq!(logged.detail["output"]["payment_id"], payment.payment_id);
+    assert_eq!(view.status, "confirmed");
+}
+
+#[tokio::test]
+async fn sigkill_in_the_middle_of_a_slow_step_and_a_restart_finish_the_saga() {
+    let dir = scratch_dir("sigkill");
+    let mut server = ShopServer::start_in(dir.clone(), &[]).unwrap();
+    let shop = Shop::new(&server.url);
+    let a = shop
+        .buy(&order(
+            "MS-02",
+            1,
+            json!({"create_invoice": {"kind": "delay", "ms": 2000}}),
+        ))
+        .await
+        .unwrap();
+    // Read until the slow step has started, then kill.
+    let seen = shop.events(&a.saga_id, None, 4).await.unwrap();
+    assert_eq!(seen.last().unwrap().1.kind, "step_started");
+    server.kill();
+    drop(server);
+
+    let server = ShopServer::start_in(dir, &[]).unwrap();
+    let shop = Shop::new(&server.url);
+    let events = shop.finish(&a.saga_id).await.unwrap();
+    assert_eq!(
+        events.last().unwrap().kind,
+        "saga_completed",
+        "{:?}",
+        kinds(&events)
+    );
+    assert_eq!(attempts_of(&events, "create_invoice"), 2);
+    let view = shop.order_view(&a.order_id).await.unwrap();
+    assert_eq!(view.invoice.unwrap().status, "issued");
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_server_even_with_streams_open() {
+    let mut server = ShopServer::start(&[]).unwrap();
+    let shop = Shop::new(&server.url);
+    let _feed = shop
+        .http
+        .get(format!("{}/api/events", shop.url))
+        .send()
+        .await
+        .unwrap();
+    server.terminate().unwrap();
+    let status = server
+        .wait_exit(Duration::from_secs(20))
+        .expect("graceful shutdown ends");
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test]
+async fn a_service_can_run_in_a_process_of_its_own() {
+    let payments = ShopServer::start(&["--service", "payments"]).unwrap();
+    let payments_url = format!("payments={}/svc/payments", payments.url);
+    let server = ShopServer::start(&["--service-url", &payments_url]).unwrap();
+    let shop = Shop::new(&server.url);
+    let a = shop.buy(&order("LP-09", 1, json!({}))).await.unwrap();
+    let events = shop.finish(&a.saga_id).await.unwrap();
+    assert_eq!(events.last().unwrap().kind, "saga_completed");
+    // The payment lives in the other process: the shop only sees it through HTTP.
+    let direct: shared::PaymentView = reqwest::get(format!(
+        "{}/svc/payments/payments/{}",
+        payments.url, a.order_id
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(direct.status, "captured");
+    assert!(
+        !server.dir.join("saga-shop.payments.db").exists(),
+        "the shop did not host payments itself"
+    );
+    assert!(payments.dir.join("saga-shop.payments.db").exists());
+}
