@@ -1,16 +1,17 @@
 //! The shop's browser side: a Leptos app rendered on the client, compiled to WebAssembly.
-//! It talks to the backend with gloo-net, using the request and response types of `shared`.
+//! It talks to the backend with gloo-net (JSON and server-sent events), using the request,
+//! response and event types of `shared`, and the same input rules and timeline projection.
 
+mod api;
 mod app;
+mod components;
+mod format;
+mod live;
+mod route;
 
 fn main() {
-    console_error_panic_hook_lite();
-    leptos::mount::mount_to_body(app::App);
-}
-
-/// Panics go to the browser console instead of vanishing into a trapped wasm instance.
-fn console_error_panic_hook_lite() {
     std::panic::set_hook(Box::new(|info| {
         leptos::logging::error!("{info}");
     }));
+    leptos::mount::mount_to_body(app::App);
 }

@@ -112,6 +112,52 @@ impl Browser {
         bail!("{testid} {attr} is {last:?}, not {want:?}, after {timeout:?}")
     }
 
+    pub async fn click(&self, testid: &str) -> anyhow::Result<()> {
+        self.wait_testid(testid, Duration::from_secs(20))
+            .await?
+            .click()
+            .await?;
+        Ok(())
+    }
+
+    /// Replace an input's text and fire `input` and `change`, as typing and leaving would.
+    /// (Keystrokes into an input whose value the page keeps in sync can interleave with the
+    /// page's own updates; setting the value is what a person's typing ends up as.)
+    pub async fn fill(&self, testid: &str, text: &str) -> anyhow::Result<()> {
+        let el = self.wait_testid(testid, Duration::from_secs(20)).await?;
+        let script = "const el = arguments[0]; el.focus(); el.value = arguments[1];
+            el.dispatchEvent(new Event('input', { bubbles: true }));
+            el.dispatchEvent(new Event('change', { bubbles: true }));
+            el.blur();";
+        self.client
+            .execute(script, vec![serde_json::to_value(&el)?, json!(text)])
+            .await?;
+        Ok(())
+    }
+
+    pub async fn select(&self, testid: &str, value: &str) -> anyhow::Result<()> {
+        let el = self.wait_testid(testid, Duration::from_secs(20)).await?;
+        el.select_by_value(value).await?;
+        Ok(())
+    }
+
+    /// The `data-status` of every step lane, in order.
+    pub async fn lanes(&self) -> anyhow::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for step in [
+            "place_order",
+            "create_invoice",
+            "process_payment",
+            "ship_order",
+        ] {
+            let el = self
+                .wait_testid(&format!("step-{step}"), Duration::from_secs(20))
+                .await?;
+            out.push(el.attr("data-status").await?.unwrap_or_default());
+        }
+        Ok(out)
+    }
+
     /// Save a screenshot under `target/browser-screenshots/NAME.png`; returns its path.
     pub async fn screenshot(&self, name: &str) -> anyhow::Result<PathBuf> {
         let png = self.client.screenshot().await?;

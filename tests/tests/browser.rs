@@ -1,24 +1,272 @@
-//! Browser tests: the real page in headless Chromium against the real server.
+//! Browser tests: the real page in headless Chromium against the real server. A person's
+//! path through the shop: add to cart, fill the form, pick faults, press Buy, watch the saga.
 
 use std::time::Duration;
 
 use saga_shop_tests::browser::{Browser, with_screenshot_on_failure};
 use saga_shop_tests::server::ShopServer;
 
-#[tokio::test]
-async fn the_webassembly_page_loads_and_fetches_from_the_backend() {
+const LONG: Duration = Duration::from_secs(40);
+
+/// Start a server and a browser on the shop page, run `body`, screenshot on failure.
+async fn scenario<F, Fut>(name: &str, body: F)
+where
+    F: FnOnce(Browser, String) -> Fut,
+    Fut: std::future::Future<Output = (Browser, anyhow::Result<()>)>,
+{
     let server = ShopServer::start(&[]).expect("start saga-shop");
     let browser = Browser::start().await.expect("start Chromium");
-    let result = with_screenshot_on_failure(&browser, "page_loads", || async {
-        browser.client.goto(&server.url).await?;
-        let count = browser
-            .wait_testid("saga-count", Duration::from_secs(20))
-            .await?;
-        let text = count.text().await?;
-        anyhow::ensure!(text.contains("sagas on record"), "the page shows {text:?}");
-        Ok(())
-    })
-    .await;
+    browser
+        .client
+        .goto(&server.url)
+        .await
+        .expect("open the shop");
+    let url = server.url.clone();
+    let (browser, result) = body(browser, url).await;
+    let result = with_screenshot_on_failure(&browser, name, || async { result }).await;
     browser.close().await;
     result.unwrap();
+}
+
+async fn buy(b: &Browser, sku: &str) -> anyhow::Result<String> {
+    b.click(&format!("add-{sku}")).await?;
+    b.click("buy").await?;
+    let timeline = b.wait_testid("timeline", LONG).await?;
+    // The timeline of the new saga: its id is in the address bar too.
+    let id = timeline.attr("data-saga-id").await?.unwrap_or_default();
+    anyhow::ensure!(
+        b.client.current_url().await?.path() == format!("/sagas/{id}"),
+        "the saga has its own URL"
+    );
+    Ok(id)
+}
+
+#[tokio::test]
+async fn the_happy_path_ends_completed_with_every_lane_succeeded() {
+    scenario("happy_path", |b, _| async move {
+        let r = async {
+            buy(&b, "KB-01").await?;
+            b.wait_attr("timeline", "data-status", "completed", LONG)
+                .await?;
+            anyhow::ensure!(
+                b.lanes().await? == ["succeeded"; 4],
+                "lanes {:?}",
+                b.lanes().await?
+            );
+            let state = b.wait_testid("service-state", LONG).await?;
+            b.client
+                .wait()
+                .at_most(LONG)
+                .for_element(fantoccini::Locator::Css("[data-testid=service-state] dl"))
+                .await?;
+            let text = state.text().await?;
+            anyhow::ensure!(
+                text.contains("confirmed")
+                    && text.contains("captured")
+                    && text.contains("scheduled"),
+                "{text}"
+            );
+            let log = b.wait_testid("event-log", LONG).await?.text().await?;
+            anyhow::ensure!(log.contains("saga_completed"), "{log}");
+            Ok(())
+        }
+        .await;
+        (b, r)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_declined_card_compensates_back_up_the_lanes() {
+    scenario("declined_card", |b, _| async move {
+        let r = async {
+            b.fill("field-card_number", "4000 0000 0000 0002").await?;
+            buy(&b, "MS-02").await?;
+            b.wait_attr("timeline", "data-status", "compensated", LONG)
+                .await?;
+            let lanes = b.lanes().await?;
+            anyhow::ensure!(
+                lanes == ["compensated", "compensated", "failed", "skipped"],
+                "lanes {lanes:?}"
+            );
+            Ok(())
+        }
+        .await;
+        (b, r)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_unserved_country_compensates_three_steps_and_makes_the_readme_screenshot() {
+    scenario("unserved_country", |b, _| async move {
+        let r = async {
+            b.fill("field-country", "AQ").await?;
+            buy(&b, "HP-04").await?;
+            b.wait_attr("timeline", "data-status", "compensated", LONG)
+                .await?;
+            let lanes = b.lanes().await?;
+            anyhow::ensure!(
+                lanes == ["compensated", "compensated", "compensated", "failed"],
+                "lanes {lanes:?}"
+            );
+            b.client
+                .wait()
+                .at_most(LONG)
+                .for_element(fantoccini::Locator::Css("[data-testid=service-state] dl"))
+                .await?;
+            b.client.execute("window.scrollTo(0, 0)", vec![]).await?;
+            b.screenshot("timeline-compensated").await?;
+            Ok(())
+        }
+        .await;
+        (b, r)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn insufficient_stock_fails_the_first_step_and_skips_the_rest() {
+    scenario("out_of_stock", |b, _| async move {
+        let r = async {
+            b.click("add-DS-08").await?;
+            b.fill("qty-DS-08", "5").await?; // 4 in stock
+            b.click("buy").await?;
+            b.wait_attr("timeline", "data-status", "compensated", LONG)
+                .await?;
+            let lanes = b.lanes().await?;
+            anyhow::ensure!(
+                lanes == ["failed", "skipped", "skipped", "skipped"],
+                "lanes {lanes:?}"
+            );
+            Ok(())
+        }
+        .await;
+        (b, r)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn faults_from_the_panel_show_their_retries_timeouts_and_stuck_compensations() {
+    scenario("fault_panel", |b, url| async move {
+        let r = async {
+            // Transient: the lane retries, then succeeds on the third attempt.
+            b.select("fault-create_invoice", "transient").await?;
+            buy(&b, "CB-12").await?;
+            b.wait_attr("timeline", "data-status", "completed", LONG)
+                .await?;
+            let lane = b
+                .wait_testid("step-create_invoice", LONG)
+                .await?
+                .text()
+                .await?;
+            anyhow::ensure!(lane.contains("3 attempts"), "{lane}");
+            let log = b.wait_testid("event-log", LONG).await?.text().await?;
+            anyhow::ensure!(log.matches("step_retrying").count() == 2, "{log}");
+
+            // Timeout: the step times out three times, its outcome is unknown, and it is compensated too.
+            b.client.goto(&url).await?;
+            b.select("fault-ship_order", "timeout").await?;
+            buy(&b, "CB-12").await?;
+            b.wait_attr("step-ship_order", "data-status", "retrying", LONG)
+                .await?;
+            b.wait_attr("timeline", "data-status", "compensated", LONG)
+                .await?;
+            anyhow::ensure!(
+                b.lanes().await? == ["compensated"; 4],
+                "lanes {:?}",
+                b.lanes().await?
+            );
+            b.client
+                .find(fantoccini::Locator::Css(
+                    "[data-testid=step-ship_order] .bar.timeout",
+                ))
+                .await?;
+
+            // Delay: the lane is seen running. Compensation that never succeeds: stuck.
+            b.client.goto(&url).await?;
+            b.select("fault-create_invoice", "delay").await?;
+            b.select("fault-place_order", "compensation_fail").await?;
+            b.fill("field-card_number", "4000000000000002").await?;
+            buy(&b, "CB-12").await?;
+            b.wait_attr("step-create_invoice", "data-status", "running", LONG)
+                .await?;
+            b.wait_attr("timeline", "data-status", "stuck", LONG)
+                .await?;
+            Ok(())
+        }
+        .await;
+        (b, r)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_reload_mid_saga_replays_history_and_continues_without_losing_events() {
+    scenario("reload", |b, _| async move {
+        let r = async {
+            b.select("fault-process_payment", "delay").await?; // 2000 ms unless changed
+            let id = buy(&b, "SS-11").await?;
+            b.wait_attr("step-process_payment", "data-status", "running", LONG)
+                .await?;
+            b.client.refresh().await?;
+            b.wait_attr("timeline", "data-saga-id", &id, LONG).await?;
+            b.wait_attr("timeline", "data-status", "completed", LONG)
+                .await?;
+            let rows = b
+                .client
+                .find_all(fantoccini::Locator::Css("[data-testid=event-log] tbody tr"))
+                .await?;
+            let mut seqs = Vec::new();
+            for row in rows {
+                let text = row.text().await?;
+                seqs.push(
+                    text.split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .parse::<u64>()?,
+                );
+            }
+            anyhow::ensure!(
+                seqs == (1..=10).collect::<Vec<_>>(),
+                "event log seqs {seqs:?}"
+            );
+            // The saga list shows it, live, and opens it.
+            b.wait_attr(&format!("saga-row-{id}"), "data-status", "completed", LONG)
+                .await?;
+            Ok(())
+        }
+        .await;
+        (b, r)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_form_checks_fields_as_the_server_would() {
+    scenario("validation", |b, _| async move {
+        let r = async {
+            b.click("add-KB-01").await?;
+            b.fill("field-email", "not-an-email").await?;
+            b.fill("field-card_number", "4242 4242 4242 4241").await?;
+            b.click("buy").await?;
+            let page = b
+                .client
+                .find(fantoccini::Locator::Css("form.checkout"))
+                .await?
+                .text()
+                .await?;
+            anyhow::ensure!(page.contains("the email address needs an @"), "{page}");
+            anyhow::ensure!(page.contains("that card number is not valid"), "{page}");
+            anyhow::ensure!(
+                b.client.current_url().await?.path() == "/",
+                "no saga was started"
+            );
+            Ok(())
+        }
+        .await;
+        (b, r)
+    })
+    .await;
 }

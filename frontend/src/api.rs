@@ -1,0 +1,69 @@
+//! Calls to the backend's JSON API.
+
+use gloo_net::http::{Request, Response};
+use serde::de::DeserializeOwned;
+use shared::{ApiErrorBody, CatalogItem, OrderAccepted, OrderRequest, OrderView, SagaListItem};
+
+/// What went wrong with a request, ready to show.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiFailure {
+    pub message: String,
+    pub field: Option<String>,
+}
+
+impl ApiFailure {
+    fn network(e: impl std::fmt::Display) -> Self {
+        ApiFailure {
+            message: format!("the server could not be reached: {e}"),
+            field: None,
+        }
+    }
+}
+
+async fn decode<T: DeserializeOwned>(response: Response) -> Result<T, ApiFailure> {
+    if response.ok() {
+        return response.json().await.map_err(|e| ApiFailure {
+            message: format!("unexpected answer: {e}"),
+            field: None,
+        });
+    }
+    let status = response.status();
+    match response.json::<ApiErrorBody>().await {
+        Ok(body) => Err(ApiFailure {
+            message: body.error,
+            field: body.field,
+        }),
+        Err(_) => Err(ApiFailure {
+            message: format!("the server answered {status}"),
+            field: None,
+        }),
+    }
+}
+
+async fn get<T: DeserializeOwned>(url: &str) -> Result<T, ApiFailure> {
+    let response = Request::get(url)
+        .send()
+        .await
+        .map_err(ApiFailure::network)?;
+    decode(response).await
+}
+
+pub async fn catalog() -> Result<Vec<CatalogItem>, ApiFailure> {
+    get("/api/catalog").await
+}
+
+pub async fn sagas() -> Result<Vec<SagaListItem>, ApiFailure> {
+    get("/api/sagas?limit=50").await
+}
+
+pub async fn order(order_id: &str) -> Result<OrderView, ApiFailure> {
+    get(&format!("/api/orders/{order_id}")).await
+}
+
+pub async fn place_order(order: &OrderRequest) -> Result<OrderAccepted, ApiFailure> {
+    let request = Request::post("/api/orders")
+        .json(order)
+        .map_err(ApiFailure::network)?;
+    let response = request.send().await.map_err(ApiFailure::network)?;
+    decode(response).await
+}

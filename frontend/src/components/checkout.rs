@@ -1,0 +1,308 @@
+//! The checkout form, with the fault panel and the Buy button. Fields are checked as you type
+//! with the server's own rules (`shared::rules`); if the server still refuses, its sentence is
+//! shown next to the field it names.
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use shared::{Address, Customer, Delivery, OrderItem, OrderRequest, PaymentInput, rules};
+
+use crate::api::{self, ApiFailure};
+use crate::app::ShopState;
+use crate::components::fault_panel::FaultPanel;
+use crate::format::now_ms;
+use crate::route::{Route, navigate};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckoutForm {
+    pub name: String,
+    pub email: String,
+    pub line1: String,
+    pub city: String,
+    pub postal_code: String,
+    pub country: String,
+    pub delivery: String,
+    pub method: String,
+    pub card_number: String,
+    pub expiry: String,
+    pub cvc: String,
+    pub wallet_id: String,
+}
+
+impl Default for CheckoutForm {
+    fn default() -> Self {
+        CheckoutForm {
+            name: "Ada Lovelace".into(),
+            email: "ada@example.com".into(),
+            line1: "12 Analytical Row".into(),
+            city: "London".into(),
+            postal_code: "N1 9GU".into(),
+            country: "GB".into(),
+            delivery: "standard".into(),
+            method: "card".into(),
+            card_number: "4242 4242 4242 4242".into(),
+            expiry: "12/30".into(),
+            cvc: "123".into(),
+            wallet_id: String::new(),
+        }
+    }
+}
+
+impl CheckoutForm {
+    fn get(&self, field: &str) -> String {
+        match field {
+            "name" => &self.name,
+            "email" => &self.email,
+            "line1" => &self.line1,
+            "city" => &self.city,
+            "postal_code" => &self.postal_code,
+            "country" => &self.country,
+            "card_number" => &self.card_number,
+            "expiry" => &self.expiry,
+            "cvc" => &self.cvc,
+            "wallet_id" => &self.wallet_id,
+            _ => "",
+        }
+        .to_string()
+    }
+
+    fn set(&mut self, field: &str, value: String) {
+        let slot = match field {
+            "name" => &mut self.name,
+            "email" => &mut self.email,
+            "line1" => &mut self.line1,
+            "city" => &mut self.city,
+            "postal_code" => &mut self.postal_code,
+            "country" => &mut self.country,
+            "card_number" => &mut self.card_number,
+            "expiry" => &mut self.expiry,
+            "cvc" => &mut self.cvc,
+            "wallet_id" => &mut self.wallet_id,
+            _ => return,
+        };
+        *slot = value;
+    }
+
+    /// The rule the server applies to this field, with the same sentence.
+    fn check(&self, field: &str) -> Result<(), String> {
+        let v = self.get(field);
+        match field {
+            "name" => rules::name(&v),
+            "email" => rules::email(&v),
+            "line1" => rules::line1(&v),
+            "city" => rules::city(&v),
+            "postal_code" => rules::postal_code(&v),
+            "country" => rules::country(&v),
+            "card_number" => rules::card_number(&v),
+            "expiry" => rules::expiry(&v, rules::year_month(now_ms() as i64)),
+            "cvc" => rules::cvc(&v),
+            "wallet_id" => rules::wallet_id(&v),
+            _ => Ok(()),
+        }
+    }
+
+    fn fields(&self) -> Vec<&'static str> {
+        let mut f = vec!["name", "email", "line1", "city", "postal_code", "country"];
+        if self.method == "card" {
+            f.extend(["card_number", "expiry", "cvc"]);
+        } else {
+            f.push("wallet_id");
+        }
+        f
+    }
+}
+
+/// The server names fields by their JSON path; the form by their input.
+fn form_field(path: &str) -> &str {
+    path.rsplit('.').next().unwrap_or(path)
+}
+
+fn order_request(state: ShopState) -> OrderRequest {
+    let f = state.form.get_untracked();
+    OrderRequest {
+        customer: Customer {
+            name: f.name.trim().into(),
+            email: f.email.trim().into(),
+        },
+        address: Address {
+            line1: f.line1.trim().into(),
+            city: f.city.trim().into(),
+            postal_code: f.postal_code.trim().into(),
+            country: f.country.trim().to_uppercase(),
+        },
+        delivery: if f.delivery == "express" {
+            Delivery::Express
+        } else {
+            Delivery::Standard
+        },
+        items: state
+            .cart
+            .get_untracked()
+            .into_iter()
+            .map(|(sku, qty)| OrderItem { sku, qty })
+            .collect(),
+        payment: if f.method == "card" {
+            PaymentInput::Card {
+                card_number: f.card_number,
+                expiry: f.expiry.trim().into(),
+                cvc: f.cvc.trim().into(),
+            }
+        } else {
+            PaymentInput::Wallet {
+                wallet_id: f.wallet_id.trim().into(),
+            }
+        },
+        faults: state
+            .faults
+            .get_untracked()
+            .iter()
+            .filter_map(|(step, choice)| choice.to_fault().map(|f| (step.clone(), f)))
+            .collect(),
+    }
+}
+
+#[component]
+fn Field(
+    state: ShopState,
+    field: &'static str,
+    label: &'static str,
+    show_errors: RwSignal<bool>,
+    server_error: RwSignal<Option<ApiFailure>>,
+    #[prop(optional)] hint: &'static str,
+) -> impl IntoView {
+    let error = move || {
+        let local = state
+            .form
+            .with(|f| f.check(field).err())
+            .filter(|_| show_errors.get());
+        let server = server_error
+            .get()
+            .filter(|e| e.field.as_deref().map(form_field) == Some(field))
+            .map(|e| e.message);
+        local.or(server)
+    };
+    let id = format!("field-{field}");
+    let error_id = format!("{id}-error");
+    view! {
+        <div class="field" class:invalid=move || error().is_some()>
+            <label for=id.clone()>{label}</label>
+            <input
+                id=id.clone()
+                data-testid=id.clone()
+                name=field
+                aria-describedby=error_id.clone()
+                aria-invalid=move || if error().is_some() { "true" } else { "false" }
+                prop:value=move || state.form.with(|f| f.get(field))
+                on:input=move |ev| {
+                    state.form.update(|f| f.set(field, event_target_value(&ev)));
+                    server_error.update(|e| {
+                        if e.as_ref().and_then(|e| e.field.as_deref()).map(form_field) == Some(field) {
+                            *e = None;
+                        }
+                    });
+                }
+                on:blur=move |_| show_errors.set(true)
+            />
+            {(!hint.is_empty()).then(|| view! { <small class="hint">{hint}</small> })}
+            <small id=error_id class="field-error" role="alert">{error}</small>
+        </div>
+    }
+}
+
+#[component]
+pub fn Checkout(state: ShopState) -> impl IntoView {
+    let show_errors = RwSignal::new(false);
+    let server_error = RwSignal::new(None::<ApiFailure>);
+    let busy = RwSignal::new(false);
+    let buy = move |_| {
+        show_errors.set(true);
+        let form = state.form.get_untracked();
+        if state.cart.with_untracked(Vec::is_empty) {
+            server_error.set(Some(ApiFailure {
+                message: "The cart is empty: add a product first.".into(),
+                field: None,
+            }));
+            return;
+        }
+        if form.fields().iter().any(|f| form.check(f).is_err()) {
+            return;
+        }
+        let request = order_request(state);
+        busy.set(true);
+        spawn_local(async move {
+            match api::place_order(&request).await {
+                Ok(accepted) => {
+                    server_error.set(None);
+                    state.cart.set(Vec::new());
+                    navigate(state.route, Route::Saga(accepted.saga_id));
+                }
+                Err(e) => server_error.set(Some(e)),
+            }
+            busy.set(false);
+        });
+    };
+    let method = move || state.form.with(|f| f.method.clone());
+    let set = move |field: &'static str| {
+        move |ev| {
+            state.form.update(|f| {
+                let v = event_target_value(&ev);
+                match field {
+                    "delivery" => f.delivery = v,
+                    _ => f.method = v,
+                }
+            })
+        }
+    };
+    view! {
+        <form class="panel checkout" on:submit=move |ev| ev.prevent_default() novalidate>
+            <h2>"Checkout"</h2>
+            <fieldset>
+                <legend>"Customer"</legend>
+                <Field state=state field="name" label="Name" show_errors=show_errors server_error=server_error />
+                <Field state=state field="email" label="Email" show_errors=show_errors server_error=server_error />
+            </fieldset>
+            <fieldset>
+                <legend>"Delivery address"</legend>
+                <Field state=state field="line1" label="Street" show_errors=show_errors server_error=server_error />
+                <Field state=state field="city" label="City" show_errors=show_errors server_error=server_error />
+                <Field state=state field="postal_code" label="Postal code" show_errors=show_errors server_error=server_error />
+                <Field state=state field="country" label="Country" show_errors=show_errors server_error=server_error
+                    hint="Two letters. We do not ship to AQ: try it to see shipping refuse." />
+                <label class="inline">
+                    "Delivery "
+                    <select data-testid="field-delivery" on:change=set("delivery")>
+                        <option value="standard">"Standard (5 days, €4.99)"</option>
+                        <option value="express">"Express (2 days, €14.99)"</option>
+                    </select>
+                </label>
+            </fieldset>
+            <fieldset>
+                <legend>"Payment"</legend>
+                <label class="inline">
+                    "Pay by "
+                    <select data-testid="field-method" on:change=set("method")>
+                        <option value="card">"card"</option>
+                        <option value="wallet">"wallet"</option>
+                    </select>
+                </label>
+                <Show when=move || method() == "card" fallback=move || view! {
+                    <Field state=state field="wallet_id" label="Wallet id" show_errors=show_errors server_error=server_error
+                        hint="Wallet empty-wallet has insufficient funds." />
+                }>
+                    <Field state=state field="card_number" label="Card number" show_errors=show_errors server_error=server_error
+                        hint="Test cards: 4242 4242 4242 4242 pays; 4000 0000 0000 0002 is declined; 4000 0000 0000 9995 has insufficient funds." />
+                    <div class="row">
+                        <Field state=state field="expiry" label="Expiry (MM/YY)" show_errors=show_errors server_error=server_error />
+                        <Field state=state field="cvc" label="CVC" show_errors=show_errors server_error=server_error />
+                    </div>
+                </Show>
+            </fieldset>
+            <FaultPanel state=state />
+            {move || server_error.get().filter(|e| e.field.is_none() || !state.form.with(|f| f.fields().contains(&form_field(e.field.as_deref().unwrap_or(""))))).map(|e| {
+                view! { <p class="error" role="alert" data-testid="order-error">{e.message}</p> }
+            })}
+            <button type="submit" class="buy" data-testid="buy" on:click=buy disabled=move || busy.get()>
+                {move || if busy.get() { "Placing the order…" } else { "Buy" }}
+            </button>
+        </form>
+    }
+}

@@ -1,0 +1,113 @@
+//! The chaos panel: pick a fault (DESIGN.md §4) for any step before pressing Buy.
+
+use leptos::prelude::*;
+use shared::{Fault, STEPS};
+
+use crate::app::ShopState;
+
+/// A fault as picked in the panel: its kind (`none` for no fault) and its number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaultChoice {
+    pub kind: String,
+    pub number: u64,
+}
+
+impl FaultChoice {
+    pub fn to_fault(&self) -> Option<Fault> {
+        let times = self.number.clamp(1, 10) as u32;
+        Some(match self.kind.as_str() {
+            "fail" => Fault::Fail,
+            "transient" => Fault::Transient { times },
+            "delay" => Fault::Delay {
+                ms: self.number.min(60_000),
+            },
+            "timeout" => Fault::Timeout,
+            "compensation_transient" => Fault::CompensationTransient { times },
+            "compensation_fail" => Fault::CompensationFail,
+            "crash" => Fault::Crash,
+            _ => return None,
+        })
+    }
+
+    fn default_number(kind: &str) -> u64 {
+        if kind == "delay" { 2000 } else { 2 }
+    }
+}
+
+fn describe(kind: &str) -> &'static str {
+    match kind {
+        "fail" => "the action refuses: the saga compensates",
+        "transient" => "fails N times, then succeeds (watch the retries)",
+        "delay" => "takes N ms",
+        "timeout" => "never answers: times out, outcome unknown",
+        "compensation_transient" => "its compensation fails N times first",
+        "compensation_fail" => "its compensation never succeeds: stuck",
+        "crash" => "the server dies right after the action (needs --allow-crash-faults)",
+        _ => "",
+    }
+}
+
+#[component]
+pub fn FaultPanel(state: ShopState) -> impl IntoView {
+    let choice = move |step: &'static str| state.faults.with(|f| f.get(step).cloned());
+    view! {
+        <fieldset class="faults">
+            <legend>"Fault injection"</legend>
+            <p class="muted">"Pick what goes wrong, then press Buy."</p>
+            {STEPS
+                .iter()
+                .map(|&step| {
+                    let kind = move || choice(step).map(|c| c.kind).unwrap_or_else(|| "none".into());
+                    let needs_number = move || matches!(kind().as_str(), "transient" | "delay" | "compensation_transient");
+                    view! {
+                        <div class="fault-row">
+                            <label>
+                                <span class="step-name">{step}</span>
+                                <select
+                                    data-testid=format!("fault-{step}")
+                                    on:change=move |ev| {
+                                        let k = event_target_value(&ev);
+                                        state.faults.update(|f| {
+                                            if k == "none" {
+                                                f.remove(step);
+                                            } else {
+                                                let number = FaultChoice::default_number(&k);
+                                                f.insert(step.to_string(), FaultChoice { kind: k, number });
+                                            }
+                                        });
+                                    }
+                                >
+                                    <option value="none" selected=move || kind() == "none">"none"</option>
+                                    {Fault::KINDS
+                                        .iter()
+                                        .map(|&k| view! { <option value=k selected=move || kind() == k>{k.replace('_', " ")}</option> })
+                                        .collect_view()}
+                                </select>
+                            </label>
+                            <Show when=needs_number>
+                                <label class="number">
+                                    <span>{move || if kind() == "delay" { "ms" } else { "times" }}</span>
+                                    <input
+                                        type="number"
+                                        min="1"
+                                        data-testid=format!("fault-number-{step}")
+                                        prop:value=move || choice(step).map(|c| c.number.to_string()).unwrap_or_default()
+                                        on:change=move |ev| {
+                                            let n = event_target_value(&ev).parse::<u64>().unwrap_or(1);
+                                            state.faults.update(|f| {
+                                                if let Some(c) = f.get_mut(step) {
+                                                    c.number = n;
+                                                }
+                                            });
+                                        }
+                                    />
+                                </label>
+                            </Show>
+                            <span class="hint">{move || describe(&kind())}</span>
+                        </div>
+                    }
+                })
+                .collect_view()}
+        </fieldset>
+    }
+}

@@ -1,0 +1,100 @@
+//! Server-sent events into signals. The browser's `EventSource` reconnects by itself after a
+//! dropped connection and sends `Last-Event-ID`, so the server resumes right after the last
+//! event received; events are also de-duplicated here by `seq`, so nothing shows twice.
+
+use futures_util::StreamExt;
+use gloo_net::eventsource::futures::EventSource;
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use shared::SagaEvent;
+
+/// Every event type of DESIGN.md §3; SSE delivers each under its own name.
+pub const EVENT_TYPES: [&str; 11] = [
+    "saga_started",
+    "step_started",
+    "step_succeeded",
+    "step_failed",
+    "step_retrying",
+    "compensation_started",
+    "compensation_succeeded",
+    "compensation_failed",
+    "saga_completed",
+    "saga_compensated",
+    "saga_stuck",
+];
+
+pub fn is_terminal(kind: &str) -> bool {
+    matches!(kind, "saga_completed" | "saga_compensated" | "saga_stuck")
+}
+
+/// Open `url` and call `on_event` for each event, until it returns `false`.
+fn listen(url: String, mut on_event: impl FnMut(SagaEvent) -> bool + 'static) {
+    let mut source = match EventSource::new(&url) {
+        Ok(s) => s,
+        Err(e) => {
+            leptos::logging::error!("cannot open {url}: {e:?}");
+            return;
+        }
+    };
+    let mut streams = Vec::new();
+    for kind in EVENT_TYPES {
+        match source.subscribe(kind) {
+            Ok(s) => streams.push(s),
+            Err(e) => leptos::logging::error!("cannot subscribe to {kind}: {e:?}"),
+        }
+    }
+    let mut merged = futures_util::stream::select_all(streams);
+    spawn_local(async move {
+        while let Some(item) = merged.next().await {
+            // Errors are dropped connections: EventSource is already reconnecting.
+            let Ok((_, message)) = item else { continue };
+            let Some(data) = message.data().as_string() else {
+                continue;
+            };
+            match serde_json::from_str::<SagaEvent>(&data) {
+                Ok(event) => {
+                    if !on_event(event) {
+                        break;
+                    }
+                }
+                Err(e) => leptos::logging::error!("unreadable event: {e}"),
+            }
+        }
+        source.close();
+    });
+}
+
+/// Follow one saga: its history, then live, into `events`, until its final event or until
+/// `generation` moves on (the page switched to another saga).
+pub fn follow_saga(
+    saga_id: String,
+    events: RwSignal<Vec<SagaEvent>>,
+    generation: RwSignal<u64>,
+    on_end: impl Fn() + 'static,
+) {
+    let mine = generation.get_untracked();
+    listen(format!("/api/sagas/{saga_id}/events"), move |event| {
+        if generation.get_untracked() != mine {
+            return false;
+        }
+        let terminal = is_terminal(&event.kind);
+        events.update(|list| {
+            let next = list.last().map(|e| e.seq + 1).unwrap_or(1);
+            if event.seq == next {
+                list.push(event);
+            }
+        });
+        if terminal {
+            on_end();
+        }
+        !terminal
+    });
+}
+
+/// Follow every saga's events (for the saga list).
+pub fn follow_all(on_event: impl Fn(SagaEvent) + 'static) {
+    listen("/api/events".into(), move |event| {
+        on_event(event);
+        true
+    });
+}
