@@ -64,6 +64,8 @@ pub fn frontend(root: &Path) -> anyhow::Result<()> {
                 "--target",
                 "web",
                 "--no-typescript",
+                "--remove-name-section",
+                "--remove-producers-section",
                 "--out-name",
                 BUNDLE_NAME,
                 "--out-dir",
