@@ -36,6 +36,11 @@ pub struct Config {
     #[arg(long, env = "SAGA_SHOP_ALLOW_CRASH_FAULTS")]
     pub allow_crash_faults: bool,
 
+    /// Stock of every product when the catalog is first seeded (default: the catalog's own
+    /// figures). For load tests, which need more than a shop's shelf.
+    #[arg(long, env = "SAGA_SHOP_SEED_STOCK")]
+    pub seed_stock: Option<i64>,
+
     /// Run only this shop service (orders, billing, payments or shipping), not the shop.
     #[arg(long, env = "SAGA_SHOP_SERVICE", value_parser = parse_service)]
     pub service: Option<ServiceName>,

@@ -38,10 +38,14 @@ pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn SagaStore>> {
 }
 
 /// The router of one service, mounted at `/svc/{name}`.
-async fn service_router(service: ServiceName, database: &str) -> anyhow::Result<Router> {
+async fn service_router(service: ServiceName, config: &Config) -> anyhow::Result<Router> {
+    let database = config.database.as_str();
     let context = || format!("opening the {service} service's database");
     let router = match service {
-        ServiceName::Orders => Orders::open(database).await.with_context(context)?.router(),
+        ServiceName::Orders => Orders::open(database, config.seed_stock)
+            .await
+            .with_context(context)?
+            .router(),
         ServiceName::Billing => Billing::open(database)
             .await
             .with_context(context)?
@@ -76,9 +80,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let app = match config.service {
         Some(service) => {
             let healthz = Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
-            service_router(service, &config.database)
-                .await?
-                .merge(healthz)
+            service_router(service, &config).await?.merge(healthz)
         }
         None => shop(&config, &addr.to_string(), stop_rx).await?,
     };
@@ -129,7 +131,7 @@ async fn shop(config: &Config, addr: &str, stop: watch::Receiver<bool>) -> anyho
     let mut app = router(state, &config.static_dir);
     for service in ServiceName::ALL {
         if !config.service_urls.iter().any(|(s, _)| *s == service) {
-            app = app.merge(service_router(service, &config.database).await?);
+            app = app.merge(service_router(service, config).await?);
         }
     }
     // Recover once the listener is up (the participants call this very server), but do not

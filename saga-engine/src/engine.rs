@@ -135,6 +135,29 @@ impl Engine {
         Ok(id)
     }
 
+    /// Start a saga and wait for its final state, without subscribing to its events: the
+    /// cheapest way to run a saga to the end (used by benchmarks and batch jobs).
+    pub async fn run<I: Serialize>(
+        &self,
+        definition: &str,
+        input: &I,
+    ) -> Result<(SagaId, SagaStatus), EngineError> {
+        let id = SagaId::new_random();
+        let definition = self.definition(definition)?;
+        let input = serde_json::to_value(input).map_err(|e| EngineError::Input(e.to_string()))?;
+        let progress = SagaProgress::new(&definition);
+        let mut run = SagaRun::new(id, definition, progress, self.inner.writer.clone());
+        let (tx, rx) = oneshot::channel();
+        run.begin(input, tx)?;
+        let (done_tx, done_rx) = oneshot::channel();
+        if !self.spawn_with(run, Some(done_tx)) {
+            return Err(EngineError::DuplicateSaga(id));
+        }
+        rx.await.map_err(|_| EngineError::ShuttingDown)??;
+        let status = done_rx.await.map_err(|_| EngineError::ShuttingDown)??;
+        Ok((id, status))
+    }
+
     /// Resume every unfinished saga in the store that this node can claim: forward if it was
     /// going forward, backward if it was compensating, with the same idempotency keys.
     /// Returns how many were resumed. Safe to call again; sagas already running are skipped.
@@ -179,6 +202,14 @@ impl Engine {
     /// Drive `run` on its own task, unless this process already drives that saga (then
     /// returns false and drops it): one saga, one driver, one writer of its records.
     fn spawn(&self, run: SagaRun) -> bool {
+        self.spawn_with(run, None)
+    }
+
+    fn spawn_with(
+        &self,
+        run: SagaRun,
+        done: Option<oneshot::Sender<Result<SagaStatus, EngineError>>>,
+    ) -> bool {
         let id = run.id;
         if !self
             .inner
@@ -197,6 +228,9 @@ impl Engine {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&id);
+            if let Some(done) = done {
+                let _ = done.send(result.clone());
+            }
             match result {
                 Ok(status) => tracing::debug!(saga_id = %id, %status, "saga finished"),
                 Err(EngineError::DuplicateSaga(_)) => {}

@@ -55,4 +55,4 @@ pub use error::EngineError;
 pub use events::{EventStream, FeedStream};
 pub use log_writer::LogStats;
 pub use record::{RecordKind, SagaId, SagaRecord, SagaStatus};
-pub use store::{Committed, PgStore, SagaStore, SagaSummary, SqliteStore, StoreError};
+pub use store::{Committed, MemoryStore, PgStore, SagaStore, SagaSummary, SqliteStore, StoreError};

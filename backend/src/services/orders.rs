@@ -88,7 +88,9 @@ pub struct StoredOrder {
 }
 
 impl Orders {
-    pub async fn open(database: &str) -> Result<Self, super::DbError> {
+    /// Open the orders database, seeding the catalog on first start (with `seed_stock` of each
+    /// product instead of the catalog's figures, when given).
+    pub async fn open(database: &str, seed_stock: Option<i64>) -> Result<Self, super::DbError> {
         let db = ServiceDb::open(database, "orders", &MIGRATOR).await?;
         let mut tx = db.pool.begin().await?;
         let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM products")
@@ -103,7 +105,7 @@ impl Orders {
                 .bind(sku)
                 .bind(name)
                 .bind(price)
-                .bind(stock)
+                .bind(seed_stock.unwrap_or(stock).max(0))
                 .execute(&mut *tx)
                 .await?;
             }

@@ -2,12 +2,14 @@
 //! transaction, durably), read them back, and keep a one-row-per-saga summary beside them so
 //! that "which sagas are unfinished" and "list recent sagas" do not scan the log.
 //!
-//! Two implementations pass the same test suite: [`SqliteStore`] (the embedded default) and
-//! [`PgStore`] (for several nodes sharing one database).
+//! Two durable implementations pass the same test suite: [`SqliteStore`] (the embedded default)
+//! and [`PgStore`] (for several nodes sharing one database); [`MemoryStore`] keeps nothing.
 
+mod memory;
 mod postgres;
 mod sqlite;
 
+pub use memory::MemoryStore;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 

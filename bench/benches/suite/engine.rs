@@ -1,0 +1,224 @@
+//! 1. The executor against steno 0.5: the same 4-step saga of no-op actions, in memory, one at
+//! a time and 64 in flight, and the failure path (step 3 fails, two compensations).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use saga_engine::{Engine, MemoryStore, SagaDefinition, Step, StepError};
+use steno::{
+    ActionContext, ActionError, ActionRegistry, DagBuilder, Node, SagaDag, SagaName, SagaType,
+};
+
+use crate::report::{Report, percentile_ms, rate};
+
+pub struct Run {
+    pub per_second: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// Run `n` sagas with `in_flight` at a time; `one` runs one saga and returns when it ends.
+pub async fn measure<F, Fut>(n: usize, in_flight: usize, one: F) -> Run
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let started = Instant::now();
+    let mut latencies: Vec<Duration> = futures_util::stream::iter(0..n)
+        .map(|_| {
+            let fut = one();
+            async move {
+                let t = Instant::now();
+                fut.await;
+                t.elapsed()
+            }
+        })
+        .buffer_unordered(in_flight)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    latencies.sort();
+    Run {
+        per_second: rate(n, elapsed),
+        p50_ms: percentile_ms(&latencies, 0.5),
+        p99_ms: percentile_ms(&latencies, 0.99),
+    }
+}
+
+/// Four no-op steps; with `fail_third`, the third refuses.
+pub fn noop_saga(name: &str, fail_third: bool) -> SagaDefinition {
+    let steps = (0..4)
+        .map(|i| {
+            let fail = fail_third && i == 2;
+            Step::new(&format!("step{i}"))
+                .action(move |_| async move {
+                    if fail {
+                        Err(StepError::Business("no".into()))
+                    } else {
+                        Ok(i)
+                    }
+                })
+                .compensation(|_| async { Ok(()) })
+        })
+        .collect();
+    SagaDefinition::new(name, steps).expect("valid")
+}
+
+#[derive(Debug)]
+struct BenchSaga;
+impl SagaType for BenchSaga {
+    type ExecContextType = ();
+}
+
+async fn steno_ok(_: ActionContext<BenchSaga>) -> Result<u32, ActionError> {
+    Ok(1)
+}
+async fn steno_fail(_: ActionContext<BenchSaga>) -> Result<u32, ActionError> {
+    Err(ActionError::action_failed("no".to_string()))
+}
+async fn steno_undo(_: ActionContext<BenchSaga>) -> Result<(), anyhow::Error> {
+    Ok(())
+}
+
+struct Steno {
+    sec: steno::SecClient,
+    registry: Arc<ActionRegistry<BenchSaga>>,
+    ok: Arc<SagaDag>,
+    fail: Arc<SagaDag>,
+}
+
+impl Steno {
+    fn new() -> Self {
+        let log = slog::Logger::root(slog::Discard, slog::o!());
+        let sec = steno::sec(log, Arc::new(steno::InMemorySecStore::new()));
+        let ok_action = steno::ActionFunc::new_action("ok", steno_ok, steno_undo);
+        let fail_action = steno::ActionFunc::new_action("fail", steno_fail, steno_undo);
+        let mut registry = ActionRegistry::new();
+        registry.register(ok_action.clone());
+        registry.register(fail_action.clone());
+        let dag = |fail_third: bool| {
+            let mut b = DagBuilder::new(SagaName::new("bench"));
+            for i in 0..4 {
+                let action = if fail_third && i == 2 {
+                    fail_action.as_ref()
+                } else {
+                    ok_action.as_ref()
+                };
+                b.append(Node::action(
+                    format!("n{i}").as_str(),
+                    format!("N{i}").as_str(),
+                    action,
+                ));
+            }
+            Arc::new(SagaDag::new(b.build().expect("dag"), serde_json::json!({})))
+        };
+        Steno {
+            sec,
+            registry: Arc::new(registry),
+            ok: dag(false),
+            fail: dag(true),
+        }
+    }
+
+    async fn one(&self, fail: bool) {
+        let id = steno::SagaId::new_v4();
+        let dag = if fail {
+            self.fail.clone()
+        } else {
+            self.ok.clone()
+        };
+        let fut = self
+            .sec
+            .saga_create(id, Arc::new(()), dag, self.registry.clone())
+            .await
+            .expect("create");
+        self.sec.saga_start(id).await.expect("start");
+        fut.await;
+    }
+}
+
+pub async fn run(report: &mut Report, quick: bool) -> anyhow::Result<()> {
+    eprintln!("==> 1. engine against steno (in memory, no-op steps)");
+    let n = if quick { 500 } else { 20_000 };
+    let engine = Engine::new(MemoryStore::new());
+    engine.register(noop_saga("noop", false));
+    engine.register(noop_saga("noop_fail", true));
+    let input = serde_json::json!({});
+    let ours_one = measure(n, 1, || async {
+        engine.run("noop", &input).await.map(|_| ()).unwrap_or(())
+    })
+    .await;
+    let ours_64 = measure(n, 64, || async {
+        engine.run("noop", &input).await.map(|_| ()).unwrap_or(())
+    })
+    .await;
+    let ours_fail = measure(n, 1, || async {
+        engine
+            .run("noop_fail", &input)
+            .await
+            .map(|_| ())
+            .unwrap_or(())
+    })
+    .await;
+
+    let steno = Steno::new();
+    let steno_one = measure(n, 1, || steno.one(false)).await;
+    let steno_64 = measure(n, 64, || steno.one(false)).await;
+    let steno_fail = measure(n, 1, || steno.one(true)).await;
+
+    for (who, one, many, fail) in [
+        ("ours", &ours_one, &ours_64, &ours_fail),
+        ("steno", &steno_one, &steno_64, &steno_fail),
+    ] {
+        report.figure(
+            "engine",
+            &format!("{who}: sagas/s one at a time"),
+            one.per_second,
+            "sagas/s",
+        );
+        report.figure(
+            "engine",
+            &format!("{who}: p50 / p99 one at a time (ms)"),
+            one.p50_ms,
+            &format!("ms (p99 {:.3})", one.p99_ms),
+        );
+        report.figure(
+            "engine",
+            &format!("{who}: sagas/s 64 in flight"),
+            many.per_second,
+            "sagas/s",
+        );
+        report.figure(
+            "engine",
+            &format!("{who}: p50 / p99 64 in flight (ms)"),
+            many.p50_ms,
+            &format!("ms (p99 {:.3})", many.p99_ms),
+        );
+        report.figure(
+            "engine",
+            &format!("{who}: failure path sagas/s (step 3 fails)"),
+            fail.per_second,
+            "sagas/s",
+        );
+    }
+    let ratio = ours_one.per_second / steno_one.per_second;
+    report.bar(
+        "engine ≥ 3× steno one at a time",
+        ratio >= 3.0,
+        format!(
+            "{ratio:.1}× ({:.0} vs {:.0} sagas/s)",
+            ours_one.per_second, steno_one.per_second
+        ),
+    );
+    let scale = ours_64.per_second / ours_one.per_second;
+    report.bar(
+        "64 in flight ≥ 1.5× one at a time",
+        scale >= 1.5,
+        format!(
+            "{scale:.2}× ({:.0} vs {:.0} sagas/s)",
+            ours_64.per_second, ours_one.per_second
+        ),
+    );
+    Ok(())
+}

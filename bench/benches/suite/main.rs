@@ -1,0 +1,44 @@
+//! `cargo xtask bench [--quick]`: every benchmark of the suite in one run, each figure beside
+//! the bound it is judged against (measured in the same run, since this machine is shared and
+//! absolute times drift). Prints a table and writes `target/bench/results.json`.
+
+mod engine;
+mod http;
+mod page;
+mod postgres;
+mod report;
+mod sqlite;
+
+use report::Report;
+
+fn main() -> anyhow::Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let only: Option<String> = std::env::args().skip_while(|a| a != "--only").nth(1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut report = Report::new(quick);
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    if wanted("engine") {
+        rt.block_on(engine::run(&mut report, quick))?;
+    }
+    if wanted("sqlite") {
+        rt.block_on(sqlite::run(&mut report, quick))?;
+    }
+    if wanted("memory") {
+        sqlite::memory(&rt, &mut report, quick)?;
+    }
+    if wanted("recovery") {
+        sqlite::recovery(&mut report, quick)?;
+    }
+    if wanted("postgres") {
+        rt.block_on(postgres::run(&mut report, quick))?;
+    }
+    if wanted("http") {
+        rt.block_on(http::run(&mut report, quick))?;
+    }
+    if wanted("page") {
+        page::run(&mut report)?;
+    }
+    report.finish()
+}
