@@ -36,27 +36,41 @@ pub fn all(root: &Path) -> anyhow::Result<()> {
 
 /// wasm build → wasm-bindgen → wasm-opt (if the machine has it) → `frontend/dist`.
 pub fn frontend(root: &Path) -> anyhow::Result<()> {
+    let dist = dist_dir(root);
+    wasm_bundle(root, FRONTEND_CRATE, BUNDLE_NAME, &dist.join("pkg"))?;
+    for (from, to) in [
+        ("index.html", "index.html"),
+        ("frontend/style.css", "style.css"),
+    ] {
+        std::fs::copy(root.join(from), dist.join(to)).with_context(|| format!("copying {from}"))?;
+    }
+    Ok(())
+}
+
+/// Build `krate` for the browser with the `wasm-release` profile and bind it into `pkg` as
+/// `<name>.js` and `<name>_bg.wasm`. The shop and the benchmark's baseline page go through
+/// this same path, so their sizes compare.
+pub fn wasm_bundle(root: &Path, krate: &str, name: &str, pkg: &Path) -> anyhow::Result<()> {
     tools::ensure_wasm_target()?;
     let bindgen = tools::ensure_wasm_bindgen(root)?;
-    let t = step("building the frontend for wasm32 (profile wasm-release)");
+    let t = step(&format!(
+        "building {krate} for wasm32 (profile {WASM_PROFILE})"
+    ));
     run_cmd(cargo().current_dir(root).args([
         "build",
         "-p",
-        FRONTEND_CRATE,
+        krate,
         "--target",
         "wasm32-unknown-unknown",
         "--profile",
         WASM_PROFILE,
     ]))?;
     done(t);
-
-    let dist = dist_dir(root);
-    let pkg = dist.join("pkg");
-    std::fs::create_dir_all(&pkg).with_context(|| format!("creating {}", pkg.display()))?;
+    std::fs::create_dir_all(pkg).with_context(|| format!("creating {}", pkg.display()))?;
     let wasm = root
         .join("target/wasm32-unknown-unknown")
         .join(WASM_PROFILE)
-        .join(format!("{FRONTEND_CRATE}.wasm"));
+        .join(format!("{krate}.wasm"));
     let t = step("running wasm-bindgen");
     run_cmd(
         Command::new(&bindgen)
@@ -67,20 +81,14 @@ pub fn frontend(root: &Path) -> anyhow::Result<()> {
                 "--remove-name-section",
                 "--remove-producers-section",
                 "--out-name",
-                BUNDLE_NAME,
+                name,
                 "--out-dir",
             ])
-            .arg(&pkg)
+            .arg(pkg)
             .arg(&wasm),
     )?;
     done(t);
-    optimise(&pkg.join(format!("{BUNDLE_NAME}_bg.wasm")));
-    for (from, to) in [
-        ("index.html", "index.html"),
-        ("frontend/style.css", "style.css"),
-    ] {
-        std::fs::copy(root.join(from), dist.join(to)).with_context(|| format!("copying {from}"))?;
-    }
+    optimise(&pkg.join(format!("{name}_bg.wasm")));
     Ok(())
 }
 

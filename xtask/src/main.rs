@@ -31,9 +31,10 @@ fn run() -> anyhow::Result<()> {
         "build" => build::all(&root),
         "serve" => serve(&root, &rest),
         "test" => test(&root, &rest),
+        "bench" => bench(&root, rest.iter().any(|a| a == "--quick")),
         _ => {
             eprintln!(
-                "usage: cargo xtask <build|serve|test>\n  build   build the frontend (wasm) and the server (release)\n  serve   build, then run the server on an embedded SQLite file\n  test    build, then run every test (browser tests included)"
+                "usage: cargo xtask <build|serve|test|bench>\n  build   build the frontend (wasm) and the server (release)\n  serve   build, then run the server on an embedded SQLite file\n  test    build, then run every test (browser tests included)"
             );
             if task.is_empty() || task == "help" || task == "--help" {
                 Ok(())
@@ -87,10 +88,43 @@ fn serve(root: &Path, args: &[String]) -> anyhow::Result<()> {
     run_cmd(&mut cmd)
 }
 
+fn bench(root: &Path, quick: bool) -> anyhow::Result<()> {
+    build::all(root)?;
+    run_bench(root, quick)
+}
+
+/// The suite in `bench/`: builds the baseline page, then runs `cargo bench`, which writes
+/// `target/bench/results.json`.
+fn run_bench(root: &Path, quick: bool) -> anyhow::Result<()> {
+    build::wasm_bundle(
+        root,
+        "hello-page",
+        "hello_page",
+        &root.join("target/bench/hello-dist/pkg"),
+    )?;
+    let t = step(if quick {
+        "running the benchmarks (quick)"
+    } else {
+        "running the benchmarks (full: several minutes)"
+    });
+    let mut cmd = cargo();
+    cmd.current_dir(root)
+        .args(["bench", "-p", "saga-bench", "--bench", "suite", "--"])
+        .env("SAGA_SHOP_BIN", build::server_binary(root));
+    if quick {
+        cmd.arg("--quick");
+    }
+    run_cmd(&mut cmd)?;
+    done(t);
+    Ok(())
+}
+
 fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let started = Instant::now();
     build::all(root)?;
     let browser = tools::ensure_browser()?;
+    // The benchmarks once at their smallest, so they cannot rot; no figure is asserted.
+    run_bench(root, true)?;
     let t = step("running every test of the workspace");
     let mut cmd = cargo();
     cmd.current_dir(root)

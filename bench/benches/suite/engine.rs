@@ -1,4 +1,4 @@
-//! 1. The executor against steno 0.5: the same 4-step saga of no-op actions, in memory, one at
+//! Benchmark 1: the executor against steno 0.5: the same 4-step saga of no-op actions, in memory, one at
 //! a time and 64 in flight, and the failure path (step 3 fails, two compensations).
 
 use std::sync::Arc;

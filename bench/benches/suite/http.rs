@@ -1,4 +1,4 @@
-//! 6. End to end through HTTP: `POST /api/orders` against `saga-shop` with the four services
+//! Benchmark 6: end to end through HTTP: `POST /api/orders` against `saga-shop` with the four services
 //! over real HTTP and their own databases, from a load generator here on loopback, bounded in
 //! count. Saturation throughput, then latency from POST to the terminal event at half that rate;
 //! and the same with each service in a process of its own.

@@ -1,4 +1,4 @@
-//! 8. The page: gzipped wasm + JS the browser loads, against a minimal Leptos CSR page built
+//! Benchmark 8: the page: gzipped wasm + JS the browser loads, against a minimal Leptos CSR page built
 //! with the same profile in the same run (`cargo xtask bench` builds both).
 
 use std::path::{Path, PathBuf};

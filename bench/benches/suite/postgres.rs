@@ -1,4 +1,4 @@
-//! 3. The durable log on PostgreSQL, against single-row commits at 1 and 64 connections.
+//! Benchmark 3: the durable log on PostgreSQL, against single-row commits at 1 and 64 connections.
 
 use std::time::Instant;
 

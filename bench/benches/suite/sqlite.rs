@@ -1,5 +1,5 @@
-//! 2. The durable log on SQLite against what the disk can do; 4. memory over a long run;
-//! 5. recovery after a kill with thousands of sagas in flight.
+//! Benchmarks 2 (the durable log on SQLite against the disk), 4 (memory over a long run) and
+//! 5 (recovery after a kill with thousands of sagas in flight).
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -14,8 +14,7 @@ use crate::report::{Report, rate, rss_kib};
 pub fn scratch(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench/scratch");
     let _ = std::fs::create_dir_all(&dir);
-    let path = dir.join(format!("{name}-{}.db", uuid::Uuid::new_v4().simple()));
-    path
+    dir.join(format!("{name}-{}.db", uuid::Uuid::new_v4().simple()))
 }
 
 /// A row the size of a saga log record (a step_succeeded with a small output).
