@@ -128,7 +128,17 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let t = step("running every test of the workspace");
     let mut cmd = cargo();
     cmd.current_dir(root)
-        .args(["test", "--workspace", "--exclude", "saga-shop-frontend"])
+        // The pages are wasm-only, and the benchmark crate's tests are the quick run above.
+        .args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "saga-shop-frontend",
+            "--exclude",
+            "hello-page",
+            "--exclude",
+            "saga-bench",
+        ])
         .args(args)
         .env("SAGA_SHOP_BIN", build::server_binary(root))
         .env("SAGA_SHOP_STATIC_DIR", build::dist_dir(root))

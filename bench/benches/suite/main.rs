@@ -39,6 +39,12 @@ fn main() -> anyhow::Result<()> {
     }
     if wanted("page") {
         page::run(&mut report)?;
+        if let Err(e) = rt.block_on(page::buy_to_first_lane(
+            &mut report,
+            if quick { 5 } else { 20 },
+        )) {
+            report.note(format!("Buy → first lane not measured: {e:#}"));
+        }
     }
     report.finish()
 }

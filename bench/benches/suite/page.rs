@@ -57,3 +57,57 @@ pub fn run(report: &mut Report) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Time from clicking Buy to the first lane lighting up (leaving `pending`), measured inside
+/// the page with `performance.now()` and a MutationObserver; p50 of `clicks` purchases.
+pub async fn buy_to_first_lane(report: &mut Report, clicks: usize) -> anyhow::Result<()> {
+    use saga_shop_tests::browser::Browser;
+    use saga_shop_tests::server::ShopServer;
+    let server = ShopServer::start(&["--seed-stock", "100000"])?;
+    let browser = Browser::start().await?;
+    let mut times = Vec::with_capacity(clicks);
+    let script = r#"
+        window.__lit = null;
+        const start = performance.now();
+        const obs = new MutationObserver(() => {
+            const lane = document.querySelector('[data-testid=step-place_order]');
+            if (lane && lane.dataset.status && lane.dataset.status !== 'pending' && window.__lit === null) {
+                window.__lit = performance.now() - start;
+                obs.disconnect();
+            }
+        });
+        obs.observe(document.body, { subtree: true, attributes: true, childList: true });
+        document.querySelector('[data-testid=buy]').click();
+    "#;
+    for _ in 0..clicks {
+        browser.client.goto(&server.url).await?;
+        browser.click("add-KB-01").await?;
+        browser.client.execute(script, vec![]).await?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let lit = browser
+                .client
+                .execute("return window.__lit", vec![])
+                .await?;
+            if let Some(ms) = lit.as_f64() {
+                times.push(ms);
+                break;
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "the first lane never lit up"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    browser.close().await;
+    times.sort_by(f64::total_cmp);
+    let p50 = times[times.len() / 2];
+    report.figure(
+        "page",
+        &format!("Buy → first lane lit, p50 of {clicks} clicks (headless Chromium)"),
+        p50,
+        "ms",
+    );
+    Ok(())
+}
