@@ -56,7 +56,6 @@ pub(crate) struct Inner {
 }
 
 impl Engine {
-    /// Must be called inside a tokio runtime: it spawns the log writer.
     pub fn new(store: impl SagaStore) -> Self {
         Self::with_config(store, EngineConfig::default())
     }
@@ -69,7 +68,7 @@ impl Engine {
     pub fn with_shared_store(store: Arc<dyn SagaStore>, config: EngineConfig) -> Self {
         let (events, _) = broadcast::channel(config.event_buffer.max(16));
         let stats = Arc::new(LogStats::default());
-        let writer = LogWriter::spawn(store.clone(), events.clone(), stats.clone());
+        let writer = LogWriter::new(store.clone(), events.clone(), stats.clone());
         Engine {
             inner: Arc::new(Inner {
                 store,

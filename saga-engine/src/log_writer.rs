@@ -1,25 +1,27 @@
-//! Group commit: every saga hands its records to one writer task, which writes whatever has
-//! queued up in a single transaction, and only then announces them.
+//! Group commit: the records of every saga go through one queue, and whatever has queued up
+//! while a commit was in progress is written by the next commit, in a single transaction, and
+//! only then announced.
 //!
 //! This is what makes durability affordable: with a thousand sagas in flight, one fsync covers
-//! hundreds of records instead of one each. It is also the one place where "log before
-//! announce" is enforced: records reach the broadcast channel only after `append` returned Ok.
+//! hundreds of records instead of one each. There is no writer task: the first saga to find no
+//! commit in progress becomes the *leader* and commits the queue itself, round after round,
+//! until the queue is empty; the others just wait for their records' outcome. A saga running
+//! alone so pays no task hop per commit, and a crowd still shares commits.
+//!
+//! It is also the one place where "log before announce" is enforced: records reach the
+//! broadcast channel only after `append` returned Ok.
 
-use std::sync::Arc;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, oneshot};
 
 use crate::record::{RecordKind, SagaRecord};
 use crate::store::{Committed, SagaStore, StoreError};
 
 /// Most records written in one transaction; bounds a commit's latency under a flood.
 const MAX_BATCH_RECORDS: usize = 4096;
-
-struct AppendRequest {
-    records: Vec<SagaRecord>,
-    done: oneshot::Sender<Result<(), StoreError>>,
-}
 
 /// Counters for benchmarks and `/metrics`.
 #[derive(Debug, Default)]
@@ -28,118 +30,193 @@ pub struct LogStats {
     pub records: AtomicU64,
 }
 
+struct Waiter {
+    /// Where this request's records sit in the batch being committed.
+    range: Range<usize>,
+    done: Option<oneshot::Sender<Result<(), StoreError>>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    records: Vec<SagaRecord>,
+    waiters: Vec<Waiter>,
+    leader: bool,
+}
+
 #[derive(Clone)]
 pub(crate) struct LogWriter {
-    tx: mpsc::Sender<AppendRequest>,
+    store: Arc<dyn SagaStore>,
+    events: broadcast::Sender<Arc<Committed>>,
+    stats: Arc<LogStats>,
+    queue: Arc<Mutex<Queue>>,
 }
 
 impl LogWriter {
-    pub(crate) fn spawn(
+    pub(crate) fn new(
         store: Arc<dyn SagaStore>,
         events: broadcast::Sender<Arc<Committed>>,
         stats: Arc<LogStats>,
     ) -> Self {
-        let (tx, rx) = mpsc::channel(8192);
-        tokio::spawn(run(store, rx, events, stats));
-        LogWriter { tx }
+        LogWriter {
+            store,
+            events,
+            stats,
+            queue: Arc::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Write `records` durably; returns once they are committed (and announced).
     pub(crate) async fn append(&self, records: Vec<SagaRecord>) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
-        self.tx
-            .send(AppendRequest { records, done })
-            .await
-            .map_err(|_| StoreError::Database("the saga log writer has stopped".into()))?;
+        let lead = {
+            let mut q = self.lock();
+            let start = q.records.len();
+            q.records.extend(records);
+            let range = start..q.records.len();
+            q.waiters.push(Waiter {
+                range,
+                done: Some(done),
+            });
+            !std::mem::replace(&mut q.leader, true)
+        };
+        if lead {
+            self.lead().await;
+        }
         wait.await
             .map_err(|_| StoreError::Database("the saga log writer has stopped".into()))?
     }
-}
 
-async fn run(
-    store: Arc<dyn SagaStore>,
-    mut rx: mpsc::Receiver<AppendRequest>,
-    events: broadcast::Sender<Arc<Committed>>,
-    stats: Arc<LogStats>,
-) {
-    let mut group: Vec<AppendRequest> = Vec::new();
-    let mut batch: Vec<SagaRecord> = Vec::new();
-    while let Some(first) = rx.recv().await {
-        let mut size = first.records.len();
-        group.push(first);
-        while size < MAX_BATCH_RECORDS {
-            match rx.try_recv() {
-                Ok(req) => {
-                    size += req.records.len();
-                    group.push(req);
-                }
-                Err(_) => break,
+    /// Commit one round as the saga that found no commit in progress, then hand over.
+    async fn lead(&self) {
+        // Runs on drop too: if this saga's task is cancelled mid-commit (runtime shutdown),
+        // the queue must not be left without a leader.
+        struct HandOver<'a>(&'a LogWriter);
+        impl Drop for HandOver<'_> {
+            fn drop(&mut self) {
+                self.0.hand_over();
             }
         }
-        commit_group(&*store, &mut group, &mut batch, &events, &stats).await;
+        let _hand_over = HandOver(self);
+        let (mut records, mut waiters) = take_round(&mut self.lock());
+        self.commit(&mut records, &mut waiters).await;
+    }
+
+    /// Step down if the queue is empty; otherwise a task of its own leads the next rounds, so
+    /// no saga is held up committing the records of others.
+    fn hand_over(&self) {
+        let mut q = self.lock();
+        if q.waiters.is_empty() {
+            q.leader = false;
+            return;
+        }
+        drop(q);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.lock().leader = false;
+            return;
+        };
+        let next = self.clone();
+        runtime.spawn(async move {
+            loop {
+                let (mut records, mut waiters) = {
+                    let mut q = next.lock();
+                    if q.waiters.is_empty() {
+                        q.leader = false;
+                        return;
+                    }
+                    take_round(&mut q)
+                };
+                next.commit(&mut records, &mut waiters).await;
+            }
+        });
+    }
+
+    /// Commit one round. A duplicate saga id fails only the request that tried to create it:
+    /// the transaction rolled back, so the rest is retried without it.
+    async fn commit(&self, records: &mut Vec<SagaRecord>, waiters: &mut Vec<Waiter>) {
+        loop {
+            if waiters.is_empty() {
+                return;
+            }
+            match self.store.append(records).await {
+                Ok(positions) => {
+                    self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .records
+                        .fetch_add(records.len() as u64, Ordering::Relaxed);
+                    for (position, record) in positions.into_iter().zip(records.drain(..)) {
+                        // No receiver is fine: nobody is watching.
+                        let _ = self.events.send(Arc::new(Committed { position, record }));
+                    }
+                    for w in waiters.iter_mut() {
+                        if let Some(done) = w.done.take() {
+                            let _ = done.send(Ok(()));
+                        }
+                    }
+                    return;
+                }
+                Err(StoreError::DuplicateSaga(id)) => {
+                    // Drop the last request creating `id`: if two in this round race for the
+                    // same id the first wins on the retry; if it existed before, the next
+                    // round drops the other.
+                    let culprit = waiters.iter().rposition(|w| {
+                        records[w.range.clone()]
+                            .iter()
+                            .any(|r| r.saga_id == id && r.kind == RecordKind::SagaStarted)
+                    });
+                    let Some(i) = culprit else {
+                        fail_all(waiters, StoreError::DuplicateSaga(id));
+                        return;
+                    };
+                    let removed = waiters.remove(i);
+                    if let Some(done) = removed.done {
+                        let _ = done.send(Err(StoreError::DuplicateSaga(id)));
+                    }
+                    let (start, len) = (removed.range.start, removed.range.len());
+                    records.drain(removed.range);
+                    for w in waiters.iter_mut().filter(|w| w.range.start > start) {
+                        w.range = w.range.start - len..w.range.end - len;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, records = records.len(), "saga log commit failed");
+                    fail_all(waiters, e);
+                    return;
+                }
+            }
+        }
     }
 }
 
-/// Commit one group. A duplicate saga id fails only the request that tried to create it: the
-/// transaction rolled back, so the rest is retried without it.
-async fn commit_group(
-    store: &dyn SagaStore,
-    group: &mut Vec<AppendRequest>,
-    batch: &mut Vec<SagaRecord>,
-    events: &broadcast::Sender<Arc<Committed>>,
-    stats: &LogStats,
-) {
-    loop {
-        if group.is_empty() {
-            return;
-        }
-        batch.clear();
-        for req in group.iter() {
-            batch.extend(req.records.iter().cloned());
-        }
-        match store.append(batch).await {
-            Ok(positions) => {
-                stats.commits.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .records
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                for (position, record) in positions.into_iter().zip(batch.drain(..)) {
-                    // No receiver is fine: nobody is watching.
-                    let _ = events.send(Arc::new(Committed { position, record }));
-                }
-                for req in group.drain(..) {
-                    let _ = req.done.send(Ok(()));
-                }
-                return;
-            }
-            Err(StoreError::DuplicateSaga(id)) => {
-                // Drop the last request creating `id`: if two in this group race for the same
-                // id, the first one wins on the retry; if it existed before, the next round
-                // drops the other.
-                let culprit = group.iter().rposition(|req| {
-                    req.records
-                        .iter()
-                        .any(|r| r.saga_id == id && r.kind == RecordKind::SagaStarted)
-                });
-                match culprit {
-                    Some(i) => {
-                        let req = group.remove(i);
-                        let _ = req.done.send(Err(StoreError::DuplicateSaga(id)));
-                    }
-                    None => {
-                        for req in group.drain(..) {
-                            let _ = req.done.send(Err(StoreError::DuplicateSaga(id)));
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, records = batch.len(), "saga log commit failed");
-                for req in group.drain(..) {
-                    let _ = req.done.send(Err(e.clone()));
-                }
-                return;
-            }
+/// Take up to `MAX_BATCH_RECORDS` (whole requests, at least one) off the queue.
+fn take_round(q: &mut Queue) -> (Vec<SagaRecord>, Vec<Waiter>) {
+    if q.records.len() <= MAX_BATCH_RECORDS {
+        return (
+            std::mem::take(&mut q.records),
+            std::mem::take(&mut q.waiters),
+        );
+    }
+    let cut = q
+        .waiters
+        .iter()
+        .position(|w| w.range.end > MAX_BATCH_RECORDS)
+        .map_or(q.waiters.len(), |i| i.max(1));
+    let taken: Vec<Waiter> = q.waiters.drain(..cut).collect();
+    let end = taken.last().map_or(0, |w| w.range.end);
+    let records: Vec<SagaRecord> = q.records.drain(..end).collect();
+    for w in &mut q.waiters {
+        w.range = w.range.start - end..w.range.end - end;
+    }
+    (records, taken)
+}
+
+fn fail_all(waiters: &mut Vec<Waiter>, e: StoreError) {
+    for w in waiters.drain(..) {
+        if let Some(done) = w.done {
+            let _ = done.send(Err(e.clone()));
         }
     }
 }

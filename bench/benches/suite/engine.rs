@@ -167,6 +167,8 @@ pub async fn run(report: &mut Report, quick: bool) -> anyhow::Result<()> {
     let steno_64 = measure(n, 64, || steno.one(false)).await;
     let steno_fail = measure(n, 1, || steno.one(true)).await;
 
+    // steno's executor keeps every saga it ran; stop it so it does not weigh on what follows.
+    steno.sec.shutdown().await;
     for (who, one, many, fail) in [
         ("ours", &ours_one, &ours_64, &ours_fail),
         ("steno", &steno_one, &steno_64, &steno_fail),

@@ -1,6 +1,7 @@
 //! PostgreSQL, for several nodes sharing the work. Same tables as SQLite; a schema name keeps
 //! tenants (and tests) apart. Durability is PostgreSQL's own (`synchronous_commit = on`).
 
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -52,56 +53,102 @@ impl PgStore {
         Ok(PgStore { pool })
     }
 
+    /// One round trip per statement, not per record: the batch goes in as arrays (`UNNEST`).
     async fn append_batch(&self, records: &[SagaRecord]) -> Result<Vec<i64>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let mut positions = Vec::with_capacity(records.len());
+        // The summary first: a taken saga id must fail as DuplicateSaga, not as a log clash.
+        let mut created: Vec<(String, String, i64)> = Vec::new();
+        let mut statuses: HashMap<String, (String, Option<i64>)> = HashMap::new();
         for r in records {
-            // The summary first: a taken saga id must fail as DuplicateSaga, not as a log clash.
             match summary_change(r) {
                 Some(SummaryChange::Create { definition }) => {
-                    let res = sqlx::query(
-                        "INSERT INTO sagas (saga_id, definition, status, started_at_ms)
-                         VALUES ($1, $2, 'running', $3) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(r.saga_id.to_string())
-                    .bind(definition)
-                    .bind(r.at_ms)
-                    .execute(&mut *tx)
-                    .await?;
-                    if res.rows_affected() == 0 {
-                        return Err(StoreError::DuplicateSaga(r.saga_id));
-                    }
+                    created.push((r.saga_id.to_string(), definition.to_string(), r.at_ms))
                 }
+                // Later records of a saga in the batch win: its last status is what stands.
                 Some(SummaryChange::Status(status)) => {
                     let finished = status.is_finished().then_some(r.at_ms);
-                    sqlx::query(
-                        "UPDATE sagas SET status = $1, finished_at_ms = $2 WHERE saga_id = $3",
-                    )
-                    .bind(status.as_str())
-                    .bind(finished)
-                    .bind(r.saga_id.to_string())
-                    .execute(&mut *tx)
-                    .await?;
+                    statuses.insert(
+                        r.saga_id.to_string(),
+                        (status.as_str().to_string(), finished),
+                    );
                 }
                 None => {}
             }
-            let row = sqlx::query(
-                "INSERT INTO saga_log (saga_id, seq, kind, at_ms, step, attempt, detail)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING position",
-            )
-            .bind(r.saga_id.to_string())
-            .bind(r.seq as i64)
-            .bind(r.kind.as_str())
-            .bind(r.at_ms)
-            .bind(r.step.as_deref())
-            .bind(r.attempt.map(i64::from))
-            .bind(r.detail.to_string())
-            .fetch_one(&mut *tx)
-            .await?;
-            positions.push(row.try_get("position")?);
         }
+        if !created.is_empty() {
+            let inserted: Vec<String> = sqlx::query_scalar(
+                "INSERT INTO sagas (saga_id, definition, status, started_at_ms)
+                 SELECT id, def, 'running', at FROM UNNEST($1::text[], $2::text[], $3::bigint[]) AS u(id, def, at)
+                 ON CONFLICT DO NOTHING RETURNING saga_id",
+            )
+            .bind(created.iter().map(|c| c.0.clone()).collect::<Vec<_>>())
+            .bind(created.iter().map(|c| c.1.clone()).collect::<Vec<_>>())
+            .bind(created.iter().map(|c| c.2).collect::<Vec<_>>())
+            .fetch_all(&mut *tx)
+            .await?;
+            let inserted: HashSet<String> = inserted.into_iter().collect();
+            let mut seen = HashSet::new();
+            // Taken before this batch, or twice within it.
+            if let Some(taken) = created
+                .iter()
+                .find(|c| !inserted.contains(&c.0) || !seen.insert(&c.0))
+            {
+                let id = taken
+                    .0
+                    .parse()
+                    .map_err(|e| StoreError::Corrupt(format!("saga id {}: {e}", taken.0)))?;
+                return Err(StoreError::DuplicateSaga(id));
+            }
+        }
+        if !statuses.is_empty() {
+            let (ids, rest): (Vec<String>, Vec<(String, Option<i64>)>) =
+                statuses.into_iter().unzip();
+            let (status, finished): (Vec<String>, Vec<Option<i64>>) = rest.into_iter().unzip();
+            sqlx::query(
+                "UPDATE sagas SET status = u.status, finished_at_ms = u.finished
+                 FROM UNNEST($1::text[], $2::text[], $3::bigint[]) AS u(id, status, finished)
+                 WHERE sagas.saga_id = u.id",
+            )
+            .bind(ids)
+            .bind(status)
+            .bind(finished)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "INSERT INTO saga_log (saga_id, seq, kind, at_ms, step, attempt, detail)
+             SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::text[])
+             RETURNING saga_id, seq, position",
+        )
+        .bind(records.iter().map(|r| r.saga_id.to_string()).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.seq as i64).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.kind.as_str()).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.at_ms).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.step.clone()).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.attempt.map(i64::from)).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.detail.to_string()).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?;
         tx.commit().await?;
-        Ok(positions)
+        // RETURNING's order is not promised: match positions back by (saga, seq).
+        let by_key: HashMap<(String, i64), i64> = rows
+            .into_iter()
+            .map(|(id, seq, pos)| ((id, seq), pos))
+            .collect();
+        records
+            .iter()
+            .map(|r| {
+                by_key
+                    .get(&(r.saga_id.to_string(), r.seq as i64))
+                    .copied()
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "no position returned for saga {} record {}",
+                            r.saga_id, r.seq
+                        ))
+                    })
+            })
+            .collect()
     }
 }
 
