@@ -270,3 +270,120 @@ async fn the_form_checks_fields_as_the_server_would() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn missing_funds_and_refusing_or_flaky_compensations_from_the_panel() {
+    scenario("more_faults", |b, url| async move {
+        let r = async {
+            // A card without funds: the payment lane fails, the two before it are undone.
+            b.fill("field-card_number", "4000 0000 0000 9995").await?;
+            buy(&b, "WC-05").await?;
+            b.wait_attr("timeline", "data-status", "compensated", LONG)
+                .await?;
+            anyhow::ensure!(
+                b.lanes().await? == ["compensated", "compensated", "failed", "skipped"],
+                "lanes {:?}",
+                b.lanes().await?
+            );
+
+            // `fail` on create_invoice, with a compensation of place_order that fails twice first.
+            b.client.goto(&url).await?;
+            b.select("fault-create_invoice", "fail").await?;
+            b.select("fault-place_order", "compensation_transient")
+                .await?;
+            buy(&b, "WC-05").await?;
+            b.wait_attr("timeline", "data-status", "compensated", LONG)
+                .await?;
+            anyhow::ensure!(
+                b.lanes().await? == ["compensated", "failed", "skipped", "skipped"],
+                "lanes {:?}",
+                b.lanes().await?
+            );
+            let log = b.wait_testid("event-log", LONG).await?.text().await?;
+            anyhow::ensure!(log.matches("compensation_failed").count() == 2, "{log}");
+            Ok(())
+        }
+        .await;
+        (b, r)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_crash_chosen_in_the_panel_kills_the_server_and_the_saga_finishes_after_a_restart() {
+    let dir = saga_shop_tests::server::scratch_dir("browser-crash");
+    let mut server =
+        ShopServer::start_in(dir.clone(), &["--allow-crash-faults"]).expect("start saga-shop");
+    let browser = Browser::start().await.expect("start Chromium");
+    let result = async {
+        browser.client.goto(&server.url).await?;
+        browser.select("fault-process_payment", "crash").await?;
+        let id = buy(&browser, "KB-01").await?;
+        let status = server.wait_exit(LONG)?;
+        anyhow::ensure!(!status.success(), "the crash fault aborts the server");
+        drop(server);
+        let restarted = ShopServer::start_in(dir, &["--allow-crash-faults"])?;
+        browser
+            .client
+            .goto(&format!("{}/sagas/{id}", restarted.url))
+            .await?;
+        browser
+            .wait_attr("timeline", "data-status", "completed", LONG)
+            .await?;
+        let lane = browser
+            .wait_testid("step-process_payment", LONG)
+            .await?
+            .text()
+            .await?;
+        anyhow::ensure!(
+            lane.contains("2 attempts"),
+            "the interrupted attempt shows: {lane}"
+        );
+        browser
+            .client
+            .find(fantoccini::Locator::Css(
+                "[data-testid=step-process_payment] .bar.interrupted",
+            ))
+            .await?;
+        Ok(())
+    }
+    .await;
+    let result = with_screenshot_on_failure(&browser, "crash", || async { result }).await;
+    browser.close().await;
+    result.unwrap();
+}
+
+#[tokio::test]
+async fn the_page_fits_a_phone_screen() {
+    scenario("narrow", |b, _| async move {
+        let r = async {
+            b.client.set_window_size(375, 812).await?;
+            buy(&b, "KB-01").await?;
+            b.wait_attr("timeline", "data-status", "completed", LONG).await?;
+            let overflow = b
+                .client
+                .execute("return document.documentElement.scrollWidth - document.documentElement.clientWidth", vec![])
+                .await?;
+            if overflow.as_f64() != Some(0.0) {
+                let widest = b
+                    .client
+                    .execute(
+                        "const cw = document.documentElement.clientWidth; let w = null; \
+                         for (const el of document.querySelectorAll('body *')) { const r = el.getBoundingClientRect(); \
+                         let clipped = false; for (let a = el.parentElement; a; a = a.parentElement) { if (getComputedStyle(a).overflowX !== 'visible') { clipped = a !== document.documentElement && a !== document.body; break; } } \
+                         if (r.right > cw + 1 && !clipped && (!w || r.width < w.width)) \
+                         w = { tag: el.tagName, cls: el.className, width: r.width, parent: el.parentElement.className }; } return w;",
+                        vec![],
+                    )
+                    .await?;
+                anyhow::bail!("the page scrolls sideways by {overflow} px at 375 px; widest element sticking out: {widest}");
+            }
+            b.client.execute("window.scrollTo(0, 0)", vec![]).await?;
+            b.screenshot("narrow-375").await?;
+            Ok(())
+        }
+        .await;
+        (b, r)
+    })
+    .await;
+}
