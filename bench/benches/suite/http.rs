@@ -16,9 +16,9 @@ use serde_json::json;
 use crate::report::{Report, percentile_ms, rate};
 use crate::sqlite::scratch;
 
-struct Server {
-    child: Child,
-    url: String,
+pub struct Server {
+    pub child: Child,
+    pub url: String,
 }
 
 impl Drop for Server {
@@ -28,7 +28,7 @@ impl Drop for Server {
     }
 }
 
-fn binary() -> PathBuf {
+pub fn binary() -> PathBuf {
     std::env::var_os("SAGA_SHOP_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -36,7 +36,7 @@ fn binary() -> PathBuf {
         })
 }
 
-fn start(db: &str, args: &[String]) -> anyhow::Result<Server> {
+pub fn start(db: &str, args: &[String]) -> anyhow::Result<Server> {
     let mut child = Command::new(binary())
         .args([
             "--listen",
@@ -106,7 +106,7 @@ fn order() -> serde_json::Value {
     })
 }
 
-async fn post(http: &reqwest::Client, url: &str) -> Option<(String, Instant)> {
+pub async fn post(http: &reqwest::Client, url: &str) -> Option<(String, Instant)> {
     let sent = Instant::now();
     let response = http
         .post(format!("{url}/api/orders"))

@@ -8,10 +8,15 @@ mod page;
 mod postgres;
 mod report;
 mod sqlite;
+mod sse;
+mod sse_run;
 
 use report::Report;
 
 fn main() -> anyhow::Result<()> {
+    if std::env::args().any(|a| a == "--serve-baseline") {
+        return sse_run::serve_baseline();
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let only: Option<String> = std::env::args().skip_while(|a| a != "--only").nth(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -37,6 +42,9 @@ fn main() -> anyhow::Result<()> {
     }
     if wanted("http") {
         rt.block_on(http::run(&mut report, quick))?;
+    }
+    if wanted("sse") {
+        rt.block_on(sse_run::run(&mut report, quick))?;
     }
     if wanted("page") {
         page::run(&mut report)?;
