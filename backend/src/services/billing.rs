@@ -14,10 +14,7 @@ use shared::{Fault, InvoiceView};
 use sqlx::Row;
 
 use super::orders::OrderLine;
-use super::{
-    ServiceDb, StepRequest, after_action, before_action, before_compensation, db_failure, new_id,
-    now_ms, refusal, reply,
-};
+use super::{ServiceDb, StepRequest, db_failure, new_id, now_ms, refusal, reply};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/billing");
 
@@ -63,13 +60,8 @@ async fn create_invoice(
     step: StepRequest,
     Json(req): Json<IssueInvoice>,
 ) -> Response {
-    if let Some((status, body)) = before_action(req.fault, step.attempt).await {
-        return reply(status, body);
-    }
     let fault = req.fault;
-    let result = svc
-        .db
-        .idempotent(&step.key, move |tx| {
+    step.run_action(&svc.db, fault, move |tx| {
             Box::pin(async move {
                 let voided = sqlx::query("SELECT order_id FROM voided_orders WHERE order_id = $1")
                     .bind(&req.order_id)
@@ -93,44 +85,25 @@ async fn create_invoice(
                 Ok((200, json!(invoice)))
             })
         })
-        .await;
-    match result {
-        Ok((status, body)) => {
-            if status == 200 {
-                after_action(fault).await;
-            }
-            reply(status, body)
-        }
-        Err(e) => db_failure(e),
-    }
+        .await
 }
 
 async fn void_invoice(State(svc): Svc, step: StepRequest, Json(req): Json<InvoiceRef>) -> Response {
-    if let Some((status, body)) = before_compensation(req.fault, step.attempt) {
-        return reply(status, body);
-    }
-    let result = svc
-        .db
-        .idempotent(&step.key, move |tx| {
-            Box::pin(async move {
-                sqlx::query("UPDATE invoices SET status = 'void' WHERE order_id = $1")
-                    .bind(&req.order_id)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(
-                    "INSERT INTO voided_orders (order_id) VALUES ($1) ON CONFLICT DO NOTHING",
-                )
+    let fault = req.fault;
+    step.run_compensation(&svc.db, fault, move |tx| {
+        Box::pin(async move {
+            sqlx::query("UPDATE invoices SET status = 'void' WHERE order_id = $1")
                 .bind(&req.order_id)
                 .execute(&mut *tx)
                 .await?;
-                Ok((200, json!({ "order_id": req.order_id, "status": "void" })))
-            })
+            sqlx::query("INSERT INTO voided_orders (order_id) VALUES ($1) ON CONFLICT DO NOTHING")
+                .bind(&req.order_id)
+                .execute(&mut *tx)
+                .await?;
+            Ok((200, json!({ "order_id": req.order_id, "status": "void" })))
         })
-        .await;
-    match result {
-        Ok((status, body)) => reply(status, body),
-        Err(e) => db_failure(e),
-    }
+    })
+    .await
 }
 
 async fn get_invoice(State(svc): Svc, Path(order_id): Path<String>) -> Response {

@@ -20,6 +20,7 @@ use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
+use saga_engine::BoxFuture;
 use serde_json::{Value, json};
 use shared::Fault;
 
@@ -98,6 +99,61 @@ impl<S: Send + Sync> FromRequestParts<S> for StepRequest {
     }
 }
 
+impl StepRequest {
+    /// An action, as every service runs one: the faults that act before it, the effect once
+    /// per key, then the `timeout` fault's silence after a success.
+    pub async fn run_action<F>(&self, db: &ServiceDb, fault: Option<Fault>, effect: F) -> Response
+    where
+        F: for<'c> FnOnce(
+            &'c mut sqlx::AnyConnection,
+        ) -> BoxFuture<'c, Result<(u16, Value), sqlx::Error>>,
+    {
+        if let Some((status, body)) = before_action(fault, self.attempt).await {
+            return reply(status, body);
+        }
+        match db.idempotent(&self.key, effect).await {
+            Ok((status, body)) => {
+                if status == 200 {
+                    after_action(fault).await;
+                }
+                reply(status, body)
+            }
+            Err(e) => db_failure(e),
+        }
+    }
+
+    /// A compensation: its faults, then the effect once per key.
+    pub async fn run_compensation<F>(
+        &self,
+        db: &ServiceDb,
+        fault: Option<Fault>,
+        effect: F,
+    ) -> Response
+    where
+        F: for<'c> FnOnce(
+            &'c mut sqlx::AnyConnection,
+        ) -> BoxFuture<'c, Result<(u16, Value), sqlx::Error>>,
+    {
+        if let Some((status, body)) = before_compensation(fault, self.attempt) {
+            return reply(status, body);
+        }
+        self.run(db, effect).await
+    }
+
+    /// The effect once per key, no faults.
+    pub async fn run<F>(&self, db: &ServiceDb, effect: F) -> Response
+    where
+        F: for<'c> FnOnce(
+            &'c mut sqlx::AnyConnection,
+        ) -> BoxFuture<'c, Result<(u16, Value), sqlx::Error>>,
+    {
+        match db.idempotent(&self.key, effect).await {
+            Ok((status, body)) => reply(status, body),
+            Err(e) => db_failure(e),
+        }
+    }
+}
+
 pub fn reply(status: u16, body: Value) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, Json(body)).into_response()
@@ -118,7 +174,7 @@ pub fn db_failure(e: impl fmt::Display) -> Response {
 
 /// Faults that act before an action (DESIGN.md §4): `fail` refuses, `transient` answers 503 on
 /// the first N attempts, `delay` makes the service slow. `None` means go ahead.
-pub async fn before_action(fault: Option<Fault>, attempt: u32) -> Option<(u16, Value)> {
+async fn before_action(fault: Option<Fault>, attempt: u32) -> Option<(u16, Value)> {
     match fault {
         Some(Fault::Fail) => Some((
             422,
@@ -137,7 +193,7 @@ pub async fn before_action(fault: Option<Fault>, attempt: u32) -> Option<(u16, V
 }
 
 /// The `timeout` fault: the effect is applied, but the answer never comes.
-pub async fn after_action(fault: Option<Fault>) {
+async fn after_action(fault: Option<Fault>) {
     if fault == Some(Fault::Timeout) {
         std::future::pending::<()>().await;
     }
@@ -145,7 +201,7 @@ pub async fn after_action(fault: Option<Fault>) {
 
 /// Faults of a compensation: `compensation_transient` fails the first N attempts,
 /// `compensation_fail` every one.
-pub fn before_compensation(fault: Option<Fault>, attempt: u32) -> Option<(u16, Value)> {
+fn before_compensation(fault: Option<Fault>, attempt: u32) -> Option<(u16, Value)> {
     let failing = match fault {
         Some(Fault::CompensationTransient { times }) => attempt <= times,
         Some(Fault::CompensationFail) => true,

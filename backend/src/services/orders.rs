@@ -14,10 +14,7 @@ use serde_json::json;
 use shared::{Address, CatalogItem, Customer, Delivery, Fault, OrderItem};
 use sqlx::Row;
 
-use super::{
-    ServiceDb, StepRequest, after_action, before_action, before_compensation, db_failure, now_ms,
-    refusal, reply,
-};
+use super::{ServiceDb, StepRequest, db_failure, now_ms, refusal, reply};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/orders");
 
@@ -151,13 +148,8 @@ async fn catalog(State(svc): Svc) -> Response {
 }
 
 async fn place_order(State(svc): Svc, step: StepRequest, Json(req): Json<PlaceOrder>) -> Response {
-    if let Some((status, body)) = before_action(req.fault, step.attempt).await {
-        return reply(status, body);
-    }
     let fault = req.fault;
-    let result = svc
-        .db
-        .idempotent(&step.key, move |tx| {
+    step.run_action(&svc.db, fault, move |tx| {
             Box::pin(async move {
                 let existing = sqlx::query("SELECT status FROM orders WHERE order_id = $1")
                     .bind(&req.order_id)
@@ -223,16 +215,7 @@ async fn place_order(State(svc): Svc, step: StepRequest, Json(req): Json<PlaceOr
                 Ok((200, json!(placed)))
             })
         })
-        .await;
-    match result {
-        Ok((status, body)) => {
-            if status == 200 {
-                after_action(fault).await;
-            }
-            reply(status, body)
-        }
-        Err(e) => db_failure(e),
-    }
+        .await
 }
 
 async fn release(tx: &mut sqlx::AnyConnection, line: &OrderLine) -> Result<(), sqlx::Error> {
@@ -246,35 +229,30 @@ async fn release(tx: &mut sqlx::AnyConnection, line: &OrderLine) -> Result<(), s
 
 /// Called by the payment step once the payment is captured.
 async fn confirm_order(State(svc): Svc, step: StepRequest, Json(req): Json<OrderRef>) -> Response {
-    let result = svc
-        .db
-        .idempotent(&step.key, move |tx| {
-            Box::pin(async move {
-                let changed = sqlx::query("UPDATE orders SET status = 'confirmed' WHERE order_id = $1 AND status = 'pending'")
-                    .bind(&req.order_id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if changed == 0 {
-                    return Ok(refusal(format!("order {} is not pending", req.order_id)));
-                }
-                Ok((200, json!({ "order_id": req.order_id, "status": "confirmed" })))
-            })
+    step.run(&svc.db, move |tx| {
+        Box::pin(async move {
+            let changed = sqlx::query(
+                "UPDATE orders SET status = 'confirmed' WHERE order_id = $1 AND status = 'pending'",
+            )
+            .bind(&req.order_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if changed == 0 {
+                return Ok(refusal(format!("order {} is not pending", req.order_id)));
+            }
+            Ok((
+                200,
+                json!({ "order_id": req.order_id, "status": "confirmed" }),
+            ))
         })
-        .await;
-    match result {
-        Ok((status, body)) => reply(status, body),
-        Err(e) => db_failure(e),
-    }
+    })
+    .await
 }
 
 async fn cancel_order(State(svc): Svc, step: StepRequest, Json(req): Json<OrderRef>) -> Response {
-    if let Some((status, body)) = before_compensation(req.fault, step.attempt) {
-        return reply(status, body);
-    }
-    let result = svc
-        .db
-        .idempotent(&step.key, move |tx| {
+    let fault = req.fault;
+    step.run_compensation(&svc.db, fault, move |tx| {
             Box::pin(async move {
                 let row = sqlx::query("SELECT status, lines FROM orders WHERE order_id = $1")
                     .bind(&req.order_id)
@@ -311,11 +289,7 @@ async fn cancel_order(State(svc): Svc, step: StepRequest, Json(req): Json<OrderR
                 Ok((200, json!({ "order_id": req.order_id, "status": "cancelled" })))
             })
         })
-        .await;
-    match result {
-        Ok((status, body)) => reply(status, body),
-        Err(e) => db_failure(e),
-    }
+        .await
 }
 
 async fn get_order(State(svc): Svc, Path(order_id): Path<String>) -> Response {

@@ -16,10 +16,7 @@ use serde_json::json;
 use shared::{Fault, PaymentView};
 use sqlx::Row;
 
-use super::{
-    ServiceDb, StepRequest, after_action, before_action, before_compensation, db_failure, new_id,
-    now_ms, refusal, reply,
-};
+use super::{ServiceDb, StepRequest, db_failure, new_id, now_ms, refusal, reply};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/payments");
 
@@ -123,13 +120,8 @@ async fn tokenise(State(svc): Svc, Json(req): Json<TokeniseCard>) -> Response {
 }
 
 async fn process_payment(State(svc): Svc, step: StepRequest, Json(req): Json<Charge>) -> Response {
-    if let Some((status, body)) = before_action(req.fault, step.attempt).await {
-        return reply(status, body);
-    }
     let fault = req.fault;
-    let result = svc
-        .db
-        .idempotent(&step.key, move |tx| {
+    step.run_action(&svc.db, fault, move |tx| {
             Box::pin(async move {
                 let refunded = sqlx::query("SELECT order_id FROM refunded_orders WHERE order_id = $1")
                     .bind(&req.order_id)
@@ -187,16 +179,7 @@ async fn process_payment(State(svc): Svc, step: StepRequest, Json(req): Json<Cha
                 Ok((200, json!(payment)))
             })
         })
-        .await;
-    match result {
-        Ok((status, body)) => {
-            if status == 200 {
-                after_action(fault).await;
-            }
-            reply(status, body)
-        }
-        Err(e) => db_failure(e),
-    }
+        .await
 }
 
 async fn refund_payment(
@@ -204,12 +187,8 @@ async fn refund_payment(
     step: StepRequest,
     Json(req): Json<RefundRef>,
 ) -> Response {
-    if let Some((status, body)) = before_compensation(req.fault, step.attempt) {
-        return reply(status, body);
-    }
-    let result = svc
-        .db
-        .idempotent(&step.key, move |tx| {
+    let fault = req.fault;
+    step.run_compensation(&svc.db, fault, move |tx| {
             Box::pin(async move {
                 sqlx::query("UPDATE payments SET status = 'refunded', refunded_cents = amount_cents WHERE order_id = $1")
                     .bind(&req.order_id)
@@ -222,11 +201,7 @@ async fn refund_payment(
                 Ok((200, json!({ "order_id": req.order_id, "status": "refunded" })))
             })
         })
-        .await;
-    match result {
-        Ok((status, body)) => reply(status, body),
-        Err(e) => db_failure(e),
-    }
+        .await
 }
 
 async fn get_payment(State(svc): Svc, Path(order_id): Path<String>) -> Response {

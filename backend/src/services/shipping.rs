@@ -14,10 +14,7 @@ use serde_json::json;
 use shared::{Address, Delivery, Fault, NotificationView, ShipmentView, iso_date, rfc3339_millis};
 use sqlx::Row;
 
-use super::{
-    ServiceDb, StepRequest, after_action, before_action, before_compensation, db_failure, new_id,
-    now_ms, refusal, reply,
-};
+use super::{ServiceDb, StepRequest, db_failure, new_id, now_ms, refusal, reply};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/shipping");
 
@@ -71,13 +68,8 @@ fn tracking_number() -> String {
 }
 
 async fn ship_order(State(svc): Svc, step: StepRequest, Json(req): Json<Ship>) -> Response {
-    if let Some((status, body)) = before_action(req.fault, step.attempt).await {
-        return reply(status, body);
-    }
     let fault = req.fault;
-    let result = svc
-        .db
-        .idempotent(&step.key, move |tx| {
+    step.run_action(&svc.db, fault, move |tx| {
             Box::pin(async move {
                 if !SERVED_COUNTRIES.contains(&req.address.country.as_str()) {
                     return Ok((422, json!({ "error": format!("we do not ship to {}", req.address.country), "field": "address.country" })));
@@ -124,16 +116,7 @@ async fn ship_order(State(svc): Svc, step: StepRequest, Json(req): Json<Ship>) -
                 Ok((200, json!(shipment)))
             })
         })
-        .await;
-    match result {
-        Ok((status, body)) => {
-            if status == 200 {
-                after_action(fault).await;
-            }
-            reply(status, body)
-        }
-        Err(e) => db_failure(e),
-    }
+        .await
 }
 
 async fn cancel_shipment(
@@ -141,34 +124,26 @@ async fn cancel_shipment(
     step: StepRequest,
     Json(req): Json<ShipmentRef>,
 ) -> Response {
-    if let Some((status, body)) = before_compensation(req.fault, step.attempt) {
-        return reply(status, body);
-    }
-    let result = svc
-        .db
-        .idempotent(&step.key, move |tx| {
-            Box::pin(async move {
-                sqlx::query("UPDATE shipments SET status = 'cancelled' WHERE order_id = $1")
-                    .bind(&req.order_id)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(
-                    "INSERT INTO cancelled_orders (order_id) VALUES ($1) ON CONFLICT DO NOTHING",
-                )
+    let fault = req.fault;
+    step.run_compensation(&svc.db, fault, move |tx| {
+        Box::pin(async move {
+            sqlx::query("UPDATE shipments SET status = 'cancelled' WHERE order_id = $1")
                 .bind(&req.order_id)
                 .execute(&mut *tx)
                 .await?;
-                Ok((
-                    200,
-                    json!({ "order_id": req.order_id, "status": "cancelled" }),
-                ))
-            })
+            sqlx::query(
+                "INSERT INTO cancelled_orders (order_id) VALUES ($1) ON CONFLICT DO NOTHING",
+            )
+            .bind(&req.order_id)
+            .execute(&mut *tx)
+            .await?;
+            Ok((
+                200,
+                json!({ "order_id": req.order_id, "status": "cancelled" }),
+            ))
         })
-        .await;
-    match result {
-        Ok((status, body)) => reply(status, body),
-        Err(e) => db_failure(e),
-    }
+    })
+    .await
 }
 
 async fn get_shipment(State(svc): Svc, Path(order_id): Path<String>) -> Response {
