@@ -80,6 +80,8 @@ pub fn cargo() -> Command {
 fn serve(root: &Path, args: &[String]) -> anyhow::Result<()> {
     build::all(root)?;
     let _ = step("starting saga-shop (ctrl-c to stop); the URL to open follows");
+    // `cargo xtask serve -- --flag` and `cargo xtask serve --flag` both reach the server.
+    let args = args.strip_prefix(&["--".to_string()]).unwrap_or(args);
     let mut cmd = Command::new(build::server_binary(root));
     cmd.current_dir(root)
         .arg("--static-dir")
