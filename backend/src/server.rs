@@ -19,10 +19,8 @@ use crate::services::{
 /// Open the saga log named by a `sqlite://` or `postgres://` URL.
 pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn SagaStore>> {
     if let Some(path) = url.strip_prefix("sqlite://") {
+        // Its directory was made by `run`, which also needs it for the services' files.
         let path = std::path::Path::new(path.split('?').next().unwrap_or(path));
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
         let store = SqliteStore::open(path)
             .await
             .with_context(|| format!("opening the SQLite saga log at {}", path.display()))?;

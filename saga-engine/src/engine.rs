@@ -184,7 +184,13 @@ impl Engine {
                     continue;
                 }
             };
-            let progress = SagaProgress::replay(&definition, &records)?;
+            let progress = match SagaProgress::replay(&definition, &records) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(saga_id = %id, error = %e, "cannot replay saga log; left alone");
+                    continue;
+                }
+            };
             tracing::info!(saga_id = %id, records = records.len(), unwinding = progress.unwinding, "resuming saga");
             if self.spawn(SagaRun::new(
                 id,

@@ -11,8 +11,6 @@ use axum::routing::{get, post};
 
 use crate::app::AppState;
 
-pub use sagas::event;
-
 pub type SharedState = Arc<AppState>;
 
 pub fn router() -> Router<SharedState> {
