@@ -124,6 +124,7 @@ async fn shop(config: &Config, addr: &str, stop: watch::Receiver<bool>) -> anyho
         client,
         allow_crash_faults: config.allow_crash_faults,
         metrics,
+        frames: crate::api::sse::frames_view(&engine),
         shutdown: stop,
     };
     let mut app = router(state, &config.static_dir);

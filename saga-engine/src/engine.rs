@@ -10,7 +10,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::definition::SagaDefinition;
 use crate::error::EngineError;
-use crate::events::{self, EventStream, FeedStream};
+use crate::events::{self, EventStream, FeedStream, FeedView};
 use crate::executor::SagaRun;
 use crate::log_writer::{LogStats, LogWriter};
 use crate::progress::SagaProgress;
@@ -265,6 +265,22 @@ impl Engine {
             self.inner.store.clone(),
             self.inner.events.subscribe(),
             after_position,
+        )
+    }
+
+    /// A view of the whole log in which `render` runs once per record, however many
+    /// subscribers follow it (see [`FeedView`]). Needs a tokio runtime: it starts the task that
+    /// renders.
+    pub fn feed_view<T: Send + Sync + 'static>(
+        &self,
+        render: impl Fn(&Committed) -> T + Send + Sync + 'static,
+    ) -> FeedView<T> {
+        let engine = self.clone();
+        FeedView::start(
+            self.inner.store.clone(),
+            move |after| engine.subscribe_all(after),
+            self.inner.config.event_buffer,
+            Arc::new(render),
         )
     }
 

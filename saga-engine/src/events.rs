@@ -19,7 +19,7 @@ use crate::record::{SagaId, SagaRecord};
 use crate::store::{Committed, SagaStore};
 
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<SagaRecord, EngineError>> + Send>>;
-pub type FeedStream = Pin<Box<dyn Stream<Item = Result<Committed, EngineError>> + Send>>;
+pub type FeedStream = Pin<Box<dyn Stream<Item = Result<Arc<Committed>, EngineError>> + Send>>;
 
 /// Page size when catching up on the whole log.
 const FEED_PAGE: u32 = 1000;
@@ -116,24 +116,55 @@ pub(crate) fn saga_stream(
     }))
 }
 
-struct FeedCursor {
+/// What a feed carries: something that knows where in the log it came from.
+pub trait Positioned {
+    fn position(&self) -> i64;
+}
+
+impl Positioned for Committed {
+    fn position(&self) -> i64 {
+        self.position
+    }
+}
+
+/// A record of the whole log as a [`FeedView`] made it: its position and the rendering.
+#[derive(Debug)]
+pub struct Rendered<T> {
+    pub position: i64,
+    pub value: T,
+}
+
+impl<T> Positioned for Rendered<T> {
+    fn position(&self) -> i64 {
+        self.position
+    }
+}
+
+/// Turns a record read from the log into what the live channel carries.
+type FromLog<X> = Arc<dyn Fn(Committed) -> Arc<X> + Send + Sync>;
+
+/// Follows the whole log: history in pages, then a live channel, with no gap and no duplicate.
+/// Generic over what the live channel carries so that a [`FeedView`]'s subscribers share one
+/// rendering of each record.
+struct FeedCursor<X> {
     store: Arc<dyn SagaStore>,
-    live: broadcast::Receiver<Arc<Committed>>,
+    live: broadcast::Receiver<Arc<X>>,
+    from_log: FromLog<X>,
     /// `None` until the first record when following from "now".
     last_position: Option<i64>,
     backlog: VecDeque<Committed>,
     need_log_read: bool,
 }
 
-impl FeedCursor {
-    async fn next(&mut self) -> Option<Result<Committed, EngineError>> {
+impl<X: Positioned> FeedCursor<X> {
+    async fn next(&mut self) -> Option<Result<Arc<X>, EngineError>> {
         loop {
             if let Some(c) = self.backlog.pop_front() {
                 if self.last_position.is_some_and(|p| c.position <= p) {
                     continue;
                 }
                 self.last_position = Some(c.position);
-                return Some(Ok(c));
+                return Some(Ok((self.from_log)(c)));
             }
             if self.need_log_read {
                 let after = self.last_position.unwrap_or(0);
@@ -149,11 +180,11 @@ impl FeedCursor {
             }
             match self.live.recv().await {
                 Ok(c) => {
-                    if self.last_position.is_some_and(|p| c.position <= p) {
+                    if self.last_position.is_some_and(|p| c.position() <= p) {
                         continue;
                     }
-                    self.last_position = Some(c.position);
-                    return Some(Ok((*c).clone()));
+                    self.last_position = Some(c.position());
+                    return Some(Ok(c));
                 }
                 // Positions of one node's log are committed in order, so whatever was missed
                 // sits right after the last one handed out.
@@ -167,14 +198,16 @@ impl FeedCursor {
     }
 }
 
-pub(crate) fn feed_stream(
+fn follow<X: Positioned + Send + Sync + 'static>(
     store: Arc<dyn SagaStore>,
-    live: broadcast::Receiver<Arc<Committed>>,
+    live: broadcast::Receiver<Arc<X>>,
+    from_log: FromLog<X>,
     after_position: Option<i64>,
-) -> FeedStream {
+) -> Pin<Box<dyn Stream<Item = Result<Arc<X>, EngineError>> + Send>> {
     let cursor = FeedCursor {
         store,
         live,
+        from_log,
         need_log_read: after_position.is_some(),
         last_position: after_position,
         backlog: VecDeque::new(),
@@ -182,4 +215,100 @@ pub(crate) fn feed_stream(
     Box::pin(futures_util::stream::unfold(cursor, |mut c| async move {
         c.next().await.map(|item| (item, c))
     }))
+}
+
+pub(crate) fn feed_stream(
+    store: Arc<dyn SagaStore>,
+    live: broadcast::Receiver<Arc<Committed>>,
+    after_position: Option<i64>,
+) -> FeedStream {
+    follow(store, live, Arc::new(Arc::new), after_position)
+}
+
+pub type ViewStream<T> = Pin<Box<dyn Stream<Item = Result<Arc<Rendered<T>>, EngineError>> + Send>>;
+
+/// The whole log as some reader renders it (an SSE frame, say), each record rendered **once**
+/// and shared by every subscriber of the view, however many there are. One task follows the
+/// log and renders; subscribers stitch history (rendered on their own, rarely needed) to that
+/// live channel exactly as [`Engine::subscribe_all`](crate::Engine::subscribe_all) does.
+pub struct FeedView<T> {
+    inner: Arc<ViewInner<T>>,
+}
+
+impl<T> Clone for FeedView<T> {
+    fn clone(&self) -> Self {
+        FeedView {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct ViewInner<T> {
+    store: Arc<dyn SagaStore>,
+    live: broadcast::Sender<Arc<Rendered<T>>>,
+    render: Arc<dyn Fn(&Committed) -> T + Send + Sync>,
+}
+
+impl<T: Send + Sync + 'static> FeedView<T> {
+    pub(crate) fn start(
+        store: Arc<dyn SagaStore>,
+        feed: impl Fn(Option<i64>) -> FeedStream + Send + 'static,
+        buffer: usize,
+        render: Arc<dyn Fn(&Committed) -> T + Send + Sync>,
+    ) -> FeedView<T> {
+        let (live, _) = broadcast::channel(buffer.max(16));
+        let inner = Arc::new(ViewInner {
+            store,
+            live,
+            render,
+        });
+        let weak = Arc::downgrade(&inner);
+        let mut records = feed(None);
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            let mut last = None;
+            loop {
+                let Some(next) = records.next().await else {
+                    return;
+                };
+                let Some(view) = weak.upgrade() else { return };
+                match next {
+                    Ok(c) => {
+                        last = Some(c.position);
+                        // Nobody listening: nothing to render (history is rendered on demand).
+                        if view.live.receiver_count() > 0 {
+                            let value = (view.render)(&c);
+                            let _ = view.live.send(Arc::new(Rendered {
+                                position: c.position,
+                                value,
+                            }));
+                        }
+                    }
+                    Err(e) => {
+                        // The log could not be read to fill a gap: try again from where we were.
+                        tracing::warn!(error = %e, "feed view: reading the log failed; retrying");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        records = feed(last);
+                    }
+                }
+            }
+        });
+        FeedView { inner }
+    }
+
+    /// Rendered records: after `after_position` in the log if given, else from now on.
+    pub fn subscribe(&self, after_position: Option<i64>) -> ViewStream<T> {
+        let render = self.inner.render.clone();
+        follow(
+            self.inner.store.clone(),
+            self.inner.live.subscribe(),
+            Arc::new(move |c: Committed| {
+                Arc::new(Rendered {
+                    position: c.position,
+                    value: render(&c),
+                })
+            }),
+            after_position,
+        )
+    }
 }

@@ -385,7 +385,7 @@ async fn the_feed_resumes_from_a_position_with_every_record_once(backend: Backen
             .expect("feed delivers")
             .unwrap()
             .unwrap();
-        got.push(c.record);
+        got.push(c.record.clone());
     }
     got.sort_by_key(|r| (ids.iter().position(|i| *i == r.saga_id), r.seq));
     assert_eq!(got, expected);

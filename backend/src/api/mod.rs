@@ -2,6 +2,7 @@
 
 mod orders;
 mod sagas;
+pub mod sse;
 mod validate;
 
 use std::sync::Arc;

@@ -1,18 +1,15 @@
 //! Reading sagas: the list, one saga with its steps and events, and the SSE streams.
 
-use std::convert::Infallible;
-use std::time::Duration;
-
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use futures_util::{Stream, StreamExt};
+use axum::response::Response;
+use futures_util::StreamExt;
 use saga_engine::{RecordKind, SagaId, SagaRecord, SagaStatus, SagaSummary};
 use serde::Deserialize;
 use shared::{STEPS, SagaDetail, SagaEvent, SagaListItem, Timeline, rfc3339_millis};
 
-use super::SharedState;
+use super::{SharedState, sse};
 use crate::error::ApiError;
 use crate::purchase::{SAGA_NAME, order_id_for};
 
@@ -61,14 +58,6 @@ pub fn event(r: &SagaRecord) -> SagaEvent {
         attempt: r.attempt,
         detail,
     }
-}
-
-fn sse_event(e: &SagaEvent, id: i64) -> Event {
-    let data = serde_json::to_string(e).unwrap_or_default();
-    Event::default()
-        .id(id.to_string())
-        .event(e.kind.clone())
-        .data(data)
 }
 
 fn parse_saga_id(id: &str) -> Result<SagaId, ApiError> {
@@ -137,56 +126,47 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     }
 }
 
-fn keep_alive() -> KeepAlive {
-    KeepAlive::new()
-        .interval(Duration::from_secs(15))
-        .text("keep-alive")
-}
-
 /// `GET /api/sagas/{id}/events`: history, then live; `id` is `seq`; ends after the final event.
 pub async fn saga_events(
     State(state): State<SharedState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let saga_id = parse_saga_id(&id)?;
     if state.store().saga(saga_id).await?.is_none() {
         return Err(ApiError::NotFound(format!("there is no saga {id}")));
     }
     let after = last_event_id(&headers)?.unwrap_or(0).max(0) as u64;
     let guard = state.metrics.sse_subscriber();
-    let stream = state
+    let frames = state
         .engine
         .subscribe(saga_id, after)
         .take_while(|r| std::future::ready(r.is_ok()))
         .filter_map(move |r| {
             let _held = &guard;
-            std::future::ready(
-                r.ok()
-                    .map(|rec| Ok(sse_event(&event(&rec), rec.seq as i64))),
-            )
+            std::future::ready(r.ok().map(|rec| sse::frame(rec.seq as i64, &event(&rec))))
         })
         .take_until(state.shutdown_signal());
-    Ok(Sse::new(stream).keep_alive(keep_alive()))
+    Ok(sse::response(frames))
 }
 
 /// `GET /api/events`: every saga's events, live. Here `id` is the event's position in the whole
 /// log (a per-saga `seq` cannot say where a stream of all sagas stopped), so `Last-Event-ID`
-/// resumes this stream too.
+/// resumes this stream too. Frames come from one shared rendering (see [`sse`]).
 pub async fn all_events(
     State(state): State<SharedState>,
     headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let after = last_event_id(&headers)?;
     let guard = state.metrics.sse_subscriber();
-    let stream = state
-        .engine
-        .subscribe_all(after)
+    let frames = state
+        .frames
+        .subscribe(after)
         .take_while(|r| std::future::ready(r.is_ok()))
         .filter_map(move |r| {
             let _held = &guard;
-            std::future::ready(r.ok().map(|c| Ok(sse_event(&event(&c.record), c.position))))
+            std::future::ready(r.ok().map(|f| f.value.clone()))
         })
         .take_until(state.shutdown_signal());
-    Ok(Sse::new(stream).keep_alive(keep_alive()))
+    Ok(sse::response(frames))
 }

@@ -6,6 +6,7 @@
 //! claimed in the same transaction as its effect, so a repeated key returns the first result
 //! and changes nothing, even when both copies arrive at once.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 
 use serde_json::Value;
@@ -13,6 +14,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
 
 use saga_engine::BoxFuture;
+use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -23,14 +25,12 @@ pub enum DbError {
         service: &'static str,
         source: sqlx::migrate::MigrateError,
     },
+    #[error("the write was not committed: {0}")]
+    Batch(String),
+    #[error("the service's writer has stopped")]
+    WriterGone,
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
     Url(String),
-}
-
-/// A service's connection pool.
-#[derive(Debug, Clone)]
-pub struct ServiceDb {
-    pub pool: AnyPool,
 }
 
 /// The database of `service`, derived from the server's `--database` URL.
@@ -46,6 +46,57 @@ pub fn service_url(database: &str, service: &str) -> Result<String, DbError> {
     }
 }
 
+/// A service's database: a pool for reads, and one writer that group-commits every write.
+///
+/// Why a writer: each effect must be durable before its reply (the saga records the step as
+/// done on that reply), and on SQLite with `synchronous = FULL` every commit is an fsync. One
+/// transaction per request caps a service at the disk's fsyncs per second. The writer takes
+/// whatever requests are waiting, runs them one after another in one transaction, commits once,
+/// and only then replies to all of them: the same guarantee, one fsync shared. It also
+/// serialises each service's writes, which is what keeps stock from being oversold.
+///
+/// A write that fails (a database error; a business refusal is an answer, not an error) takes
+/// its batch down with it: nothing of the batch is kept and every request in it is answered
+/// 503, which its saga retries. Such errors would fail the commit anyway, and not paying for a
+/// savepoint per request halves the statements a request costs.
+#[derive(Debug, Clone)]
+pub struct ServiceDb {
+    pub pool: AnyPool,
+    writer: mpsc::Sender<Job>,
+}
+
+/// At most this many requests share one commit.
+const MAX_BATCH: usize = 128;
+
+/// A write's answer: the HTTP status and body the service replies with.
+pub type Answer = (u16, Value);
+
+type Work = Box<
+    dyn for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<Answer, sqlx::Error>> + Send,
+>;
+
+struct Job {
+    /// The `Idempotency-Key`, for writes that must happen once per key.
+    key: Option<String>,
+    work: Work,
+    reply: oneshot::Sender<Result<Answer, DbError>>,
+}
+
+/// The same settings on every connection of a service, pooled or the writer.
+async fn prepare(conn: &mut AnyConnection, sqlite: bool, service: &str) -> sqlx::Result<()> {
+    if sqlite {
+        conn.execute(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000",
+        )
+        .await?;
+    } else {
+        // `service` is one of four fixed names, never user input.
+        conn.execute(sqlx::AssertSqlSafe(format!("SET search_path TO {service}")))
+            .await?;
+    }
+    Ok(())
+}
+
 impl ServiceDb {
     pub async fn open(
         database: &str,
@@ -58,7 +109,6 @@ impl ServiceDb {
         let sqlite = url.starts_with("sqlite:");
         if !sqlite {
             let mut conn = AnyConnection::connect(&url).await?;
-            // `service` is one of four fixed names, never user input.
             conn.execute(sqlx::AssertSqlSafe(format!(
                 "CREATE SCHEMA IF NOT EXISTS {service}"
             )))
@@ -66,76 +116,237 @@ impl ServiceDb {
             conn.close().await?;
         }
         let pool = AnyPoolOptions::new()
-            // SQLite has one writer anyway; a single connection also serialises each service's
-            // transactions, which is what keeps stock from being oversold.
-            .max_connections(if sqlite { 1 } else { 8 })
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if sqlite {
-                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000")
-                            .await?;
-                    } else {
-                        conn.execute(sqlx::AssertSqlSafe(format!("SET search_path TO {service}")))
-                            .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
+            .max_connections(if sqlite { 2 } else { 8 })
+            .after_connect(move |conn, _| Box::pin(prepare(conn, sqlite, service)))
+            .connect_with(options.clone())
             .await?;
         migrator
             .run(&pool)
             .await
             .map_err(|source| DbError::Migrate { service, source })?;
-        Ok(ServiceDb { pool })
+        let mut conn = AnyConnection::connect_with(&options).await?;
+        prepare(&mut conn, sqlite, service).await?;
+        let (writer, jobs) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(write_loop(conn, options, sqlite, service, jobs));
+        Ok(ServiceDb { pool, writer })
     }
 
-    /// Run `effect` once per `key`. The first call's `(status, body)` is stored with its effect
-    /// in one transaction; later calls with the key get it back without running `effect`.
-    /// Server errors (5xx) are not stored, and their transaction is rolled back, so a retry
-    /// can still succeed.
-    pub async fn idempotent<F>(&self, key: &str, effect: F) -> Result<(u16, Value), DbError>
+    async fn submit<F>(&self, key: Option<String>, work: F) -> Result<Answer, DbError>
     where
-        F: for<'c> FnOnce(
-            &'c mut AnyConnection,
-        ) -> BoxFuture<'c, Result<(u16, Value), sqlx::Error>>,
+        F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<Answer, sqlx::Error>>
+            + Send
+            + 'static,
     {
-        let mut tx = self.pool.begin().await?;
-        // Claim the key first: a concurrent request with the same key blocks here (PostgreSQL)
-        // or is serialised (SQLite), then finds it taken.
-        let claimed = sqlx::query(
-            "INSERT INTO idempotency (key, status, body) VALUES ($1, 0, '') ON CONFLICT DO NOTHING",
-        )
-        .bind(key)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if claimed == 0 {
-            let row = sqlx::query("SELECT status, body FROM idempotency WHERE key = $1")
-                .bind(key)
-                .fetch_one(&mut *tx)
-                .await?;
-            let status: i64 = row.try_get("status")?;
-            let body: String = row.try_get("body")?;
-            return Ok((
-                status as u16,
-                serde_json::from_str(&body).unwrap_or(Value::Null),
-            ));
-        }
-        let (status, body) = effect(&mut tx).await?;
-        if status >= 500 {
-            tx.rollback().await?;
-            return Ok((status, body));
-        }
-        sqlx::query("UPDATE idempotency SET status = $1, body = $2 WHERE key = $3")
-            .bind(i64::from(status))
-            .bind(body.to_string())
-            .bind(key)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok((status, body))
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            key,
+            work: Box::new(work),
+            reply,
+        };
+        self.writer
+            .send(job)
+            .await
+            .map_err(|_| DbError::WriterGone)?;
+        answer.await.map_err(|_| DbError::WriterGone)?
     }
+
+    /// Run `work` in the writer's next batch; its answer comes back once the batch is durable.
+    pub async fn write<F>(&self, work: F) -> Result<Answer, DbError>
+    where
+        F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<Answer, sqlx::Error>>
+            + Send
+            + 'static,
+    {
+        self.submit(None, work).await
+    }
+
+    /// Run `effect` once per `key`. The first call's answer is stored with its effect in one
+    /// transaction; later calls with the key get it back without running `effect`, even when
+    /// both copies arrive at once (the writer runs them one after the other). An effect answers
+    /// with a business status (2xx or 4xx): it has no server errors of its own to store.
+    pub async fn idempotent<F>(&self, key: &str, effect: F) -> Result<Answer, DbError>
+    where
+        F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<Answer, sqlx::Error>>
+            + Send
+            + 'static,
+    {
+        self.submit(Some(key.to_string()), effect).await
+    }
+}
+
+/// The writer: one batch at a time, one commit per batch.
+async fn write_loop(
+    conn: AnyConnection,
+    options: AnyConnectOptions,
+    sqlite: bool,
+    service: &'static str,
+    mut jobs: mpsc::Receiver<Job>,
+) {
+    let mut conn = Some(conn);
+    while let Some(first) = jobs.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if conn.is_none() {
+            match AnyConnection::connect_with(&options).await {
+                Ok(mut c) => match prepare(&mut c, sqlite, service).await {
+                    Ok(()) => conn = Some(c),
+                    Err(e) => {
+                        tracing::error!(service, error = %e, "preparing the writer's connection failed")
+                    }
+                },
+                Err(e) => tracing::error!(service, error = %e, "the writer could not reconnect"),
+            }
+        }
+        let Some(c) = conn.as_mut() else {
+            for job in batch {
+                let _ = job.reply.send(Err(DbError::Batch("no connection".into())));
+            }
+            continue;
+        };
+        let (answers, outcome) = run_batch(c, batch).await;
+        for (reply, answer) in answers {
+            let answer = match &outcome {
+                Ok(()) => answer,
+                Err(why) => Err(DbError::Batch(why.clone())),
+            };
+            let _ = reply.send(answer);
+        }
+        if let Err(why) = outcome {
+            tracing::error!(service, error = %why, "a write batch failed; reconnecting");
+            conn = None;
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<Answer, DbError>>;
+
+/// Run one batch: look up the keys already answered, run the rest, record their answers, and
+/// commit. Answers go out only after the outcome is known (by the caller), since a request may
+/// have been answered from an earlier one in the same batch.
+async fn run_batch(
+    conn: &mut AnyConnection,
+    batch: Vec<Job>,
+) -> (Vec<(Reply, Result<Answer, DbError>)>, Result<(), String>) {
+    let mut answers = Vec::with_capacity(batch.len());
+    let mut tx = match conn.begin().await {
+        Ok(tx) => tx,
+        Err(e) => {
+            let why = e.to_string();
+            for job in batch {
+                answers.push((job.reply, Err(DbError::Batch(why.clone()))));
+            }
+            return (answers, Err(why));
+        }
+    };
+    let keys: Vec<&str> = batch.iter().filter_map(|j| j.key.as_deref()).collect();
+    let mut known = match answered(&mut tx, &keys).await {
+        Ok(known) => known,
+        Err(e) => {
+            let why = e.to_string();
+            for job in batch {
+                answers.push((job.reply, Err(DbError::Batch(why.clone()))));
+            }
+            return (answers, Err(why));
+        }
+    };
+    let mut fresh: Vec<(String, Answer)> = Vec::new();
+    let mut failed: Option<String> = None;
+    for job in batch {
+        if failed.is_some() {
+            answers.push((job.reply, Err(DbError::Batch("the batch failed".into()))));
+            continue;
+        }
+        if let Some(answer) = job.key.as_ref().and_then(|k| known.get(k)) {
+            answers.push((job.reply, Ok(answer.clone())));
+            continue;
+        }
+        match (job.work)(&mut tx).await {
+            Ok((status, _)) if status >= 500 => {
+                failed = Some(format!("a write answered {status}"));
+                answers.push((job.reply, Err(DbError::Batch("the batch failed".into()))));
+            }
+            Ok(answer) => {
+                if let Some(key) = job.key {
+                    known.insert(key.clone(), answer.clone());
+                    fresh.push((key, answer.clone()));
+                }
+                answers.push((job.reply, Ok(answer)));
+            }
+            Err(e) => {
+                failed = Some(e.to_string());
+                answers.push((job.reply, Err(e.into())));
+            }
+        }
+    }
+    if failed.is_none()
+        && let Err(e) = record(&mut tx, &fresh).await
+    {
+        failed = Some(e.to_string());
+    }
+    let outcome = match failed {
+        Some(why) => {
+            let _ = tx.rollback().await;
+            Err(why)
+        }
+        None => tx.commit().await.map_err(|e| e.to_string()),
+    };
+    (answers, outcome)
+}
+
+/// The stored answers of whichever of `keys` were already used, in one query.
+async fn answered(
+    conn: &mut AnyConnection,
+    keys: &[&str],
+) -> sqlx::Result<HashMap<String, Answer>> {
+    let mut known = HashMap::new();
+    if keys.is_empty() {
+        return Ok(known);
+    }
+    let marks: Vec<String> = (1..=keys.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT key, status, body FROM idempotency WHERE key IN ({})",
+        marks.join(", ")
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for key in keys {
+        query = query.bind(*key);
+    }
+    for row in query.fetch_all(&mut *conn).await? {
+        let key: String = row.try_get("key")?;
+        let status: i64 = row.try_get("status")?;
+        let body: String = row.try_get("body")?;
+        let body = serde_json::from_str(&body).unwrap_or(Value::Null);
+        known.insert(key, (status as u16, body));
+    }
+    Ok(known)
+}
+
+/// Store the answers of keys used for the first time in this batch, in one statement.
+async fn record(conn: &mut AnyConnection, fresh: &[(String, Answer)]) -> sqlx::Result<()> {
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<String> = (0..fresh.len())
+        .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
+        .collect();
+    let sql = format!(
+        "INSERT INTO idempotency (key, status, body) VALUES {}",
+        rows.join(", ")
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (key, (status, body)) in fresh {
+        query = query
+            .bind(key.as_str())
+            .bind(i64::from(*status))
+            .bind(body.to_string());
+    }
+    query.execute(&mut *conn).await?;
+    Ok(())
 }
 
 #[cfg(test)]

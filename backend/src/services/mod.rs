@@ -105,8 +105,10 @@ impl StepRequest {
     pub async fn run_action<F>(&self, db: &ServiceDb, fault: Option<Fault>, effect: F) -> Response
     where
         F: for<'c> FnOnce(
-            &'c mut sqlx::AnyConnection,
-        ) -> BoxFuture<'c, Result<(u16, Value), sqlx::Error>>,
+                &'c mut sqlx::AnyConnection,
+            ) -> BoxFuture<'c, Result<(u16, Value), sqlx::Error>>
+            + Send
+            + 'static,
     {
         if let Some((status, body)) = before_action(fault, self.attempt).await {
             return reply(status, body);
@@ -131,8 +133,10 @@ impl StepRequest {
     ) -> Response
     where
         F: for<'c> FnOnce(
-            &'c mut sqlx::AnyConnection,
-        ) -> BoxFuture<'c, Result<(u16, Value), sqlx::Error>>,
+                &'c mut sqlx::AnyConnection,
+            ) -> BoxFuture<'c, Result<(u16, Value), sqlx::Error>>
+            + Send
+            + 'static,
     {
         if let Some((status, body)) = before_compensation(fault, self.attempt) {
             return reply(status, body);
@@ -144,8 +148,10 @@ impl StepRequest {
     pub async fn run<F>(&self, db: &ServiceDb, effect: F) -> Response
     where
         F: for<'c> FnOnce(
-            &'c mut sqlx::AnyConnection,
-        ) -> BoxFuture<'c, Result<(u16, Value), sqlx::Error>>,
+                &'c mut sqlx::AnyConnection,
+            ) -> BoxFuture<'c, Result<(u16, Value), sqlx::Error>>
+            + Send
+            + 'static,
     {
         match db.idempotent(&self.key, effect).await {
             Ok((status, body)) => reply(status, body),

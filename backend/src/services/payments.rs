@@ -104,17 +104,26 @@ async fn tokenise(State(svc): Svc, Json(req): Json<TokeniseCard>) -> Response {
         token: new_id("tok"),
         last4: digits[digits.len() - 4..].to_string(),
     };
-    let inserted = sqlx::query(
-        "INSERT INTO card_tokens (token, last4, expiry, behaviour) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(&token.token)
-    .bind(&token.last4)
-    .bind(&req.expiry)
-    .bind(behaviour)
-    .execute(&svc.db.pool)
-    .await;
+    let expiry = req.expiry;
+    let inserted = svc
+        .db
+        .write(move |conn| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO card_tokens (token, last4, expiry, behaviour) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&token.token)
+                .bind(&token.last4)
+                .bind(&expiry)
+                .bind(behaviour)
+                .execute(&mut *conn)
+                .await?;
+                Ok((200, json!(token)))
+            })
+        })
+        .await;
     match inserted {
-        Ok(_) => reply(200, json!(token)),
+        Ok((status, body)) => reply(status, body),
         Err(e) => db_failure(e),
     }
 }

@@ -2,12 +2,14 @@
 //! survives power loss. One connection writes (SQLite allows one writer anyway, and the log
 //! writer already batches), a small pool reads.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row};
 
@@ -17,6 +19,9 @@ use super::{
 };
 use crate::definition::BoxFuture;
 use crate::record::{SagaId, SagaRecord, SagaStatus, now_ms};
+
+/// Log rows per INSERT: 7 variables each, under SQLite's limit of 32,766 per statement.
+const LOG_ROWS_PER_INSERT: usize = 1000;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -58,7 +63,6 @@ impl SqliteStore {
 
     async fn append_batch(&self, records: &[SagaRecord]) -> Result<Vec<i64>, StoreError> {
         let mut tx = self.writer.begin().await?;
-        let mut positions = Vec::with_capacity(records.len());
         for r in records {
             // The summary first: a taken saga id must fail as DuplicateSaga, not as a log clash.
             match summary_change(r) {
@@ -88,20 +92,42 @@ impl SqliteStore {
                 }
                 None => {}
             }
-            let detail = r.detail.to_string();
-            let res = sqlx::query(
-                "INSERT INTO saga_log (saga_id, seq, kind, at_ms, step, attempt, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(r.saga_id.to_string())
-            .bind(r.seq as i64)
-            .bind(r.kind.as_str())
-            .bind(r.at_ms)
-            .bind(r.step.as_deref())
-            .bind(r.attempt.map(i64::from))
-            .bind(detail)
-            .execute(&mut *tx)
-            .await?;
-            positions.push(res.last_insert_rowid());
+        }
+        // The log rows in as few statements as the variable limit allows: every statement is a
+        // round trip to SQLite's thread, and a round carries the records of many sagas.
+        let mut positions = Vec::with_capacity(records.len());
+        for chunk in records.chunks(LOG_ROWS_PER_INSERT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO saga_log (saga_id, seq, kind, at_ms, step, attempt, detail) ",
+            );
+            insert.push_values(chunk, |mut row, r| {
+                row.push_bind(r.saga_id.to_string())
+                    .push_bind(r.seq as i64)
+                    .push_bind(r.kind.as_str())
+                    .push_bind(r.at_ms)
+                    .push_bind(r.step.clone())
+                    .push_bind(r.attempt.map(i64::from))
+                    .push_bind(r.detail.to_string());
+            });
+            insert.push(" RETURNING position, saga_id, seq");
+            // RETURNING's order is unspecified: match the rows back by (saga, seq).
+            let mut at: HashMap<(String, i64), i64> = HashMap::with_capacity(chunk.len());
+            for row in insert.build().fetch_all(&mut *tx).await? {
+                at.insert(
+                    (row.try_get("saga_id")?, row.try_get("seq")?),
+                    row.try_get("position")?,
+                );
+            }
+            for r in chunk {
+                let key = (r.saga_id.to_string(), r.seq as i64);
+                let position = at.get(&key).copied().ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "no position came back for {} #{}",
+                        r.saga_id, r.seq
+                    ))
+                })?;
+                positions.push(position);
+            }
         }
         tx.commit().await?;
         Ok(positions)
