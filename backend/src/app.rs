@@ -5,14 +5,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
-use saga_engine::{Engine, FeedView, SagaStore};
+use saga_engine::{Engine, SagaStore};
 use tokio::sync::watch;
 use tower_http::services::{ServeDir, ServeFile};
 
 use crate::api;
+use crate::api::sse::EventsFeed;
 use crate::metrics::Metrics;
 use crate::purchase::ServiceClient;
 
@@ -26,8 +26,8 @@ pub struct AppState {
     pub client: ServiceClient,
     pub allow_crash_faults: bool,
     pub metrics: Arc<Metrics>,
-    /// `/api/events` frames, rendered once per record for all subscribers.
-    pub frames: FeedView<Bytes>,
+    /// `/api/events`: frames rendered once per record for all subscribers.
+    pub events: EventsFeed,
     /// Flips to true on shutdown, so endless responses (SSE) end and the server can stop.
     pub shutdown: watch::Receiver<bool>,
 }

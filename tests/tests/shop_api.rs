@@ -441,6 +441,107 @@ async fn the_all_sagas_stream_carries_every_saga() {
     assert_eq!(text.matches("event: step_succeeded").count(), 4);
 }
 
+/// A raw HTTP/1.1 connection to the shop: exactly what goes over the wire.
+struct Wire(tokio::net::TcpStream, Vec<u8>);
+
+impl Wire {
+    async fn open(url: &str) -> Wire {
+        let addr = url.trim_start_matches("http://");
+        Wire(
+            tokio::net::TcpStream::connect(addr).await.unwrap(),
+            Vec::new(),
+        )
+    }
+
+    async fn send(&mut self, head: &str) {
+        use tokio::io::AsyncWriteExt;
+        self.0.write_all(head.as_bytes()).await.unwrap();
+    }
+
+    /// Read until `text` has arrived (or the connection ends); everything read so far.
+    async fn read_until(&mut self, text: &str) -> String {
+        use tokio::io::AsyncReadExt;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&self.1).contains(text) {
+            let n = tokio::time::timeout_at(deadline, self.0.read(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("{text:?} did not arrive"))
+                .unwrap();
+            if n == 0 {
+                break;
+            }
+            self.1.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&self.1).into_owned()
+    }
+}
+
+/// `(id, event)` of each SSE event of `saga` in a response, whatever its framing.
+fn sse_events_of(text: &str, saga: &str) -> Vec<(i64, String)> {
+    text.split("\n\n")
+        .filter(|block| block.contains(saga))
+        .filter_map(|block| {
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name).map(str::to_string))
+            };
+            Some((field("id: ")?.parse().ok()?, field("event: ")?))
+        })
+        .collect()
+}
+
+/// Most subscribers of `/api/events` are served by the listener's fast path (a fresh
+/// connection whose first request is the stream); a stream asked for on a kept-alive
+/// connection goes through the HTTP stack. Both must carry the same events with the same ids,
+/// resume from `Last-Event-ID`, and a bad `Last-Event-ID` is refused either way.
+#[tokio::test]
+async fn the_all_sagas_stream_is_the_same_on_a_fresh_and_on_a_reused_connection() {
+    let (_server, shop) = start();
+    let get = "GET /api/events HTTP/1.1\r\nHost: shop\r\nAccept: text/event-stream\r\n\r\n";
+    let mut fresh = Wire::open(&shop.url).await;
+    fresh.send(get).await;
+    let mut reused = Wire::open(&shop.url).await;
+    reused
+        .send("GET /healthz HTTP/1.1\r\nHost: shop\r\n\r\n")
+        .await;
+    reused.read_until("\r\n\r\nok").await;
+    reused.1.clear();
+    reused.send(get).await;
+    // Both streams are open (their heads came back) before the saga starts.
+    let fresh_head = fresh.read_until("\r\n\r\n").await;
+    let reused_head = reused.read_until("\r\n\r\n").await;
+    for head in [&fresh_head, &reused_head] {
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.contains("text/event-stream"), "{head}");
+    }
+
+    let a = shop.buy(&order("CB-12", 1, json!({}))).await.unwrap();
+    let on_fresh = sse_events_of(&fresh.read_until("saga_completed").await, &a.saga_id);
+    let on_reused = sse_events_of(&reused.read_until("saga_completed").await, &a.saga_id);
+    assert_eq!(on_fresh.len(), 10, "{on_fresh:?}");
+    assert_eq!(on_fresh, on_reused);
+    assert!(on_fresh.windows(2).all(|w| w[0].0 < w[1].0));
+
+    // Resume after the third event: the seven after it, the same ids.
+    let mut resumed = Wire::open(&shop.url).await;
+    resumed
+        .send(&format!(
+            "GET /api/events HTTP/1.1\r\nHost: shop\r\nLast-Event-ID: {}\r\n\r\n",
+            on_fresh[2].0
+        ))
+        .await;
+    let text = resumed.read_until("saga_completed").await;
+    assert_eq!(sse_events_of(&text, &a.saga_id), on_fresh[3..].to_vec());
+
+    let mut bad = Wire::open(&shop.url).await;
+    bad.send("GET /api/events HTTP/1.1\r\nHost: shop\r\nLast-Event-ID: soon\r\nConnection: close\r\n\r\n")
+        .await;
+    let refused = bad.read_until("Last-Event-ID").await;
+    assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
+}
+
 #[tokio::test]
 async fn an_idempotency_key_makes_a_retried_submission_the_same_saga() {
     let (_server, shop) = start();

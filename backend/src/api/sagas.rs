@@ -152,21 +152,13 @@ pub async fn saga_events(
 
 /// `GET /api/events`: every saga's events, live. Here `id` is the event's position in the whole
 /// log (a per-saga `seq` cannot say where a stream of all sagas stopped), so `Last-Event-ID`
-/// resumes this stream too. Frames come from one shared rendering (see [`sse`]).
+/// resumes this stream too. Frames come from one shared rendering (see [`sse`]); most
+/// subscribers never reach this handler but the listener's fast path, which serves the same
+/// frames ([`crate::events_listener`]).
 pub async fn all_events(
     State(state): State<SharedState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let after = last_event_id(&headers)?;
-    let guard = state.metrics.sse_subscriber();
-    let frames = state
-        .frames
-        .subscribe(after)
-        .take_while(|r| std::future::ready(r.is_ok()))
-        .filter_map(move |r| {
-            let _held = &guard;
-            std::future::ready(r.ok().map(|f| f.value.clone()))
-        })
-        .take_until(state.shutdown_signal());
-    Ok(sse::response(frames))
+    Ok(sse::response(state.events.frames(after)))
 }

@@ -12,14 +12,20 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use futures_util::Stream;
-use saga_engine::{Committed, FeedView};
+use std::sync::Arc;
+
+use futures_util::{Stream, StreamExt};
+use saga_engine::{Committed, Engine, FeedView};
 use shared::SagaEvent;
+use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
+
+use crate::metrics::Metrics;
 
 /// A comment line every this often when nothing else was sent, so proxies and browsers keep
 /// an idle stream open.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+pub const KEEP_ALIVE_COMMENT: &[u8] = b":keep-alive\n\n";
 
 /// One event as it goes on the wire. `id` is what `Last-Event-ID` brings back.
 pub fn frame(id: i64, event: &SagaEvent) -> Bytes {
@@ -27,9 +33,43 @@ pub fn frame(id: i64, event: &SagaEvent) -> Bytes {
     Bytes::from(format!("id: {id}\nevent: {}\ndata: {data}\n\n", event.kind))
 }
 
-/// The whole log as `/api/events` frames, each rendered once for every subscriber.
-pub fn frames_view(engine: &saga_engine::Engine) -> FeedView<Bytes> {
-    engine.feed_view(|c: &Committed| frame(c.position, &super::sagas::event(&c.record)))
+/// What every subscriber of `/api/events` follows, whichever way it connected (the axum route
+/// or the listener's fast path, [`crate::events_listener`]).
+#[derive(Clone)]
+pub struct EventsFeed {
+    frames: FeedView<Bytes>,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl EventsFeed {
+    /// The whole log as `/api/events` frames, each rendered once for every subscriber.
+    pub fn new(engine: &Engine, metrics: Arc<Metrics>, shutdown: watch::Receiver<bool>) -> Self {
+        let frames =
+            engine.feed_view(|c: &Committed| frame(c.position, &super::sagas::event(&c.record)));
+        EventsFeed {
+            frames,
+            metrics,
+            shutdown,
+        }
+    }
+
+    /// Frames after `after` (a log position) if given, else from now on; counted as a
+    /// subscriber while the stream lives; ends when the server stops.
+    pub fn frames(&self, after: Option<i64>) -> impl Stream<Item = Bytes> + Send + 'static {
+        let guard = self.metrics.sse_subscriber();
+        let mut stop = self.shutdown.clone();
+        self.frames
+            .subscribe(after)
+            .take_while(|r| std::future::ready(r.is_ok()))
+            .filter_map(move |r| {
+                let _held = &guard;
+                std::future::ready(r.ok().map(|f| f.value.clone()))
+            })
+            .take_until(async move {
+                let _ = stop.wait_for(|stopping| *stopping).await;
+            })
+    }
 }
 
 /// A `text/event-stream` response of `frames`, with keep-alive comments while idle.
@@ -69,7 +109,7 @@ impl<S: Stream<Item = Bytes>> Stream for KeepAlive<S> {
             Poll::Pending => match self.idle.as_mut().poll(cx) {
                 Poll::Ready(()) => {
                     self.idle.as_mut().reset(Instant::now() + KEEP_ALIVE);
-                    Poll::Ready(Some(Ok(Bytes::from_static(b":keep-alive\n\n"))))
+                    Poll::Ready(Some(Ok(Bytes::from_static(KEEP_ALIVE_COMMENT))))
                 }
                 Poll::Pending => Poll::Pending,
             },

@@ -75,6 +75,7 @@ async fn subscribe(
     tally.connected.fetch_add(1, Ordering::Relaxed);
     let mut buf = vec![0u8; 16 * 1024];
     let mut pending = String::new();
+    let mut carry: Vec<u8> = Vec::with_capacity(16 * 1024 + 5);
     loop {
         let n = tokio::select! {
             r = stream.read(&mut buf) => match r { Ok(0) | Err(_) => return, Ok(n) => n },
@@ -83,8 +84,12 @@ async fn subscribe(
         let chunk = &buf[..n];
         match &sample {
             None => {
-                let events = chunk.windows(6).filter(|w| w == b"data: ").count();
+                // Count `data: ` lines, including one split across two reads.
+                carry.extend_from_slice(chunk);
+                let events = carry.windows(6).filter(|w| w == b"data: ").count();
                 tally.deliveries.fetch_add(events as u64, Ordering::Relaxed);
+                let keep = carry.len().saturating_sub(5);
+                carry.drain(..keep);
             }
             Some(sample) => {
                 pending.push_str(&String::from_utf8_lossy(chunk));
