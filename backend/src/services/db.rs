@@ -312,7 +312,8 @@ async fn answered(
         "SELECT key, status, body FROM idempotency WHERE key IN ({})",
         marks.join(", ")
     );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    // One statement per batch size: not worth a place in the prepared-statement cache.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
     for key in keys {
         query = query.bind(*key);
     }
@@ -338,7 +339,8 @@ async fn record(conn: &mut AnyConnection, fresh: &[(String, Answer)]) -> sqlx::R
         "INSERT INTO idempotency (key, status, body) VALUES {}",
         rows.join(", ")
     );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    // One statement per batch size: not worth a place in the prepared-statement cache.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
     for (key, (status, body)) in fresh {
         query = query
             .bind(key.as_str())

@@ -112,7 +112,9 @@ impl SqliteStore {
             insert.push(" RETURNING position, saga_id, seq");
             // RETURNING's order is unspecified: match the rows back by (saga, seq).
             let mut at: HashMap<(String, i64), i64> = HashMap::with_capacity(chunk.len());
-            for row in insert.build().fetch_all(&mut *tx).await? {
+            // Not kept as a prepared statement: each batch size is a different statement, and
+            // caching them (sqlx keeps 100 per connection) grew the heap by tens of MiB.
+            for row in insert.build().persistent(false).fetch_all(&mut *tx).await? {
                 at.insert(
                     (row.try_get("saga_id")?, row.try_get("seq")?),
                     row.try_get("position")?,
