@@ -449,6 +449,34 @@ fn random_plan(seed: u64) -> FaultPlan {
     plan
 }
 
+/// `Engine::run` drives the saga in the caller's task; a caller that stops waiting (a timeout,
+/// a dropped request) must not stop the saga: it carries on in a task of its own and ends as
+/// its faults imply, with the same invariants.
+async fn a_run_whose_caller_stops_waiting_still_finishes(backend: Backend) {
+    let Some(h) = harness(backend, "abandoned", EngineConfig::default()).await else {
+        return;
+    };
+    // A step that times out (200 ms, three attempts) keeps the saga busy well past 50 ms.
+    let plan = FaultPlan::default().with(1, A::Timeout);
+    let waited = tokio::time::timeout(
+        Duration::from_millis(50),
+        h.engine.run("test_saga", &TestInput { plan: plan.clone() }),
+    )
+    .await;
+    assert!(waited.is_err(), "the caller gave up before the saga ended");
+    let sagas = h.engine.store().list_sagas(None, 10).await.unwrap();
+    assert_eq!(sagas.len(), 1);
+    let id = sagas[0].saga_id;
+    let status = tokio::time::timeout(Duration::from_secs(20), h.engine.wait_finished(id))
+        .await
+        .expect("the abandoned saga still finishes")
+        .unwrap();
+    assert_eq!(status, SagaStatus::Compensated);
+    check_saga(h.engine.store(), &h.ledger, id, &plan)
+        .await
+        .expect("saga invariants");
+}
+
 macro_rules! engine_suite {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -474,4 +502,5 @@ engine_suite!(
     a_subscriber_that_falls_behind_catches_up_from_the_log,
     the_feed_resumes_from_a_position_with_every_record_once,
     a_thousand_concurrent_sagas_with_random_faults_end_as_their_faults_imply,
+    a_run_whose_caller_stops_waiting_still_finishes,
 );

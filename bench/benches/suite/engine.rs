@@ -19,10 +19,12 @@ pub struct Run {
 }
 
 /// Run `n` sagas with `in_flight` at a time; `one` runs one saga and returns when it ends.
+/// One at a time, the measuring task awaits each saga itself; with more in flight each saga's
+/// caller is a task of its own, as concurrent requests to a server would be.
 pub async fn measure<F, Fut>(n: usize, in_flight: usize, one: F) -> Run
 where
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = ()>,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let started = Instant::now();
     let mut latencies: Vec<Duration> = futures_util::stream::iter(0..n)
@@ -30,7 +32,11 @@ where
             let fut = one();
             async move {
                 let t = Instant::now();
-                fut.await;
+                if in_flight > 1 {
+                    let _ = tokio::spawn(fut).await;
+                } else {
+                    fut.await;
+                }
                 t.elapsed()
             }
         })
@@ -144,31 +150,35 @@ pub async fn run(report: &mut Report, quick: bool) -> anyhow::Result<()> {
     let engine = Engine::new(MemoryStore::new());
     engine.register(noop_saga("noop", false));
     engine.register(noop_saga("noop_fail", true));
-    let input = serde_json::json!({});
-    let ours_one = measure(n, 1, || async {
-        engine.run("noop", &input).await.map(|_| ()).unwrap_or(())
-    })
-    .await;
-    let ours_64 = measure(n, 64, || async {
-        engine.run("noop", &input).await.map(|_| ()).unwrap_or(())
-    })
-    .await;
-    let ours_fail = measure(n, 1, || async {
-        engine
-            .run("noop_fail", &input)
-            .await
-            .map(|_| ())
-            .unwrap_or(())
-    })
-    .await;
+    let ours = |definition: &'static str| {
+        let engine = engine.clone();
+        move || {
+            let engine = engine.clone();
+            async move {
+                let _ = engine.run(definition, &serde_json::json!({})).await;
+            }
+        }
+    };
+    let ours_one = measure(n, 1, ours("noop")).await;
+    let ours_64 = measure(n, 64, ours("noop")).await;
+    let ours_fail = measure(n, 1, ours("noop_fail")).await;
 
-    let steno = Steno::new();
-    let steno_one = measure(n, 1, || steno.one(false)).await;
-    let steno_64 = measure(n, 64, || steno.one(false)).await;
-    let steno_fail = measure(n, 1, || steno.one(true)).await;
+    let steno = Arc::new(Steno::new());
+    let theirs = |fail: bool| {
+        let steno = steno.clone();
+        move || {
+            let steno = steno.clone();
+            async move { steno.one(fail).await }
+        }
+    };
+    let steno_one = measure(n, 1, theirs(false)).await;
+    let steno_64 = measure(n, 64, theirs(false)).await;
+    let steno_fail = measure(n, 1, theirs(true)).await;
 
     // steno's executor keeps every saga it ran; stop it so it does not weigh on what follows.
-    steno.sec.shutdown().await;
+    if let Ok(steno) = Arc::try_unwrap(steno) {
+        steno.sec.shutdown().await;
+    }
     for (who, one, many, fail) in [
         ("ours", &ours_one, &ours_64, &ours_fail),
         ("steno", &steno_one, &steno_64, &steno_fail),

@@ -60,8 +60,11 @@ pub async fn engine_throughput(engine: &Engine, n: usize, in_flight: usize) -> (
         engine.stats().commits.load(Ordering::Relaxed),
         engine.stats().records.load(Ordering::Relaxed),
     );
-    let run = measure(n, in_flight, || async {
-        engine.run("noop", &input).await.map(|_| ()).unwrap_or(())
+    let run = measure(n, in_flight, || {
+        let (engine, input) = (engine.clone(), input.clone());
+        async move {
+            let _ = engine.run("noop", &input).await;
+        }
     })
     .await;
     let (c1, r1) = (
@@ -238,7 +241,13 @@ pub fn recovery(report: &mut Report, quick: bool) -> anyhow::Result<()> {
         let recovery = rate(resumed, started.elapsed());
         // Normal throughput on the same store, same saga, same number in flight.
         let input = serde_json::json!({});
-        let normal = measure(n, n.min(1024), || async { engine.run("stalled", &input).await.map(|_| ()).unwrap_or(()) }).await;
+        let normal = measure(n, n.min(1024), || {
+            let (engine, input) = (engine.clone(), input.clone());
+            async move {
+                let _ = engine.run("stalled", &input).await;
+            }
+        })
+        .await;
         report.figure("recovery", &format!("sagas resumed after the kill (of {n})"), resumed as f64, "sagas");
         report.figure("recovery", "recovery throughput (all four steps left)", recovery, "sagas/s");
         report.figure("recovery", "normal throughput, same store, 1024 in flight", normal.per_second, "sagas/s");
