@@ -273,10 +273,12 @@ impl Engine {
     }
 
     /// A view of the whole log in which `render` runs once per record, however many
-    /// subscribers follow it (see [`FeedView`]). Needs a tokio runtime: it starts the task that
+    /// subscribers follow it, records within `window` of each other sent together (see
+    /// [`FeedView`]). Needs a tokio runtime: it starts the task that
     /// renders.
     pub fn feed_view<T: Send + Sync + 'static>(
         &self,
+        window: Duration,
         render: impl Fn(&Committed) -> T + Send + Sync + 'static,
     ) -> FeedView<T> {
         let engine = self.clone();
@@ -284,6 +286,7 @@ impl Engine {
             self.inner.store.clone(),
             move |after| engine.subscribe_all(after),
             self.inner.config.event_buffer,
+            window,
             Arc::new(render),
         )
     }

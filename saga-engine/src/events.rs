@@ -231,6 +231,10 @@ pub type ViewStream<T> = Pin<Box<dyn Stream<Item = Result<Arc<Rendered<T>>, Engi
 /// and shared by every subscriber of the view, however many there are. One task follows the
 /// log and renders; subscribers stitch history (rendered on their own, rarely needed) to that
 /// live channel exactly as [`Engine::subscribe_all`](crate::Engine::subscribe_all) does.
+///
+/// With a non-zero `window`, records committed within it of each other are sent together:
+/// a subscriber woken for the first finds the rest already there, so ten thousand subscribers
+/// make one write each per window instead of one per commit, for at most `window` more delay.
 pub struct FeedView<T> {
     inner: Arc<ViewInner<T>>,
 }
@@ -254,6 +258,7 @@ impl<T: Send + Sync + 'static> FeedView<T> {
         store: Arc<dyn SagaStore>,
         feed: impl Fn(Option<i64>) -> FeedStream + Send + 'static,
         buffer: usize,
+        window: std::time::Duration,
         render: Arc<dyn Fn(&Committed) -> T + Send + Sync>,
     ) -> FeedView<T> {
         let (live, _) = broadcast::channel(buffer.max(16));
@@ -267,8 +272,25 @@ impl<T: Send + Sync + 'static> FeedView<T> {
         tokio::spawn(async move {
             use futures_util::StreamExt;
             let mut last = None;
+            // Rendered, not yet sent: sent together once `window` has passed since the first.
+            let mut pending: Vec<Arc<Rendered<T>>> = Vec::new();
+            let mut deadline = tokio::time::Instant::now();
             loop {
-                let Some(next) = records.next().await else {
+                let next = if pending.is_empty() {
+                    records.next().await
+                } else {
+                    match tokio::time::timeout_at(deadline, records.next()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            let Some(view) = weak.upgrade() else { return };
+                            for r in pending.drain(..) {
+                                let _ = view.live.send(r);
+                            }
+                            continue;
+                        }
+                    }
+                };
+                let Some(next) = next else {
                     return;
                 };
                 let Some(view) = weak.upgrade() else { return };
@@ -278,13 +300,24 @@ impl<T: Send + Sync + 'static> FeedView<T> {
                         // Nobody listening: nothing to render (history is rendered on demand).
                         if view.live.receiver_count() > 0 {
                             let value = (view.render)(&c);
-                            let _ = view.live.send(Arc::new(Rendered {
+                            let rendered = Arc::new(Rendered {
                                 position: c.position,
                                 value,
-                            }));
+                            });
+                            if window.is_zero() {
+                                let _ = view.live.send(rendered);
+                            } else {
+                                if pending.is_empty() {
+                                    deadline = tokio::time::Instant::now() + window;
+                                }
+                                pending.push(rendered);
+                            }
                         }
                     }
                     Err(e) => {
+                        for r in pending.drain(..) {
+                            let _ = view.live.send(r);
+                        }
                         // The log could not be read to fill a gap: try again from where we were.
                         tracing::warn!(error = %e, "feed view: reading the log failed; retrying");
                         tokio::time::sleep(std::time::Duration::from_millis(100)).await;

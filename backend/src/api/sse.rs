@@ -25,6 +25,11 @@ use crate::metrics::Metrics;
 /// A comment line every this often when nothing else was sent, so proxies and browsers keep
 /// an idle stream open.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Commits this close together go out to `/api/events` subscribers together (a purchase's
+/// five commits come a few milliseconds apart; each separate one costs every subscriber a
+/// write).
+const COALESCE: Duration = Duration::from_millis(10);
+
 pub const KEEP_ALIVE_COMMENT: &[u8] = b":keep-alive\n\n";
 
 /// One event as it goes on the wire. `id` is what `Last-Event-ID` brings back.
@@ -45,8 +50,9 @@ pub struct EventsFeed {
 impl EventsFeed {
     /// The whole log as `/api/events` frames, each rendered once for every subscriber.
     pub fn new(engine: &Engine, metrics: Arc<Metrics>, shutdown: watch::Receiver<bool>) -> Self {
-        let frames =
-            engine.feed_view(|c: &Committed| frame(c.position, &super::sagas::event(&c.record)));
+        let frames = engine.feed_view(COALESCE, |c: &Committed| {
+            frame(c.position, &super::sagas::event(&c.record))
+        });
         EventsFeed {
             frames,
             metrics,
