@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -265,11 +266,9 @@ impl Engine {
 
     /// Every saga's records: from `after_position` in the log if given, else from now on.
     pub fn subscribe_all(&self, after_position: Option<i64>) -> FeedStream {
-        events::feed_stream(
-            self.inner.store.clone(),
-            self.inner.events.subscribe(),
-            after_position,
-        )
+        let live = self.inner.events.subscribe();
+        let now = self.inner.stats.last_announced.load(Ordering::SeqCst);
+        events::feed_stream(self.inner.store.clone(), live, after_position, now)
     }
 
     /// A view of the whole log in which `render` runs once per record, however many

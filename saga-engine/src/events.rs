@@ -10,6 +10,7 @@
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use futures_util::Stream;
 use tokio::sync::broadcast::{self, error::RecvError};
@@ -198,18 +199,22 @@ impl<X: Positioned> FeedCursor<X> {
     }
 }
 
+/// `after_position`: resume after it (history first). Otherwise follow from now, where `now` is
+/// the last position announced before `live` was subscribed (0 if none yet): knowing it lets a
+/// reader that falls behind before its first record re-read what it missed.
 fn follow<X: Positioned + Send + Sync + 'static>(
     store: Arc<dyn SagaStore>,
     live: broadcast::Receiver<Arc<X>>,
     from_log: FromLog<X>,
     after_position: Option<i64>,
+    now: i64,
 ) -> Pin<Box<dyn Stream<Item = Result<Arc<X>, EngineError>> + Send>> {
     let cursor = FeedCursor {
         store,
         live,
         from_log,
         need_log_read: after_position.is_some(),
-        last_position: after_position,
+        last_position: after_position.or((now > 0).then_some(now)),
         backlog: VecDeque::new(),
     };
     Box::pin(futures_util::stream::unfold(cursor, |mut c| async move {
@@ -221,8 +226,9 @@ pub(crate) fn feed_stream(
     store: Arc<dyn SagaStore>,
     live: broadcast::Receiver<Arc<Committed>>,
     after_position: Option<i64>,
+    now: i64,
 ) -> FeedStream {
-    follow(store, live, Arc::new(Arc::new), after_position)
+    follow(store, live, Arc::new(Arc::new), after_position, now)
 }
 
 pub type ViewStream<T> = Pin<Box<dyn Stream<Item = Result<Arc<Rendered<T>>, EngineError>> + Send>>;
@@ -250,7 +256,21 @@ impl<T> Clone for FeedView<T> {
 struct ViewInner<T> {
     store: Arc<dyn SagaStore>,
     live: broadcast::Sender<Arc<Rendered<T>>>,
+    /// The position of the last record sent on `live` (0: none yet).
+    sent: AtomicI64,
     render: Arc<dyn Fn(&Committed) -> T + Send + Sync>,
+}
+
+impl<T> ViewInner<T> {
+    /// Send rendered records in order, noting the last position first (see [`follow`]).
+    fn send_all(&self, rendered: &mut Vec<Arc<Rendered<T>>>) {
+        if let Some(last) = rendered.last() {
+            self.sent.fetch_max(last.position, Ordering::SeqCst);
+        }
+        for r in rendered.drain(..) {
+            let _ = self.live.send(r);
+        }
+    }
 }
 
 impl<T: Send + Sync + 'static> FeedView<T> {
@@ -265,6 +285,7 @@ impl<T: Send + Sync + 'static> FeedView<T> {
         let inner = Arc::new(ViewInner {
             store,
             live,
+            sent: AtomicI64::new(0),
             render,
         });
         let weak = Arc::downgrade(&inner);
@@ -283,9 +304,7 @@ impl<T: Send + Sync + 'static> FeedView<T> {
                         Ok(next) => next,
                         Err(_) => {
                             let Some(view) = weak.upgrade() else { return };
-                            for r in pending.drain(..) {
-                                let _ = view.live.send(r);
-                            }
+                            view.send_all(&mut pending);
                             continue;
                         }
                     }
@@ -305,7 +324,7 @@ impl<T: Send + Sync + 'static> FeedView<T> {
                                 value,
                             });
                             if window.is_zero() {
-                                let _ = view.live.send(rendered);
+                                view.send_all(&mut vec![rendered]);
                             } else {
                                 if pending.is_empty() {
                                     deadline = tokio::time::Instant::now() + window;
@@ -315,9 +334,7 @@ impl<T: Send + Sync + 'static> FeedView<T> {
                         }
                     }
                     Err(e) => {
-                        for r in pending.drain(..) {
-                            let _ = view.live.send(r);
-                        }
+                        view.send_all(&mut pending);
                         // The log could not be read to fill a gap: try again from where we were.
                         tracing::warn!(error = %e, "feed view: reading the log failed; retrying");
                         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -332,9 +349,11 @@ impl<T: Send + Sync + 'static> FeedView<T> {
     /// Rendered records: after `after_position` in the log if given, else from now on.
     pub fn subscribe(&self, after_position: Option<i64>) -> ViewStream<T> {
         let render = self.inner.render.clone();
+        let live = self.inner.live.subscribe();
+        let now = self.inner.sent.load(Ordering::SeqCst);
         follow(
             self.inner.store.clone(),
-            self.inner.live.subscribe(),
+            live,
             Arc::new(move |c: Committed| {
                 Arc::new(Rendered {
                     position: c.position,
@@ -342,6 +361,7 @@ impl<T: Send + Sync + 'static> FeedView<T> {
                 })
             }),
             after_position,
+            now,
         )
     }
 }

@@ -12,7 +12,7 @@
 //! broadcast channel only after `append` returned Ok.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{broadcast, oneshot};
@@ -28,6 +28,8 @@ const MAX_BATCH_RECORDS: usize = 4096;
 pub struct LogStats {
     pub commits: AtomicU64,
     pub records: AtomicU64,
+    /// The position of the last record announced (0: none yet by this engine).
+    pub last_announced: AtomicI64,
 }
 
 struct Waiter {
@@ -147,6 +149,11 @@ impl LogWriter {
                     self.stats
                         .records
                         .fetch_add(records.len() as u64, Ordering::Relaxed);
+                    // Noted before the announcements, so a subscriber from "now" that reads it
+                    // after subscribing misses nothing after it (see `events::follow`).
+                    if let Some(&last) = positions.last() {
+                        self.stats.last_announced.fetch_max(last, Ordering::SeqCst);
+                    }
                     for (position, record) in positions.into_iter().zip(records.drain(..)) {
                         // No receiver is fine: nobody is watching.
                         let _ = self.events.send(Arc::new(Committed { position, record }));

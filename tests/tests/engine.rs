@@ -335,6 +335,12 @@ async fn a_subscriber_that_falls_behind_catches_up_from_the_log(backend: Backend
         .unwrap();
     let slow = h.engine.subscribe(id, 0);
     let mut feed = h.engine.subscribe_all(None);
+    // What had been announced when the feed started (read just after it, so perhaps later).
+    let from = h
+        .engine
+        .stats()
+        .last_announced
+        .load(std::sync::atomic::Ordering::SeqCst);
     // Flood the broadcast far past its buffer while `slow` is not read.
     let others: Vec<_> = (0..100).map(|_| h.run(&plan)).collect();
     futures_util::future::join_all(others).await;
@@ -356,6 +362,17 @@ async fn a_subscriber_that_falls_behind_catches_up_from_the_log(backend: Backend
     assert!(
         positions.windows(2).all(|w| w[0] < w[1]),
         "positions strictly increase"
+    );
+    // It fell behind before its first record, and still missed nothing after it started:
+    // one node's log positions are consecutive.
+    assert!(
+        positions[0] <= from + 1,
+        "first {} after {from}",
+        positions[0]
+    );
+    assert!(
+        positions.windows(2).all(|w| w[1] == w[0] + 1),
+        "no position skipped"
     );
 }
 
