@@ -22,6 +22,9 @@ use crate::store::{Committed, SagaStore};
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<SagaRecord, EngineError>> + Send>>;
 pub type FeedStream = Pin<Box<dyn Stream<Item = Result<Arc<Committed>, EngineError>> + Send>>;
 
+/// A [`FeedView`] holds records back for its window only with at least this many subscribers.
+const COALESCE_FROM_SUBSCRIBERS: usize = 100;
+
 /// Page size when catching up on the whole log.
 const FEED_PAGE: u32 = 1000;
 
@@ -238,9 +241,10 @@ pub type ViewStream<T> = Pin<Box<dyn Stream<Item = Result<Arc<Rendered<T>>, Engi
 /// log and renders; subscribers stitch history (rendered on their own, rarely needed) to that
 /// live channel exactly as [`Engine::subscribe_all`](crate::Engine::subscribe_all) does.
 ///
-/// With a non-zero `window`, records committed within it of each other are sent together:
-/// a subscriber woken for the first finds the rest already there, so ten thousand subscribers
-/// make one write each per window instead of one per commit, for at most `window` more delay.
+/// With a non-zero `window` and many subscribers (100 or more), records committed within it of
+/// each other are sent together: a subscriber woken for the first finds the rest already there,
+/// so ten thousand subscribers make one write each per window instead of one per commit, for at
+/// most `window` more delay. With few subscribers every record goes out at once.
 pub struct FeedView<T> {
     inner: Arc<ViewInner<T>>,
 }
@@ -323,7 +327,10 @@ impl<T: Send + Sync + 'static> FeedView<T> {
                                 position: c.position,
                                 value,
                             });
-                            if window.is_zero() {
+                            // Few subscribers: a wake-up is cheap, waiting is not.
+                            if window.is_zero()
+                                || view.live.receiver_count() < COALESCE_FROM_SUBSCRIBERS
+                            {
                                 view.send_all(&mut vec![rendered]);
                             } else {
                                 if pending.is_empty() {

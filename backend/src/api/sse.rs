@@ -25,9 +25,9 @@ use crate::metrics::Metrics;
 /// A comment line every this often when nothing else was sent, so proxies and browsers keep
 /// an idle stream open.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
-/// Commits this close together go out to `/api/events` subscribers together (a purchase's
-/// five commits come a few milliseconds apart; each separate one costs every subscriber a
-/// write).
+/// With many subscribers, commits this close together go out to `/api/events` together (a
+/// purchase's five commits come a few milliseconds apart; each separate one costs every
+/// subscriber a write). With few, each goes out at once.
 const COALESCE: Duration = Duration::from_millis(10);
 
 pub const KEEP_ALIVE_COMMENT: &[u8] = b":keep-alive\n\n";
