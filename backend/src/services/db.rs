@@ -13,6 +13,7 @@ use serde_json::Value;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
 
+use futures_util::FutureExt;
 use saga_engine::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
@@ -265,7 +266,13 @@ async fn run_batch(
             answers.push((job.reply, Ok(answer.clone())));
             continue;
         }
-        match (job.work)(&mut tx).await {
+        // A write that panics fails its batch like an error, instead of taking the writer (and
+        // every later write of the service) down with it.
+        let outcome = std::panic::AssertUnwindSafe((job.work)(&mut tx))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Err(sqlx::Error::Protocol("a write panicked".into())));
+        match outcome {
             Ok((status, _)) if status >= 500 => {
                 failed = Some(format!("a write answered {status}"));
                 answers.push((job.reply, Err(DbError::Batch("the batch failed".into()))));
@@ -366,5 +373,85 @@ mod tests {
             "postgres://u@h/db"
         );
         assert!(service_url("mysql://x", "orders").is_err());
+    }
+
+    async fn scratch_db() -> ServiceDb {
+        let dir = std::env::temp_dir().join(format!("svc-db-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("t.db").display());
+        ServiceDb::open(&url, "payments", &crate::services::payments::MIGRATOR)
+            .await
+            .unwrap()
+    }
+
+    /// Insert a refunded order (a one-column table) and answer 200.
+    fn insert(
+        order: &str,
+    ) -> impl for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<Answer, sqlx::Error>>
+    + Send
+    + 'static {
+        let order = order.to_string();
+        move |conn| {
+            Box::pin(async move {
+                sqlx::query("INSERT INTO refunded_orders (order_id) VALUES ($1)")
+                    .bind(&order)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok((200, serde_json::json!({ "order": order })))
+            })
+        }
+    }
+
+    async fn count(db: &ServiceDb) -> i64 {
+        sqlx::query("SELECT COUNT(*) AS n FROM refunded_orders")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+            .try_get("n")
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_requests_all_commit_and_a_key_applies_once() {
+        let db = scratch_db().await;
+        // 200 distinct keys at once, and the same key 20 times at once.
+        let distinct = (0..200).map(|i| {
+            let db = db.clone();
+            async move {
+                db.idempotent(&format!("k{i}"), insert(&format!("o{i}")))
+                    .await
+            }
+        });
+        let same = (0..20).map(|_| {
+            let db = db.clone();
+            async move { db.idempotent("once", insert("only-once")).await }
+        });
+        let (a, b) = futures_util::future::join(
+            futures_util::future::join_all(distinct),
+            futures_util::future::join_all(same),
+        )
+        .await;
+        assert!(a.iter().all(|r| matches!(r, Ok((200, _)))));
+        let answers: Vec<_> = b.into_iter().map(|r| r.unwrap()).collect();
+        assert!(answers.iter().all(|x| *x == answers[0]), "{answers:?}");
+        assert_eq!(count(&db).await, 201);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_or_panicking_write_keeps_nothing_and_the_writer_carries_on() {
+        let db = scratch_db().await;
+        db.idempotent("first", insert("dup")).await.unwrap();
+        // A constraint violation under a new key: an error, and the key is not used up.
+        assert!(db.idempotent("second", insert("dup")).await.is_err());
+        assert!(
+            db.idempotent("third", |_conn| Box::pin(async { panic!("a bug") }))
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            db.idempotent("second", insert("fresh")).await.unwrap().0,
+            200
+        );
+        assert_eq!(count(&db).await, 2);
     }
 }
