@@ -129,6 +129,13 @@ fn events_request(bytes: &[u8]) -> Option<EventsRequest> {
 /// Serve the connection if its first request is for `/api/events`; otherwise give it back,
 /// nothing read from it.
 async fn serve_if_events(stream: TcpStream, feed: &EventsFeed) -> Option<TcpStream> {
+    // Wait for the first bytes before taking a buffer to peek them into: an idle connection
+    // holds nothing here.
+    match tokio::time::timeout(FIRST_REQUEST_WAIT, stream.readable()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return None,
+        Err(_) => return Some(stream),
+    }
     let request = {
         let mut head = vec![0u8; MAX_HEAD];
         match tokio::time::timeout(FIRST_REQUEST_WAIT, stream.peek(&mut head)).await {
