@@ -75,6 +75,11 @@ impl axum::serve::Listener for EventsListener {
                     continue;
                 }
             };
+            // No Nagle: an event written while the previous one is not yet acknowledged must
+            // not wait for that acknowledgement (a delayed ACK can hold it for 40 ms).
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
             let Some(feed) = &self.feed else {
                 return (stream, addr);
             };
