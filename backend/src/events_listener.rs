@@ -18,9 +18,8 @@ use futures_util::{FutureExt, Stream, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
-use crate::api::sse::{EventsFeed, KEEP_ALIVE, KEEP_ALIVE_COMMENT};
+use crate::api::sse::{self, EventsFeed};
 
 /// Longest request head the fast path looks at; longer ones go to hyper.
 const MAX_HEAD: usize = 4096;
@@ -162,48 +161,31 @@ async fn serve_if_events(stream: TcpStream, feed: &EventsFeed) -> Option<TcpStre
     None
 }
 
-/// Write the response head, then frames as they come (whatever is ready in one write), a
-/// keep-alive comment after a quiet spell; stop when the stream ends or a write fails (a
-/// client that left is noticed at the next event or keep-alive, as with hyper).
-///
-/// Ten thousand of these wake for every committed round, so the loop does as little as it can:
-/// no timer is re-armed per frame (the keep-alive timer, when it fires, looks at when the last
-/// write was), and the socket is not watched for reads.
-async fn serve_events(mut stream: TcpStream, frames: impl Stream<Item = Bytes>) {
+/// Write the response head, then frames as they come (whatever is ready in one write, and the
+/// keep-alive comments of [`sse::with_keep_alive`]); stop when the stream ends or a write fails
+/// (a client that left is noticed at the next event or keep-alive, as with hyper). The socket
+/// is not watched for reads.
+async fn serve_events(mut stream: TcpStream, frames: impl Stream<Item = Bytes> + Send) {
     if stream.write_all(RESPONSE_HEAD).await.is_err() {
         return;
     }
-    let mut frames = std::pin::pin!(frames);
-    let mut last_write = Instant::now();
-    let idle = tokio::time::sleep(KEEP_ALIVE);
-    let mut idle = std::pin::pin!(idle);
-    loop {
-        tokio::select! {
-            frame = frames.next() => {
-                let Some(frame) = frame else { break };
-                let mut burst: Option<Vec<u8>> = None;
-                while burst.as_ref().is_none_or(|b| b.len() < MAX_WRITE) {
-                    let Some(Some(next)) = frames.next().now_or_never() else { break };
-                    burst.get_or_insert_with(|| frame.to_vec()).extend_from_slice(&next);
-                }
-                let written = match &burst {
-                    Some(bytes) => stream.write_all(bytes).await,
-                    None => stream.write_all(&frame).await,
-                };
-                if written.is_err() {
-                    break;
-                }
-                last_write = Instant::now();
-            }
-            () = &mut idle => {
-                if last_write.elapsed() >= KEEP_ALIVE {
-                    if stream.write_all(KEEP_ALIVE_COMMENT).await.is_err() {
-                        break;
-                    }
-                    last_write = Instant::now();
-                }
-                idle.as_mut().reset(last_write + KEEP_ALIVE);
-            }
+    let mut frames = std::pin::pin!(sse::with_keep_alive(frames));
+    while let Some(frame) = frames.next().await {
+        let mut burst: Option<Vec<u8>> = None;
+        while burst.as_ref().is_none_or(|b| b.len() < MAX_WRITE) {
+            let Some(Some(next)) = frames.next().now_or_never() else {
+                break;
+            };
+            burst
+                .get_or_insert_with(|| frame.to_vec())
+                .extend_from_slice(&next);
+        }
+        let written = match &burst {
+            Some(bytes) => stream.write_all(bytes).await,
+            None => stream.write_all(&frame).await,
+        };
+        if written.is_err() {
+            break;
         }
     }
     let _ = stream.shutdown().await;

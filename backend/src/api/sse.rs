@@ -6,7 +6,7 @@
 //! the `text/event-stream` response.
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -24,13 +24,13 @@ use crate::metrics::Metrics;
 
 /// A comment line every this often when nothing else was sent, so proxies and browsers keep
 /// an idle stream open.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// With many subscribers, commits this close together go out to `/api/events` together (a
 /// purchase's five commits come a few milliseconds apart; each separate one costs every
 /// subscriber a write). With few, each goes out at once.
 const COALESCE: Duration = Duration::from_millis(10);
 
-pub const KEEP_ALIVE_COMMENT: &[u8] = b":keep-alive\n\n";
+const KEEP_ALIVE_COMMENT: &[u8] = b":keep-alive\n\n";
 
 /// One event as it goes on the wire. `id` is what `Last-Event-ID` brings back.
 pub fn frame(id: i64, event: &SagaEvent) -> Bytes {
@@ -83,10 +83,7 @@ pub fn response<S>(frames: S) -> Response
 where
     S: Stream<Item = Bytes> + Send + 'static,
 {
-    let body = Body::from_stream(KeepAlive {
-        frames: Box::pin(frames),
-        idle: Box::pin(tokio::time::sleep(KEEP_ALIVE)),
-    });
+    let body = Body::from_stream(with_keep_alive(frames).map(Ok::<_, std::convert::Infallible>));
     (
         [
             (header::CONTENT_TYPE, "text/event-stream"),
@@ -97,28 +94,86 @@ where
         .into_response()
 }
 
+/// `frames`, with a keep-alive comment after [`KEEP_ALIVE`] without one. Used by both the
+/// route and the listener's fast path.
+///
+/// Ten thousand subscribers go through this for every committed round, so no timer is re-armed
+/// per frame: when the timer fires, it looks at when the last frame went and waits the rest.
+pub fn with_keep_alive<S>(frames: S) -> impl Stream<Item = Bytes> + Send
+where
+    S: Stream<Item = Bytes> + Send,
+{
+    KeepAlive {
+        frames: Box::pin(frames),
+        idle: Box::pin(tokio::time::sleep(KEEP_ALIVE)),
+        last: Instant::now(),
+    }
+}
+
 struct KeepAlive<S> {
     frames: Pin<Box<S>>,
     idle: Pin<Box<Sleep>>,
+    /// When the last frame or comment went out.
+    last: Instant,
 }
 
 impl<S: Stream<Item = Bytes>> Stream for KeepAlive<S> {
-    type Item = Result<Bytes, std::convert::Infallible>;
+    type Item = Bytes;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match self.frames.as_mut().poll_next(cx) {
-            Poll::Ready(Some(frame)) => {
-                self.idle.as_mut().reset(Instant::now() + KEEP_ALIVE);
-                Poll::Ready(Some(Ok(frame)))
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = this.frames.as_mut().poll_next(cx) {
+            if frame.is_some() {
+                this.last = Instant::now();
             }
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => match self.idle.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    self.idle.as_mut().reset(Instant::now() + KEEP_ALIVE);
-                    Poll::Ready(Some(Ok(Bytes::from_static(KEEP_ALIVE_COMMENT))))
-                }
-                Poll::Pending => Poll::Pending,
-            },
+            return Poll::Ready(frame);
         }
+        loop {
+            ready!(this.idle.as_mut().poll(cx));
+            let due = this.last + KEEP_ALIVE;
+            if Instant::now() >= due {
+                this.last = Instant::now();
+                this.idle.as_mut().reset(this.last + KEEP_ALIVE);
+                return Poll::Ready(Some(Bytes::from_static(KEEP_ALIVE_COMMENT)));
+            }
+            // A frame went out since the timer was set: wait out the rest of the quiet spell.
+            this.idle.as_mut().reset(due);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_comment_goes_out_only_after_a_quiet_spell() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+        let frames = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let mut stream = std::pin::pin!(with_keep_alive(frames));
+        let comment = Bytes::from_static(KEEP_ALIVE_COMMENT);
+
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(stream.next().now_or_never(), None, "nothing yet at 10 s");
+        tx.send(Bytes::from_static(b"data: 1\n\n")).unwrap();
+        assert_eq!(
+            stream.next().await,
+            Some(Bytes::from_static(b"data: 1\n\n"))
+        );
+        // 15 s after the start, but only 5 s after the frame: still quiet.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(
+            stream.next().now_or_never(),
+            None,
+            "the frame at 10 s moved it on"
+        );
+        // 15 s after the frame.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(stream.next().await, Some(comment.clone()));
+        tokio::time::advance(Duration::from_secs(15)).await;
+        assert_eq!(stream.next().await, Some(comment));
+        drop(tx);
+        assert_eq!(stream.next().await, None, "the stream ends with its frames");
     }
 }

@@ -72,9 +72,20 @@ const MAX_BATCH: usize = 128;
 /// A write's answer: the HTTP status and body the service replies with.
 pub type Answer = (u16, Value);
 
-type Work = Box<
-    dyn for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<Answer, sqlx::Error>> + Send,
->;
+/// A write: statements on the writer's connection, inside the batch's transaction.
+pub trait Effect:
+    for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<Answer, sqlx::Error>> + Send + 'static
+{
+}
+
+impl<F> Effect for F where
+    F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<Answer, sqlx::Error>>
+        + Send
+        + 'static
+{
+}
+
+type Work = Box<dyn Effect>;
 
 struct Job {
     /// The `Idempotency-Key`, for writes that must happen once per key.
@@ -134,9 +145,7 @@ impl ServiceDb {
 
     async fn submit<F>(&self, key: Option<String>, work: F) -> Result<Answer, DbError>
     where
-        F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<Answer, sqlx::Error>>
-            + Send
-            + 'static,
+        F: Effect,
     {
         let (reply, answer) = oneshot::channel();
         let job = Job {
@@ -154,9 +163,7 @@ impl ServiceDb {
     /// Run `work` in the writer's next batch; its answer comes back once the batch is durable.
     pub async fn write<F>(&self, work: F) -> Result<Answer, DbError>
     where
-        F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<Answer, sqlx::Error>>
-            + Send
-            + 'static,
+        F: Effect,
     {
         self.submit(None, work).await
     }
@@ -167,9 +174,7 @@ impl ServiceDb {
     /// with a business status (2xx or 4xx): it has no server errors of its own to store.
     pub async fn idempotent<F>(&self, key: &str, effect: F) -> Result<Answer, DbError>
     where
-        F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<Answer, sqlx::Error>>
-            + Send
-            + 'static,
+        F: Effect,
     {
         self.submit(Some(key.to_string()), effect).await
     }
@@ -203,106 +208,78 @@ async fn write_loop(
                 Err(e) => tracing::error!(service, error = %e, "the writer could not reconnect"),
             }
         }
-        let Some(c) = conn.as_mut() else {
-            for job in batch {
-                let _ = job.reply.send(Err(DbError::Batch("no connection".into())));
-            }
-            continue;
+        let (work, replies): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .map(|j| ((j.key, j.work), j.reply))
+            .unzip();
+        let outcome = match conn.as_mut() {
+            Some(c) => run_batch(c, work).await,
+            None => Err("no connection".to_string()),
         };
-        let (answers, outcome) = run_batch(c, batch).await;
-        for (reply, answer) in answers {
-            let answer = match &outcome {
-                Ok(()) => answer,
-                Err(why) => Err(DbError::Batch(why.clone())),
-            };
-            let _ = reply.send(answer);
-        }
-        if let Err(why) = outcome {
-            tracing::error!(service, error = %why, "a write batch failed; reconnecting");
-            conn = None;
+        match outcome {
+            Ok(answers) => {
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    let _ = reply.send(Ok(answer));
+                }
+            }
+            Err(why) => {
+                for reply in replies {
+                    let _ = reply.send(Err(DbError::Batch(why.clone())));
+                }
+                tracing::error!(service, error = %why, "a write batch failed; reconnecting");
+                conn = None;
+            }
         }
     }
 }
 
-type Reply = oneshot::Sender<Result<Answer, DbError>>;
-
 /// Run one batch: look up the keys already answered, run the rest, record their answers, and
-/// commit. Answers go out only after the outcome is known (by the caller), since a request may
-/// have been answered from an earlier one in the same batch.
+/// commit. The answers, in the batch's order, hold only once the commit did; `Err` says why
+/// nothing of the batch was kept.
 async fn run_batch(
     conn: &mut AnyConnection,
-    batch: Vec<Job>,
-) -> (Vec<(Reply, Result<Answer, DbError>)>, Result<(), String>) {
-    let mut answers = Vec::with_capacity(batch.len());
-    let mut tx = match conn.begin().await {
-        Ok(tx) => tx,
-        Err(e) => {
-            let why = e.to_string();
-            for job in batch {
-                answers.push((job.reply, Err(DbError::Batch(why.clone()))));
-            }
-            return (answers, Err(why));
-        }
-    };
-    let keys: Vec<&str> = batch.iter().filter_map(|j| j.key.as_deref()).collect();
-    let mut known = match answered(&mut tx, &keys).await {
-        Ok(known) => known,
-        Err(e) => {
-            let why = e.to_string();
-            for job in batch {
-                answers.push((job.reply, Err(DbError::Batch(why.clone()))));
-            }
-            return (answers, Err(why));
-        }
-    };
+    batch: Vec<(Option<String>, Work)>,
+) -> Result<Vec<Answer>, String> {
+    let mut tx = conn.begin().await.map_err(|e| e.to_string())?;
+    let keys: Vec<&str> = batch.iter().filter_map(|(key, _)| key.as_deref()).collect();
+    let mut known = answered(&mut tx, &keys).await.map_err(|e| e.to_string())?;
     let mut fresh: Vec<(String, Answer)> = Vec::new();
-    let mut failed: Option<String> = None;
-    for job in batch {
-        if failed.is_some() {
-            answers.push((job.reply, Err(DbError::Batch("the batch failed".into()))));
-            continue;
-        }
-        if let Some(answer) = job.key.as_ref().and_then(|k| known.get(k)) {
-            answers.push((job.reply, Ok(answer.clone())));
+    let mut answers = Vec::with_capacity(batch.len());
+    for (key, work) in batch {
+        if let Some(answer) = key.as_ref().and_then(|k| known.get(k)) {
+            answers.push(answer.clone());
             continue;
         }
         // A write that panics fails its batch like an error, instead of taking the writer (and
         // every later write of the service) down with it.
-        let outcome = std::panic::AssertUnwindSafe((job.work)(&mut tx))
+        let outcome = std::panic::AssertUnwindSafe(work(&mut tx))
             .catch_unwind()
             .await
             .unwrap_or_else(|_| Err(sqlx::Error::Protocol("a write panicked".into())));
-        match outcome {
-            Ok((status, _)) if status >= 500 => {
-                failed = Some(format!("a write answered {status}"));
-                answers.push((job.reply, Err(DbError::Batch("the batch failed".into()))));
+        let answer = match outcome {
+            Ok((status, _)) if status >= 500 => Err(format!("a write answered {status}")),
+            Ok(answer) => Ok(answer),
+            Err(e) => Err(e.to_string()),
+        };
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(why) => {
+                let _ = tx.rollback().await;
+                return Err(why);
             }
-            Ok(answer) => {
-                if let Some(key) = job.key {
-                    known.insert(key.clone(), answer.clone());
-                    fresh.push((key, answer.clone()));
-                }
-                answers.push((job.reply, Ok(answer)));
-            }
-            Err(e) => {
-                failed = Some(e.to_string());
-                answers.push((job.reply, Err(e.into())));
-            }
+        };
+        if let Some(key) = key {
+            known.insert(key.clone(), answer.clone());
+            fresh.push((key, answer.clone()));
         }
+        answers.push(answer);
     }
-    if failed.is_none()
-        && let Err(e) = record(&mut tx, &fresh).await
-    {
-        failed = Some(e.to_string());
+    if let Err(e) = record(&mut tx, &fresh).await {
+        let _ = tx.rollback().await;
+        return Err(e.to_string());
     }
-    let outcome = match failed {
-        Some(why) => {
-            let _ = tx.rollback().await;
-            Err(why)
-        }
-        None => tx.commit().await.map_err(|e| e.to_string()),
-    };
-    (answers, outcome)
+    tx.commit().await.map_err(|e| e.to_string())?;
+    Ok(answers)
 }
 
 /// The stored answers of whichever of `keys` were already used, in one query.
@@ -385,11 +362,7 @@ mod tests {
     }
 
     /// Insert a refunded order (a one-column table) and answer 200.
-    fn insert(
-        order: &str,
-    ) -> impl for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<Answer, sqlx::Error>>
-    + Send
-    + 'static {
+    fn insert(order: &str) -> impl Effect {
         let order = order.to_string();
         move |conn| {
             Box::pin(async move {

@@ -20,11 +20,10 @@ use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use saga_engine::BoxFuture;
 use serde_json::{Value, json};
 use shared::Fault;
 
-pub use db::{DbError, ServiceDb};
+pub use db::{DbError, Effect, ServiceDb};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ServiceName {
@@ -104,11 +103,7 @@ impl StepRequest {
     /// per key, then the `timeout` fault's silence after a success.
     pub async fn run_action<F>(&self, db: &ServiceDb, fault: Option<Fault>, effect: F) -> Response
     where
-        F: for<'c> FnOnce(
-                &'c mut sqlx::AnyConnection,
-            ) -> BoxFuture<'c, Result<(u16, Value), sqlx::Error>>
-            + Send
-            + 'static,
+        F: Effect,
     {
         if let Some((status, body)) = before_action(fault, self.attempt).await {
             return reply(status, body);
@@ -132,11 +127,7 @@ impl StepRequest {
         effect: F,
     ) -> Response
     where
-        F: for<'c> FnOnce(
-                &'c mut sqlx::AnyConnection,
-            ) -> BoxFuture<'c, Result<(u16, Value), sqlx::Error>>
-            + Send
-            + 'static,
+        F: Effect,
     {
         if let Some((status, body)) = before_compensation(fault, self.attempt) {
             return reply(status, body);
@@ -147,11 +138,7 @@ impl StepRequest {
     /// The effect once per key, no faults.
     pub async fn run<F>(&self, db: &ServiceDb, effect: F) -> Response
     where
-        F: for<'c> FnOnce(
-                &'c mut sqlx::AnyConnection,
-            ) -> BoxFuture<'c, Result<(u16, Value), sqlx::Error>>
-            + Send
-            + 'static,
+        F: Effect,
     {
         match db.idempotent(&self.key, effect).await {
             Ok((status, body)) => reply(status, body),

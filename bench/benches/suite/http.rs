@@ -171,6 +171,14 @@ async fn latency(url: &str, ends: &Ends, per_second: f64, n: usize) -> (f64, f64
     (percentile_ms(&done, 0.5), percentile_ms(&done, 0.99))
 }
 
+/// Sagas/s at saturation with `n` orders, then p50/p99 POST → terminal event at half that rate.
+async fn saturation_then_latency(url: &str, n: usize) -> anyhow::Result<(f64, f64, f64)> {
+    let ends = follow(url).await?;
+    let sat = saturation(url, &ends, n).await;
+    let (p50, p99) = latency(url, &ends, sat / 2.0, n / 2).await;
+    Ok((sat, p50, p99))
+}
+
 pub async fn run(report: &mut Report, quick: bool) -> anyhow::Result<()> {
     eprintln!("==> 6. end to end through HTTP");
     if !binary().exists() {
@@ -183,9 +191,7 @@ pub async fn run(report: &mut Report, quick: bool) -> anyhow::Result<()> {
     let dir = scratch("http");
     let db = format!("sqlite://{}", dir.display());
     let shop = start(&db, &[])?;
-    let ends = follow(&shop.url).await?;
-    let sat = saturation(&shop.url, &ends, n).await;
-    let (p50, p99) = latency(&shop.url, &ends, sat / 2.0, n / 2).await;
+    let (sat, p50, p99) = saturation_then_latency(&shop.url, n).await?;
     report.figure(
         "http",
         "sagas/s at saturation (one process, 4 services over HTTP)",
@@ -230,9 +236,7 @@ pub async fn run(report: &mut Report, quick: bool) -> anyhow::Result<()> {
     }
     let dir = scratch("http-split");
     let shop = start(&format!("sqlite://{}", dir.display()), &urls)?;
-    let ends = follow(&shop.url).await?;
-    let sat = saturation(&shop.url, &ends, n).await;
-    let (p50, p99) = latency(&shop.url, &ends, sat / 2.0, n / 2).await;
+    let (sat, p50, p99) = saturation_then_latency(&shop.url, n).await?;
     report.figure(
         "http",
         "sagas/s at saturation (services in 4 processes)",

@@ -106,7 +106,12 @@ pub fn rate(n: usize, elapsed: Duration) -> f64 {
 
 /// This process's resident memory, in KiB.
 pub fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    rss_kib_of("self")
+}
+
+/// A process's resident memory, in KiB: `process` is a pid or `self`.
+pub fn rss_kib_of(process: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{process}/status"))
         .ok()
         .and_then(|s| {
             s.lines()

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::report::{Report, percentile_ms};
+use crate::report::{Report, percentile_ms, rss_kib_of};
 
 /// How many subscribers parse every event (for delay, loss and order); the rest only count.
 const SAMPLED: usize = 50;
@@ -118,18 +118,6 @@ async fn subscribe(
     }
 }
 
-fn rss_kib_of(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .map(str::to_string)
-        })
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
-}
-
 pub struct Target<'a> {
     pub name: &'a str,
     pub addr: String,
@@ -159,7 +147,7 @@ pub async fn measure(
             }))
         })
         .collect();
-    let rss_before = rss_kib_of(t.pid);
+    let rss_before = rss_kib_of(&t.pid.to_string());
     let mut tasks = Vec::with_capacity(subscribers);
     for i in 0..subscribers {
         let sample = samples.get(i).cloned();
@@ -182,7 +170,8 @@ pub async fn measure(
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let connected = tally.connected.load(Ordering::Relaxed) as usize;
-    let per_sub = (rss_kib_of(t.pid).saturating_sub(rss_before)) as f64 / connected.max(1) as f64;
+    let per_sub = (rss_kib_of(&t.pid.to_string()).saturating_sub(rss_before)) as f64
+        / connected.max(1) as f64;
 
     // Warm-up: the first saga on a fresh server opens the services' connections and database
     // pages; the figures below are about the stream in steady state. Its events are checked
