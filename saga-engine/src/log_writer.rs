@@ -8,6 +8,10 @@
 //! until the queue is empty; the others just wait for their records' outcome. A saga running
 //! alone so pays no task hop per commit, and a crowd still shares commits.
 //!
+//! A store that commits without waiting (in memory, see `SagaStore::append_now`) has nothing
+//! to share: each saga appends in its own task, one at a time under a lock that keeps positions
+//! and announcements in the same order, and nobody is ever woken.
+//!
 //! It is also the one place where "log before announce" is enforced: records reach the
 //! broadcast channel only after `append` returned Ok.
 
@@ -51,6 +55,8 @@ pub(crate) struct LogWriter {
     events: broadcast::Sender<Arc<Committed>>,
     stats: Arc<LogStats>,
     queue: Arc<Mutex<Queue>>,
+    /// Held while appending in the caller (`append_now`), from commit to announcement.
+    in_turn: Arc<Mutex<()>>,
 }
 
 impl LogWriter {
@@ -64,6 +70,7 @@ impl LogWriter {
             events,
             stats,
             queue: Arc::default(),
+            in_turn: Arc::default(),
         }
     }
 
@@ -73,6 +80,10 @@ impl LogWriter {
 
     /// Write `records` durably; returns once they are committed (and announced).
     pub(crate) async fn append(&self, records: Vec<SagaRecord>) -> Result<(), StoreError> {
+        let records = match self.append_now(records) {
+            Ok(done) => return done,
+            Err(records) => records,
+        };
         let (done, wait) = oneshot::channel();
         let lead = {
             let mut q = self.lock();
@@ -90,6 +101,39 @@ impl LogWriter {
         }
         wait.await
             .map_err(|_| StoreError::Database("the saga log writer has stopped".into()))?
+    }
+
+    /// Append in the caller if the store commits without waiting; else hand `records` back.
+    fn append_now(
+        &self,
+        records: Vec<SagaRecord>,
+    ) -> Result<Result<(), StoreError>, Vec<SagaRecord>> {
+        let _turn = self.in_turn.lock().unwrap_or_else(|e| e.into_inner());
+        match self.store.append_now(&records) {
+            None => Err(records),
+            Some(Ok(positions)) => {
+                self.announce(positions, records);
+                Ok(Ok(()))
+            }
+            Some(Err(e)) => Ok(Err(e)),
+        }
+    }
+
+    /// Count a commit and announce its records, in order.
+    fn announce(&self, positions: Vec<i64>, records: impl IntoIterator<Item = SagaRecord>) {
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .records
+            .fetch_add(positions.len() as u64, Ordering::Relaxed);
+        // Noted before the announcements, so a subscriber from "now" that reads it after
+        // subscribing misses nothing after it (see `events::follow`).
+        if let Some(&last) = positions.last() {
+            self.stats.last_announced.fetch_max(last, Ordering::SeqCst);
+        }
+        for (position, record) in positions.into_iter().zip(records) {
+            // No receiver is fine: nobody is watching.
+            let _ = self.events.send(Arc::new(Committed { position, record }));
+        }
     }
 
     /// Commit one round as the saga that found no commit in progress, then hand over.
@@ -145,19 +189,7 @@ impl LogWriter {
             }
             match self.store.append(records).await {
                 Ok(positions) => {
-                    self.stats.commits.fetch_add(1, Ordering::Relaxed);
-                    self.stats
-                        .records
-                        .fetch_add(records.len() as u64, Ordering::Relaxed);
-                    // Noted before the announcements, so a subscriber from "now" that reads it
-                    // after subscribing misses nothing after it (see `events::follow`).
-                    if let Some(&last) = positions.last() {
-                        self.stats.last_announced.fetch_max(last, Ordering::SeqCst);
-                    }
-                    for (position, record) in positions.into_iter().zip(records.drain(..)) {
-                        // No receiver is fine: nobody is watching.
-                        let _ = self.events.send(Arc::new(Committed { position, record }));
-                    }
+                    self.announce(positions, records.drain(..));
                     for w in waiters.iter_mut() {
                         if let Some(done) = w.done.take() {
                             let _ = done.send(Ok(()));

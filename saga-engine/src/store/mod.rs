@@ -72,6 +72,14 @@ pub trait SagaStore: Send + Sync + 'static {
         records: &'a [SagaRecord],
     ) -> BoxFuture<'a, Result<Vec<i64>, StoreError>>;
 
+    /// For a store whose commit never waits (one in memory): `append`, done right away in the
+    /// caller. Group commit exists to share a costly commit; where a commit costs nothing,
+    /// queueing for it and being woken afterwards is all the cost there is. `None` (the
+    /// default): this store commits only through `append`.
+    fn append_now(&self, _records: &[SagaRecord]) -> Option<Result<Vec<i64>, StoreError>> {
+        None
+    }
+
     /// One saga's records with `seq > after_seq`, in order.
     fn saga_records(
         &self,
