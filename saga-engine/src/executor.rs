@@ -134,7 +134,7 @@ impl SagaRun {
             step: name,
             attempt,
             input: self.progress.input.clone(),
-            outputs: Arc::new(self.progress.outputs.clone()),
+            outputs: self.progress.outputs.clone(),
         }
     }
 

@@ -8,9 +8,9 @@
 //! until the queue is empty; the others just wait for their records' outcome. A saga running
 //! alone so pays no task hop per commit, and a crowd still shares commits.
 //!
-//! A store that commits without waiting (in memory, see `SagaStore::append_now`) has nothing
-//! to share: each saga appends in its own task, one at a time under a lock that keeps positions
-//! and announcements in the same order, and nobody is ever woken.
+//! A store that commits without waiting (in memory, see `SagaStore::commits_in_place`) has
+//! nothing to share: each saga appends in its own task, the store announcing under its lock so
+//! that announcements keep log order, and nobody is ever woken.
 //!
 //! It is also the one place where "log before announce" is enforced: records reach the
 //! broadcast channel only after `append` returned Ok.
@@ -55,8 +55,6 @@ pub(crate) struct LogWriter {
     events: broadcast::Sender<Arc<Committed>>,
     stats: Arc<LogStats>,
     queue: Arc<Mutex<Queue>>,
-    /// Held while appending in the caller (`append_now`), from commit to announcement.
-    in_turn: Arc<Mutex<()>>,
 }
 
 impl LogWriter {
@@ -70,7 +68,6 @@ impl LogWriter {
             events,
             stats,
             queue: Arc::default(),
-            in_turn: Arc::default(),
         }
     }
 
@@ -80,10 +77,13 @@ impl LogWriter {
 
     /// Write `records` durably; returns once they are committed (and announced).
     pub(crate) async fn append(&self, records: Vec<SagaRecord>) -> Result<(), StoreError> {
-        let records = match self.append_now(records) {
-            Ok(done) => return done,
-            Err(records) => records,
-        };
+        if self.store.commits_in_place() {
+            return self
+                .store
+                .append_in_place(records, &mut |positions, records| {
+                    self.announce(positions, records)
+                });
+        }
         let (done, wait) = oneshot::channel();
         let lead = {
             let mut q = self.lock();
@@ -103,22 +103,6 @@ impl LogWriter {
             .map_err(|_| StoreError::Database("the saga log writer has stopped".into()))?
     }
 
-    /// Append in the caller if the store commits without waiting; else hand `records` back.
-    fn append_now(
-        &self,
-        records: Vec<SagaRecord>,
-    ) -> Result<Result<(), StoreError>, Vec<SagaRecord>> {
-        let _turn = self.in_turn.lock().unwrap_or_else(|e| e.into_inner());
-        match self.store.append_now(&records) {
-            None => Err(records),
-            Some(Ok(positions)) => {
-                self.announce(positions, records);
-                Ok(Ok(()))
-            }
-            Some(Err(e)) => Ok(Err(e)),
-        }
-    }
-
     /// Count a commit and announce its records, in order.
     fn announce(&self, positions: Vec<i64>, records: impl IntoIterator<Item = SagaRecord>) {
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -130,8 +114,14 @@ impl LogWriter {
         if let Some(&last) = positions.last() {
             self.stats.last_announced.fetch_max(last, Ordering::SeqCst);
         }
+        // Nobody watching: nothing to build. One who subscribes from now on reads
+        // `last_announced`, already past these, and expects none of them live; one who follows
+        // a saga reads its history from the store, which holds them.
+        if self.events.receiver_count() == 0 {
+            return;
+        }
         for (position, record) in positions.into_iter().zip(records) {
-            // No receiver is fine: nobody is watching.
+            // A receiver gone since is fine.
             let _ = self.events.send(Arc::new(Committed { position, record }));
         }
     }

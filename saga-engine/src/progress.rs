@@ -73,7 +73,8 @@ pub(crate) struct SagaProgress {
     pub input: Arc<Value>,
     pub next_seq: u64,
     pub steps: Vec<StepProgress>,
-    pub outputs: BTreeMap<String, Value>,
+    /// Shared with the step contexts handed out (cloned only if one outlives its step).
+    pub outputs: Arc<BTreeMap<String, Value>>,
     /// Steps that completed, or ended with an unknown outcome, in the order they did so:
     /// unwinding walks it backwards.
     pub completion_order: Vec<usize>,
@@ -87,7 +88,7 @@ impl SagaProgress {
             input: Arc::new(Value::Null),
             next_seq: 1,
             steps: vec![StepProgress::new(); definition.steps.len()],
-            outputs: BTreeMap::new(),
+            outputs: Arc::default(),
             completion_order: Vec::new(),
             unwinding: false,
             finished: None,
@@ -157,7 +158,7 @@ impl SagaProgress {
                 self.steps[i].outcome = ActionOutcome::Succeeded;
                 self.completion_order.push(i);
                 let output = r.detail.get("output").cloned().unwrap_or(Value::Null);
-                self.outputs
+                Arc::make_mut(&mut self.outputs)
                     .insert(definition.steps[i].name.to_string(), output);
             }
             RecordKind::StepFailed => {

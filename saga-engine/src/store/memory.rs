@@ -8,6 +8,7 @@
 //! zeroing pages, and two threads faulting in the same heap slowed each other down).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -26,8 +27,40 @@ pub struct MemoryStore {
 struct Inner {
     /// Position `i + 1` is `log[i]`.
     log: Vec<Kept>,
-    by_saga: HashMap<SagaId, Vec<usize>>,
-    sagas: HashMap<SagaId, (SagaSummary, Option<String>, i64)>,
+    sagas: HashMap<SagaId, Saga, BuildHasherDefault<IdHasher>>,
+}
+
+/// One saga: its summary row, its lease, and where its newest record is.
+#[derive(Debug)]
+struct Saga {
+    /// `None` for records of a saga that was never started, kept all the same (as a table of
+    /// records would keep them).
+    summary: Option<SagaSummary>,
+    holder: Option<String>,
+    lease_end: i64,
+    /// Index in `log` of its newest record, whose `previous` leads back to its first: no
+    /// allocation per saga for an index.
+    last: usize,
+}
+
+/// Saga ids are random UUIDs: their bits are already a good hash, and SipHash on every record
+/// of every saga is time spent under the store's lock.
+#[derive(Debug, Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
 }
 
 /// A record as kept: what it was given, with its detail as JSON text.
@@ -40,6 +73,8 @@ struct Kept {
     step: Option<Box<str>>,
     attempt: Option<u32>,
     detail: Box<str>,
+    /// Index in `log` of the same saga's record before this one.
+    previous: Option<usize>,
 }
 
 impl Kept {
@@ -54,6 +89,7 @@ impl Kept {
             step: r.step.as_deref().map(Box::from),
             attempt: r.attempt,
             detail: detail.into_boxed_str(),
+            previous: None,
         })
     }
 
@@ -80,48 +116,60 @@ impl MemoryStore {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The whole of `append`: it never waits, so it is also `append_now`.
-    fn commit(&self, records: &[SagaRecord]) -> Result<Vec<i64>, StoreError> {
-        // Rendered before taking the lock, which other threads' sagas wait on.
-        let kept = records
-            .iter()
-            .map(Kept::new)
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut inner = self.lock();
+    /// A record as kept, made before taking the lock (which other threads' sagas wait on).
+    fn keep(records: &[SagaRecord]) -> Result<Vec<Kept>, StoreError> {
+        records.iter().map(Kept::new).collect()
+    }
+}
+
+impl Inner {
+    /// The whole of an append, under the store's lock.
+    fn commit(&mut self, records: &[SagaRecord], kept: Vec<Kept>) -> Result<Vec<i64>, StoreError> {
+        let inner = self;
         // All or nothing, like a transaction: check before changing anything.
         for r in records {
             if matches!(summary_change(r), Some(SummaryChange::Create { .. }))
-                && inner.sagas.contains_key(&r.saga_id)
+                && inner
+                    .sagas
+                    .get(&r.saga_id)
+                    .is_some_and(|saga| saga.summary.is_some())
             {
                 return Err(StoreError::DuplicateSaga(r.saga_id));
             }
         }
         let mut positions = Vec::with_capacity(records.len());
-        for (r, kept) in records.iter().zip(kept) {
+        for (r, mut kept) in records.iter().zip(kept) {
+            let index = inner.log.len();
+            let saga = inner.sagas.entry(r.saga_id).or_insert(Saga {
+                summary: None,
+                holder: None,
+                lease_end: 0,
+                last: index,
+            });
             match summary_change(r) {
                 Some(SummaryChange::Create { definition }) => {
-                    let summary = SagaSummary {
+                    saga.summary = Some(SagaSummary {
                         saga_id: r.saga_id,
                         definition: definition.to_string(),
                         status: SagaStatus::Running,
                         started_at_ms: r.at_ms,
                         finished_at_ms: None,
-                    };
-                    inner.sagas.insert(r.saga_id, (summary, None, 0));
+                    });
                 }
                 Some(SummaryChange::Status(status)) => {
-                    if let Some((s, _, _)) = inner.sagas.get_mut(&r.saga_id) {
+                    if let Some(s) = &mut saga.summary {
                         s.status = status;
                         s.finished_at_ms = status.is_finished().then_some(r.at_ms);
                     }
                 }
                 None => {}
             }
-            let position = inner.log.len() as i64 + 1;
-            let index = inner.log.len();
+            if saga.last != index {
+                kept.previous = Some(saga.last);
+            }
+            saga.last = index;
             inner.log.push(kept);
-            inner.by_saga.entry(r.saga_id).or_default().push(index);
-            positions.push(position);
+            positions.push(index as i64 + 1);
         }
         Ok(positions)
     }
@@ -132,12 +180,24 @@ impl SagaStore for MemoryStore {
         &'a self,
         records: &'a [SagaRecord],
     ) -> BoxFuture<'a, Result<Vec<i64>, StoreError>> {
-        let result = self.commit(records);
+        let result = Self::keep(records).and_then(|kept| self.lock().commit(records, kept));
         Box::pin(async move { result })
     }
 
-    fn append_now(&self, records: &[SagaRecord]) -> Option<Result<Vec<i64>, StoreError>> {
-        Some(self.commit(records))
+    fn commits_in_place(&self) -> bool {
+        true
+    }
+
+    fn append_in_place(
+        &self,
+        records: Vec<SagaRecord>,
+        announce: &mut dyn FnMut(Vec<i64>, Vec<SagaRecord>),
+    ) -> Result<(), StoreError> {
+        let kept = Self::keep(&records)?;
+        let mut inner = self.lock();
+        let positions = inner.commit(&records, kept)?;
+        announce(positions, records);
+        Ok(())
     }
 
     fn saga_records(
@@ -146,17 +206,16 @@ impl SagaStore for MemoryStore {
         after_seq: u64,
     ) -> BoxFuture<'_, Result<Vec<SagaRecord>, StoreError>> {
         let inner = self.lock();
-        let records = inner
-            .by_saga
-            .get(&saga_id)
-            .map(|ix| {
-                ix.iter()
-                    .map(|&i| &inner.log[i])
-                    .filter(|k| k.seq > after_seq)
-                    .map(Kept::record)
-                    .collect()
-            })
-            .unwrap_or(Ok(Vec::new()));
+        let mut newest_first = Vec::new();
+        let mut next = inner.sagas.get(&saga_id).map(|saga| saga.last);
+        while let Some(i) = next {
+            let kept = &inner.log[i];
+            if kept.seq > after_seq {
+                newest_first.push(kept);
+            }
+            next = kept.previous;
+        }
+        let records = newest_first.into_iter().rev().map(Kept::record).collect();
         Box::pin(async move { records })
     }
 
@@ -189,7 +248,11 @@ impl SagaStore for MemoryStore {
     }
 
     fn saga(&self, saga_id: SagaId) -> BoxFuture<'_, Result<Option<SagaSummary>, StoreError>> {
-        let summary = self.lock().sagas.get(&saga_id).map(|(s, _, _)| s.clone());
+        let summary = self
+            .lock()
+            .sagas
+            .get(&saga_id)
+            .and_then(|saga| saga.summary.clone());
         Box::pin(async move { Ok(summary) })
     }
 
@@ -202,8 +265,9 @@ impl SagaStore for MemoryStore {
             .lock()
             .sagas
             .values()
-            .map(|(s, _, _)| s.clone())
+            .filter_map(|saga| saga.summary.as_ref())
             .filter(|s| status.is_none_or(|st| s.status == st))
+            .cloned()
             .collect();
         list.sort_by(|a, b| {
             b.started_at_ms
@@ -223,11 +287,12 @@ impl SagaStore for MemoryStore {
         let until = lease_until(lease);
         let mut inner = self.lock();
         let mut claimed = Vec::new();
-        for (id, (s, holder, lease_end)) in inner.sagas.iter_mut() {
-            let free = holder.as_deref().is_none_or(|h| h == owner) || *lease_end < now;
+        for (id, saga) in inner.sagas.iter_mut() {
+            let Some(s) = &saga.summary else { continue };
+            let free = saga.holder.as_deref().is_none_or(|h| h == owner) || saga.lease_end < now;
             if !s.status.is_finished() && free {
-                *holder = Some(owner.to_string());
-                *lease_end = until;
+                saga.holder = Some(owner.to_string());
+                saga.lease_end = until;
                 claimed.push(*id);
             }
         }
@@ -278,7 +343,16 @@ mod tests {
                 json!({ "timeout_ms": 5000 }),
             ),
         ];
-        assert_eq!(store.append_now(&first), Some(Ok(vec![1, 2])));
+        let mut announced = Vec::new();
+        let mut announce = |positions: Vec<i64>, records: Vec<SagaRecord>| {
+            announced.extend(positions.into_iter().zip(records));
+        };
+        assert_eq!(store.append_in_place(first.clone(), &mut announce), Ok(()));
+        assert_eq!(
+            announced,
+            [(1, first[0].clone()), (2, first[1].clone())],
+            "announced with their positions"
+        );
         let second = [record(
             id,
             3,
@@ -300,10 +374,8 @@ mod tests {
             record(other, 1, RecordKind::SagaStarted, json!({ "saga": "buy" })),
             record(id, 1, RecordKind::SagaStarted, json!({ "saga": "buy" })),
         ];
-        assert_eq!(
-            store.append_now(&again),
-            Some(Err(StoreError::DuplicateSaga(id)))
-        );
+        let refused = store.append_in_place(again.to_vec(), &mut |_, _| panic!("announced"));
+        assert_eq!(refused, Err(StoreError::DuplicateSaga(id)));
         assert_eq!(store.last_position().await, Ok(3));
         assert_eq!(store.saga(other).await, Ok(None));
     }
@@ -324,9 +396,11 @@ mod tests {
                 tokio::spawn(async move { engine.run("three", &json!({})).await })
             })
             .collect();
+        let mut ids = Vec::new();
         for run in runs {
-            let (_, status) = run.await.expect("joined").expect("ran");
+            let (id, status) = run.await.expect("joined").expect("ran");
             assert_eq!(status, SagaStatus::Completed);
+            ids.push(id);
         }
         let logged = engine.store().last_position().await.expect("read");
         // Per saga: started, 3 × (step started, step succeeded), completed.
@@ -343,5 +417,19 @@ mod tests {
         assert_eq!(positions, (1..=logged).collect::<Vec<_>>());
         let stored = engine.store().records_after(0, 10_000).await.expect("read");
         assert_eq!(seen, stored);
+        // Each saga's own records, interleaved with the others' in the log, read back alone.
+        for id in ids {
+            let own: Vec<SagaRecord> = stored
+                .iter()
+                .filter(|c| c.record.saga_id == id)
+                .map(|c| c.record.clone())
+                .collect();
+            assert_eq!(own.len(), 8);
+            assert_eq!(engine.store().saga_records(id, 0).await, Ok(own.clone()));
+            assert_eq!(
+                engine.store().saga_records(id, 5).await,
+                Ok(own[5..].to_vec())
+            );
+        }
     }
 }

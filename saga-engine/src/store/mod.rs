@@ -72,12 +72,25 @@ pub trait SagaStore: Send + Sync + 'static {
         records: &'a [SagaRecord],
     ) -> BoxFuture<'a, Result<Vec<i64>, StoreError>>;
 
-    /// For a store whose commit never waits (one in memory): `append`, done right away in the
-    /// caller. Group commit exists to share a costly commit; where a commit costs nothing,
-    /// queueing for it and being woken afterwards is all the cost there is. `None` (the
-    /// default): this store commits only through `append`.
-    fn append_now(&self, _records: &[SagaRecord]) -> Option<Result<Vec<i64>, StoreError>> {
-        None
+    /// True for a store whose commit never waits (one in memory): the log writer then calls
+    /// [`append_in_place`](Self::append_in_place) from each saga's own task instead of queueing
+    /// for a group commit. Group commit exists to share a costly commit; where a commit costs
+    /// nothing, queueing for it and being woken afterwards is all the cost there is.
+    fn commits_in_place(&self) -> bool {
+        false
+    }
+
+    /// `append`, done right away in the caller, handing the records with their positions to
+    /// `announce` before the next append may commit, so that announcements come in log order.
+    /// Called only if [`commits_in_place`](Self::commits_in_place).
+    fn append_in_place(
+        &self,
+        _records: Vec<SagaRecord>,
+        _announce: &mut dyn FnMut(Vec<i64>, Vec<SagaRecord>),
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Database(
+            "this store commits only through `append`".into(),
+        ))
     }
 
     /// One saga's records with `seq > after_seq`, in order.
