@@ -139,7 +139,10 @@ impl SagaRun {
     }
 
     async fn run_action(&mut self, i: usize, attempt: u32) -> Result<(), EngineError> {
-        let step = self.definition.steps[i].clone();
+        // One shared count taken, not one per field of the step (the sagas on every thread
+        // touch these counts).
+        let definition = self.definition.clone();
+        let step = &definition.steps[i];
         self.record(
             RecordKind::StepStarted,
             Some(i),
@@ -206,7 +209,10 @@ impl SagaRun {
     }
 
     async fn run_compensation(&mut self, i: usize, attempt: u32) -> Result<(), EngineError> {
-        let step = self.definition.steps[i].clone();
+        // One shared count taken, not one per field of the step (the sagas on every thread
+        // touch these counts).
+        let definition = self.definition.clone();
+        let step = &definition.steps[i];
         self.record(
             RecordKind::CompensationStarted,
             Some(i),
