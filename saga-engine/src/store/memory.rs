@@ -125,11 +125,10 @@ impl MemoryStore {
 impl Inner {
     /// The whole of an append, under the store's lock.
     fn commit(&mut self, records: &[SagaRecord], kept: Vec<Kept>) -> Result<Vec<i64>, StoreError> {
-        let inner = self;
         // All or nothing, like a transaction: check before changing anything.
         for r in records {
             if matches!(summary_change(r), Some(SummaryChange::Create { .. }))
-                && inner
+                && self
                     .sagas
                     .get(&r.saga_id)
                     .is_some_and(|saga| saga.summary.is_some())
@@ -139,8 +138,8 @@ impl Inner {
         }
         let mut positions = Vec::with_capacity(records.len());
         for (r, mut kept) in records.iter().zip(kept) {
-            let index = inner.log.len();
-            let saga = inner.sagas.entry(r.saga_id).or_insert(Saga {
+            let index = self.log.len();
+            let saga = self.sagas.entry(r.saga_id).or_insert(Saga {
                 summary: None,
                 holder: None,
                 lease_end: 0,
@@ -168,7 +167,7 @@ impl Inner {
                 kept.previous = Some(saga.last);
             }
             saga.last = index;
-            inner.log.push(kept);
+            self.log.push(kept);
             positions.push(index as i64 + 1);
         }
         Ok(positions)
