@@ -17,18 +17,24 @@ use support::{Backend, fresh_store};
 struct Harness {
     engine: Engine,
     ledger: MemoryLedger,
+    /// Last: the schema goes only after the engine on it has been dropped.
+    _store: support::FreshStore,
 }
 
 async fn harness(backend: Backend, test: &str, config: EngineConfig) -> Option<Harness> {
     let store = fresh_store(backend, test).await?;
     let ledger = MemoryLedger::default();
-    let engine = Engine::with_shared_store(store, config);
+    let engine = Engine::with_shared_store(Arc::clone(&store), config);
     engine.register(test_saga(
         Arc::new(ledger.clone()),
         Duration::from_millis(200),
         None,
     ));
-    Some(Harness { engine, ledger })
+    Some(Harness {
+        engine,
+        ledger,
+        _store: store,
+    })
 }
 
 impl Harness {

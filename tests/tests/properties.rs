@@ -57,16 +57,16 @@ fn every_fault_plan_ends_as_it_implies(backend: support::Backend, cases: u32) {
         .enable_all()
         .build()
         .unwrap();
-    let Some((engine, ledger)) = rt.block_on(async {
+    let Some((engine, ledger, store)) = rt.block_on(async {
         let store = support::fresh_store(backend, "proptest").await?;
         let ledger = MemoryLedger::default();
-        let engine = Engine::with_shared_store(store, Default::default());
+        let engine = Engine::with_shared_store(Arc::clone(&store), Default::default());
         engine.register(test_saga(
             Arc::new(ledger.clone()),
             Duration::from_millis(50),
             None,
         ));
-        Some((engine, ledger))
+        Some((engine, ledger, store))
     }) else {
         return;
     };
@@ -87,4 +87,7 @@ fn every_fault_plan_ends_as_it_implies(backend: support::Backend, cases: u32) {
             .map_err(|e| TestCaseError::fail(format!("{e:#}")))
         })
         .unwrap();
+    // The engine first, then its schema.
+    drop(engine);
+    drop(store);
 }

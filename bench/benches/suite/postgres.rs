@@ -62,20 +62,39 @@ pub async fn run(report: &mut Report, quick: bool) -> anyhow::Result<()> {
         return Ok(());
     };
     let schema = format!("bench_{}", uuid::Uuid::new_v4().simple());
-    let store = PgStore::connect(&url, Some(&schema)).await?;
-    {
+    let measured = measure(report, quick, &url, &schema).await;
+    // The database is shared by every run on the machine: leave nothing behind, failed or not.
+    let dropped = async {
         let pool = PgPoolOptions::new()
             .max_connections(1)
             .connect(&url)
             .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE"
+        )))
+        .execute(&pool)
+        .await?;
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = dropped {
+        eprintln!("    warning: could not drop the benchmark schema {schema}: {e:#}");
+    }
+    measured
+}
+
+async fn measure(report: &mut Report, quick: bool, url: &str, schema: &str) -> anyhow::Result<()> {
+    let store = PgStore::connect(url, Some(schema)).await?;
+    {
+        let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "CREATE TABLE {schema}.raw_log (position BIGSERIAL PRIMARY KEY, saga_id TEXT, seq BIGINT, kind TEXT, at_ms BIGINT, step TEXT, attempt BIGINT, detail TEXT)"
         )))
         .execute(&pool)
         .await?;
     }
-    let one = commits_per_second(&url, &schema, 1, if quick { 200 } else { 2000 }).await?;
-    let many = commits_per_second(&url, &schema, 64, if quick { 2000 } else { 20_000 }).await?;
+    let one = commits_per_second(url, schema, 1, if quick { 200 } else { 2000 }).await?;
+    let many = commits_per_second(url, schema, 64, if quick { 2000 } else { 20_000 }).await?;
     report.figure(
         "postgres",
         "single-row INSERT commits/s, 1 connection",
