@@ -1,11 +1,11 @@
 //! The [`Engine`]: registered definitions, the log writer, the running sagas, and the
 //! broadcast of committed records that event subscribers read from.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use crate::executor::SagaRun;
 use crate::log_writer::{LogStats, LogWriter};
 use crate::progress::SagaProgress;
 use crate::record::{SagaId, SagaStatus};
+use crate::running::RunningSet;
 use crate::store::{Committed, SagaStore};
 
 /// Tuning knobs; the defaults suit one node.
@@ -52,11 +53,12 @@ pub struct Engine {
 pub(crate) struct Inner {
     pub store: Arc<dyn SagaStore>,
     pub events: broadcast::Sender<Arc<Committed>>,
-    writer: LogWriter,
+    /// One per engine, shared by its sagas: a saga holds one count on it, not one on each part.
+    writer: Arc<LogWriter>,
     stats: Arc<LogStats>,
     config: EngineConfig,
     definitions: RwLock<HashMap<String, Arc<SagaDefinition>>>,
-    running: Mutex<HashSet<SagaId>>,
+    running: RunningSet,
 }
 
 impl Engine {
@@ -72,7 +74,7 @@ impl Engine {
     pub fn with_shared_store(store: Arc<dyn SagaStore>, config: EngineConfig) -> Self {
         let (events, _) = broadcast::channel(config.event_buffer.max(16));
         let stats = Arc::new(LogStats::default());
-        let writer = LogWriter::new(store.clone(), events.clone(), stats.clone());
+        let writer = Arc::new(LogWriter::new(store.clone(), events.clone(), stats.clone()));
         Engine {
             inner: Arc::new(Inner {
                 store,
@@ -81,7 +83,7 @@ impl Engine {
                 stats,
                 config,
                 definitions: RwLock::new(HashMap::new()),
-                running: Mutex::new(HashSet::new()),
+                running: RunningSet::default(),
             }),
         }
     }
@@ -246,27 +248,22 @@ impl Engine {
 
     /// Note a saga as driven by this engine; false if it already is.
     fn mark_running(&self, id: SagaId) -> bool {
-        self.inner
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id)
+        self.inner.running.insert(id)
     }
 
     /// One saga's records after `after_seq`: its history from the log, then live, ending
     /// after the terminal record. No gap and no duplicate, however far behind the reader is.
     pub fn subscribe(&self, saga_id: SagaId, after_seq: u64) -> EventStream {
-        events::saga_stream(
-            self.inner.store.clone(),
-            self.inner.events.subscribe(),
-            saga_id,
-            after_seq,
-        )
+        let live = self.inner.events.subscribe();
+        self.inner.stats.watched.store(true, Ordering::SeqCst);
+        events::saga_stream(self.inner.store.clone(), live, saga_id, after_seq)
     }
 
     /// Every saga's records: from `after_position` in the log if given, else from now on.
     pub fn subscribe_all(&self, after_position: Option<i64>) -> FeedStream {
         let live = self.inner.events.subscribe();
+        // Between subscribing and reading `last_announced`: see `LogStats::watched`.
+        self.inner.stats.watched.store(true, Ordering::SeqCst);
         let now = self.inner.stats.last_announced.load(Ordering::SeqCst);
         events::feed_stream(self.inner.store.clone(), live, after_position, now)
     }
@@ -314,11 +311,7 @@ impl Engine {
 
     /// Sagas this process is driving right now.
     pub fn running(&self) -> usize {
-        self.inner
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+        self.inner.running.len()
     }
 
     pub fn node_id(&self) -> &str {
@@ -328,11 +321,7 @@ impl Engine {
 
 /// A saga's driver has returned: it is no longer running here.
 fn finished(inner: &Inner, id: SagaId, result: &Result<SagaStatus, EngineError>) {
-    inner
-        .running
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&id);
+    inner.running.remove(id);
     match result {
         Ok(status) => tracing::debug!(saga_id = %id, %status, "saga finished"),
         Err(EngineError::DuplicateSaga(_)) => {}

@@ -25,7 +25,7 @@ pub(crate) struct SagaRun {
     pub definition: Arc<SagaDefinition>,
     pub progress: SagaProgress,
     pending: Vec<SagaRecord>,
-    writer: LogWriter,
+    writer: Arc<LogWriter>,
     /// Told the result of the first commit, for `Engine::start` to return only once the saga
     /// is durably on record.
     first_commit: Option<oneshot::Sender<Result<(), EngineError>>>,
@@ -46,7 +46,7 @@ impl SagaRun {
         id: SagaId,
         definition: Arc<SagaDefinition>,
         progress: SagaProgress,
-        writer: LogWriter,
+        writer: Arc<LogWriter>,
     ) -> Self {
         SagaRun {
             id,
@@ -139,23 +139,20 @@ impl SagaRun {
     }
 
     async fn run_action(&mut self, i: usize, attempt: u32) -> Result<(), EngineError> {
-        // One shared count taken, not one per field of the step (the sagas on every thread
-        // touch these counts).
-        let definition = self.definition.clone();
-        let step = &definition.steps[i];
+        // The step is read through `self.definition` each time rather than through a clone of
+        // the definition's `Arc`: that count is shared by the sagas on every thread, and each
+        // increment would move its cache line between the cores.
+        let timeout = self.definition.steps[i].timeout;
         self.record(
             RecordKind::StepStarted,
             Some(i),
             Some(attempt),
-            json!({ "timeout_ms": step.timeout.as_millis() as u64 }),
+            json!({ "timeout_ms": timeout.as_millis() as u64 }),
         )?;
         self.flush().await?;
         let started = Instant::now();
-        let outcome = attempt_with_timeout(
-            step.timeout,
-            (step.action)(self.context(i, attempt, "action")),
-        )
-        .await;
+        let attempt_fut = (self.definition.steps[i].action)(self.context(i, attempt, "action"));
+        let outcome = attempt_with_timeout(timeout, attempt_fut).await;
         let ms = elapsed_ms(started);
         match outcome {
             Attempt::Done(output) => {
@@ -184,8 +181,9 @@ impl SagaRun {
                 outcome_unknown,
             } => {
                 let failures = self.progress.steps[i].failures + 1;
-                if failures < step.retry.max_attempts {
-                    let delay = step.retry.backoff(attempt + 1);
+                let retry = &self.definition.steps[i].retry;
+                if failures < retry.max_attempts {
+                    let delay = retry.backoff(attempt + 1);
                     self.record(
                         RecordKind::StepRetrying,
                         Some(i),
@@ -209,10 +207,7 @@ impl SagaRun {
     }
 
     async fn run_compensation(&mut self, i: usize, attempt: u32) -> Result<(), EngineError> {
-        // One shared count taken, not one per field of the step (the sagas on every thread
-        // touch these counts).
-        let definition = self.definition.clone();
-        let step = &definition.steps[i];
+        // Through `self.definition`, not a clone of its `Arc`: see `run_action`.
         self.record(
             RecordKind::CompensationStarted,
             Some(i),
@@ -221,11 +216,9 @@ impl SagaRun {
         )?;
         self.flush().await?;
         let started = Instant::now();
-        let outcome = attempt_with_timeout(
-            step.timeout,
-            (step.compensation)(self.context(i, attempt, "compensation")),
-        )
-        .await;
+        let step = &self.definition.steps[i];
+        let attempt_fut = (step.compensation)(self.context(i, attempt, "compensation"));
+        let outcome = attempt_with_timeout(step.timeout, attempt_fut).await;
         let ms = elapsed_ms(started);
         let error = match outcome {
             Attempt::Done(()) => {
@@ -239,8 +232,9 @@ impl SagaRun {
             Attempt::Refused(error) | Attempt::Failed { error, .. } => error,
         };
         let failures = self.progress.steps[i].compensation_failures + 1;
-        if failures < step.compensation_retry.max_attempts {
-            let delay = step.compensation_retry.backoff(attempt + 1);
+        let retry = &self.definition.steps[i].compensation_retry;
+        if failures < retry.max_attempts {
+            let delay = retry.backoff(attempt + 1);
             self.record(
                 RecordKind::CompensationFailed,
                 Some(i),
@@ -256,7 +250,7 @@ impl SagaRun {
                 Some(attempt),
                 json!({ "error": error, "will_retry": false, "duration_ms": ms }),
             )?;
-            let detail = json!({ "step": &*step.name, "error": error });
+            let detail = json!({ "step": &*self.definition.steps[i].name, "error": error });
             self.record(RecordKind::SagaStuck, Some(i), None, detail)?;
         }
         Ok(())

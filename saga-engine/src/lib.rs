@@ -45,6 +45,7 @@ mod jitter;
 mod log_writer;
 mod progress;
 mod record;
+mod running;
 pub mod store;
 
 pub use definition::{

@@ -16,7 +16,7 @@
 //! broadcast channel only after `append` returned Ok.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{broadcast, oneshot};
@@ -34,6 +34,14 @@ pub struct LogStats {
     pub records: AtomicU64,
     /// The position of the last record announced (0: none yet by this engine).
     pub last_announced: AtomicI64,
+    /// Whether anyone has ever subscribed to the announcements. Until then nothing is built
+    /// to announce, and the channel's own receiver count, which takes its lock, is not even
+    /// asked: sagas on every thread commit, and a lock taken per commit moves its cache line
+    /// between the cores. Set by a subscriber right after subscribing and before it reads
+    /// `last_announced` or the store; an announcer reads it right after moving
+    /// `last_announced` (both SeqCst), so either the announcer sees the subscriber, or the
+    /// subscriber sees the records as already announced (and reads them as history).
+    pub(crate) watched: AtomicBool,
 }
 
 struct Waiter {
@@ -81,7 +89,7 @@ impl LogWriter {
             return self
                 .store
                 .append_in_place(records, &mut |positions, records| {
-                    self.announce(positions, records)
+                    self.announce(positions, || std::mem::take(records))
                 });
         }
         let (done, wait) = oneshot::channel();
@@ -104,7 +112,14 @@ impl LogWriter {
     }
 
     /// Count a commit and announce its records, in order.
-    fn announce(&self, positions: Vec<i64>, records: impl IntoIterator<Item = SagaRecord>) {
+    ///
+    /// `records` is called only if someone listens: otherwise the records stay where they are,
+    /// to be freed by their owner (the memory store frees them after releasing its lock).
+    fn announce<I: IntoIterator<Item = SagaRecord>>(
+        &self,
+        positions: &[i64],
+        records: impl FnOnce() -> I,
+    ) {
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
         self.stats
             .records
@@ -117,10 +132,10 @@ impl LogWriter {
         // Nobody watching: nothing to build. One who subscribes from now on reads
         // `last_announced`, already past these, and expects none of them live; one who follows
         // a saga reads its history from the store, which holds them.
-        if self.events.receiver_count() == 0 {
+        if !self.stats.watched.load(Ordering::SeqCst) || self.events.receiver_count() == 0 {
             return;
         }
-        for (position, record) in positions.into_iter().zip(records) {
+        for (&position, record) in positions.iter().zip(records()) {
             // A receiver gone since is fine.
             let _ = self.events.send(Arc::new(Committed { position, record }));
         }
@@ -179,7 +194,7 @@ impl LogWriter {
             }
             match self.store.append(records).await {
                 Ok(positions) => {
-                    self.announce(positions, records.drain(..));
+                    self.announce(&positions, || records.drain(..));
                     for w in waiters.iter_mut() {
                         if let Some(done) = w.done.take() {
                             let _ = done.send(Ok(()));

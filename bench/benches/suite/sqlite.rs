@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use saga_engine::{Engine, SagaDefinition, SqliteStore, Step};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use crate::engine::{measure, noop_saga};
+use crate::engine::{Callers, measure, noop_saga};
 use crate::report::{Report, rate, rss_kib};
 
 pub fn scratch(name: &str) -> PathBuf {
@@ -60,10 +60,13 @@ pub async fn engine_throughput(engine: &Engine, n: usize, in_flight: usize) -> (
         engine.stats().commits.load(Ordering::Relaxed),
         engine.stats().records.load(Ordering::Relaxed),
     );
-    let run = measure(n, in_flight, || {
-        let (engine, input) = (engine.clone(), input.clone());
-        async move {
-            let _ = engine.run("noop", &input).await;
+    let run = measure(n, in_flight, Callers::Dispatcher, {
+        let engine = engine.clone();
+        move || {
+            let (engine, input) = (engine.clone(), input.clone());
+            async move {
+                let _ = engine.run("noop", &input).await;
+            }
         }
     })
     .await;
@@ -241,10 +244,13 @@ pub fn recovery(report: &mut Report, quick: bool) -> anyhow::Result<()> {
         let recovery = rate(resumed, started.elapsed());
         // Normal throughput on the same store, same saga, same number in flight.
         let input = serde_json::json!({});
-        let normal = measure(n, n.min(1024), || {
-            let (engine, input) = (engine.clone(), input.clone());
-            async move {
-                let _ = engine.run("stalled", &input).await;
+        let normal = measure(n, n.min(1024), Callers::Dispatcher, {
+            let engine = engine.clone();
+            move || {
+                let (engine, input) = (engine.clone(), input.clone());
+                async move {
+                    let _ = engine.run("stalled", &input).await;
+                }
             }
         })
         .await;

@@ -82,11 +82,13 @@ pub trait SagaStore: Send + Sync + 'static {
 
     /// `append`, done right away in the caller, handing the records with their positions to
     /// `announce` before the next append may commit, so that announcements come in log order.
-    /// Called only if [`commits_in_place`](Self::commits_in_place).
+    /// `announce` takes the records it sends out of the `Vec`; the store frees what it leaves
+    /// only after its lock is released. Called only if
+    /// [`commits_in_place`](Self::commits_in_place).
     fn append_in_place(
         &self,
         _records: Vec<SagaRecord>,
-        _announce: &mut dyn FnMut(Vec<i64>, Vec<SagaRecord>),
+        _announce: &mut dyn FnMut(&[i64], &mut Vec<SagaRecord>),
     ) -> Result<(), StoreError> {
         Err(StoreError::Database(
             "this store commits only through `append`".into(),
