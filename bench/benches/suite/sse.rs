@@ -13,7 +13,8 @@ use tokio::net::TcpStream;
 
 use crate::report::{Report, percentile_ms, rss_kib_of};
 
-/// How many subscribers parse every event (for delay, loss and order); the rest only count.
+/// How many subscribers parse every event (for delay, loss and order), spread evenly over the
+/// connection order; the rest only count.
 const SAMPLED: usize = 50;
 
 #[derive(Default)]
@@ -149,8 +150,16 @@ pub async fn measure(
         .collect();
     let rss_before = rss_kib_of(&t.pid.to_string());
     let mut tasks = Vec::with_capacity(subscribers);
+    // The sampled subscribers are spread evenly over the connection order, not the first to
+    // connect: a server tends to serve its subscribers in the order they came, and the first
+    // ones alone would show only the start of each wave of delivery.
+    let every = (subscribers / samples.len().max(1)).max(1);
     for i in 0..subscribers {
-        let sample = samples.get(i).cloned();
+        let sample = if i % every == 0 {
+            samples.get(i / every).cloned()
+        } else {
+            None
+        };
         tasks.push(tokio::spawn(subscribe(
             t.addr.clone(),
             t.path,
