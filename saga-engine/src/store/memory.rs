@@ -525,4 +525,63 @@ mod tests {
             );
         }
     }
+
+    /// Until someone subscribes nothing is announced at all (`LogStats::watched`); the first
+    /// subscribers must still get exactly what they asked for: "from now on" is from now on,
+    /// and a saga's history is all there.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_first_subscriber_after_unwatched_sagas_misses_nothing_and_gets_no_old_news() {
+        let engine = Engine::new(MemoryStore::new());
+        let steps = (0..3)
+            .map(|i| Step::new(&format!("s{i}")).action(move |_| async move { Ok(i) }))
+            .collect();
+        engine.register(SagaDefinition::new("three", steps).expect("valid"));
+        let mut earlier = Vec::new();
+        for _ in 0..20 {
+            let (id, status) = engine.run("three", &json!({})).await.expect("ran");
+            assert_eq!(status, SagaStatus::Completed);
+            earlier.push(id);
+        }
+        let before = engine.store().last_position().await.expect("read");
+        assert_eq!(before, 20 * 8);
+
+        let feed = engine.subscribe_all(None);
+        let (later, _) = engine.run("three", &json!({})).await.expect("ran");
+        let seen: Vec<Committed> = tokio::time::timeout(
+            Duration::from_secs(10),
+            feed.take(8)
+                .map(|c| (*c.expect("no gap")).clone())
+                .collect(),
+        )
+        .await
+        .expect("the new saga's records announced");
+        assert!(
+            seen.iter().all(|c| c.record.saga_id == later),
+            "only what was committed after subscribing"
+        );
+        assert_eq!(
+            seen.iter().map(|c| c.position).collect::<Vec<_>>(),
+            (before + 1..=before + 8).collect::<Vec<_>>()
+        );
+
+        // A saga that ended before anyone watched: its whole history, then the stream ends.
+        let history: Vec<SagaRecord> = tokio::time::timeout(
+            Duration::from_secs(10),
+            engine
+                .subscribe(earlier[7], 0)
+                .map(|r| r.expect("readable"))
+                .collect(),
+        )
+        .await
+        .expect("the stream of a finished saga ends");
+        assert_eq!(
+            engine.store().saga_records(earlier[7], 0).await,
+            Ok(history.clone())
+        );
+        assert_eq!(history.len(), 8);
+        assert_eq!(
+            history.last().map(|r| r.kind),
+            Some(RecordKind::SagaCompleted)
+        );
+    }
 }
