@@ -162,7 +162,7 @@ impl Engine {
         // four-step saga run one at a time). If the caller stops waiting, the rest of the saga
         // moves to a task of its own, so it finishes all the same.
         let status = Inline {
-            inner: self.inner.clone(),
+            inner: &self.inner,
             id,
             drive: Some(Box::pin(run.drive())),
         }
@@ -334,13 +334,15 @@ type Driving = Pin<Box<dyn Future<Output = Result<SagaStatus, EngineError>> + Se
 
 /// A saga driven in its caller's task ([`Engine::run`]). Dropped before the end, it hands the
 /// rest of the saga to a task of its own.
-struct Inline {
-    inner: Arc<Inner>,
+struct Inline<'a> {
+    /// Borrowed, not a count of its own: the engine's count is shared by every saga on every
+    /// thread. Cloned only to hand the saga over.
+    inner: &'a Arc<Inner>,
     id: SagaId,
     drive: Option<Driving>,
 }
 
-impl Future for Inline {
+impl Future for Inline<'_> {
     type Output = Result<SagaStatus, EngineError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -349,12 +351,12 @@ impl Future for Inline {
         };
         let result = ready!(drive.as_mut().poll(cx));
         self.drive = None;
-        finished(&self.inner, self.id, &result);
+        finished(self.inner, self.id, &result);
         Poll::Ready(result)
     }
 }
 
-impl Drop for Inline {
+impl Drop for Inline<'_> {
     fn drop(&mut self) {
         let Some(drive) = self.drive.take() else {
             return;
