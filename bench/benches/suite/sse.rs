@@ -73,7 +73,10 @@ async fn subscribe(
     if stream.write_all(request.as_bytes()).await.is_err() {
         return;
     }
-    tally.connected.fetch_add(1, Ordering::Relaxed);
+    // Subscribed once the response head is in: both servers subscribe before answering. A
+    // subscriber counted when its request was merely sent could still be in the server's
+    // accept queue when the first events go out, and miss them.
+    let mut head: Option<Vec<u8>> = Some(Vec::new());
     let mut buf = vec![0u8; 16 * 1024];
     let mut pending = String::new();
     let mut carry: Vec<u8> = Vec::with_capacity(16 * 1024 + 5);
@@ -83,6 +86,13 @@ async fn subscribe(
             _ = stop.notified() => return,
         };
         let chunk = &buf[..n];
+        if let Some(so_far) = &mut head {
+            so_far.extend_from_slice(chunk);
+            if so_far.windows(4).any(|w| w == b"\r\n\r\n") {
+                head = None;
+                tally.connected.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         match &sample {
             None => {
                 // Count `data: ` lines, including one split across two reads.
