@@ -46,6 +46,7 @@ mod log_writer;
 mod progress;
 mod record;
 mod running;
+mod sharded;
 pub mod store;
 
 pub use definition::{

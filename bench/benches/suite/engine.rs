@@ -36,30 +36,30 @@ where
     F: Fn() -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let started = Instant::now();
-    let mut latencies: Vec<Duration> = if in_flight <= 1 {
-        let mut latencies = Vec::with_capacity(n);
-        for _ in 0..n {
+    /// `count` sagas back to back, each one's latency.
+    async fn one_after_another<Fut: std::future::Future<Output = ()>>(
+        count: usize,
+        one: impl Fn() -> Fut,
+    ) -> Vec<Duration> {
+        let mut latencies = Vec::with_capacity(count);
+        for _ in 0..count {
             let t = Instant::now();
             one().await;
             latencies.push(t.elapsed());
         }
         latencies
+    }
+
+    let started = Instant::now();
+    let mut latencies: Vec<Duration> = if in_flight <= 1 {
+        one_after_another(n, one).await
     } else if callers == Callers::Independent {
         let tasks: Vec<_> = (0..in_flight)
             .map(|caller| {
                 let one = one.clone();
                 // `n` shared out, the first callers taking one more when it does not divide.
                 let count = n / in_flight + usize::from(caller < n % in_flight);
-                tokio::spawn(async move {
-                    let mut latencies = Vec::with_capacity(count);
-                    for _ in 0..count {
-                        let t = Instant::now();
-                        one().await;
-                        latencies.push(t.elapsed());
-                    }
-                    latencies
-                })
+                tokio::spawn(one_after_another(count, one))
             })
             .collect();
         let mut latencies = Vec::with_capacity(n);

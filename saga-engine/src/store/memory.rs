@@ -24,16 +24,16 @@ use super::{
 };
 use crate::definition::BoxFuture;
 use crate::record::{RecordKind, SagaId, SagaRecord, SagaStatus, now_ms};
-
-/// A power of two, comfortably more than the worker threads of a node.
-const SHARDS: usize = 16;
+use crate::sharded::{SHARDS, Sharded, lock, shard_of};
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     /// Position `i + 1` is `log[i]`. Taken after a shard's lock when both are held, never
     /// before.
     log: Mutex<Log>,
-    shards: [Shard; SHARDS],
+    /// The sagas by id, so that appends on different cores for different sagas touch nothing
+    /// in common but the log.
+    sagas: Sharded<SagaMap>,
 }
 
 type SagaMap = HashMap<SagaId, Saga, BuildHasherDefault<IdHasher>>;
@@ -42,12 +42,6 @@ type SagaMap = HashMap<SagaId, Saga, BuildHasherDefault<IdHasher>>;
 /// touched) by the appending thread before the lock, and the lock covers pushing 8 bytes,
 /// where pushing the ~90-byte record would page-fault under it every few dozen records.
 type Log = Vec<Box<Kept>>;
-
-/// Some of the sagas, on cache lines of their own (two, for the adjacent-line prefetcher), so
-/// that appends on different cores for different sagas touch nothing in common but the log.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-struct Shard(Mutex<SagaMap>);
 
 /// One saga: its summary row, its lease, and where its newest record is.
 #[derive(Debug)]
@@ -138,26 +132,13 @@ enum Change {
     Status { status: SagaStatus, at_ms: i64 },
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
     }
 
-    fn shard_of(id: SagaId) -> usize {
-        // Random (v4) or hashed (v5) UUIDs: the low bits are already uniform.
-        id.0.as_u128() as usize % SHARDS
-    }
-
     fn log(&self) -> MutexGuard<'_, Log> {
         lock(&self.log)
-    }
-
-    fn shard(&self, id: SagaId) -> MutexGuard<'_, SagaMap> {
-        lock(&self.shards[Self::shard_of(id)].0)
     }
 
     /// Everything an append needs that can be done before taking a lock.
@@ -198,19 +179,19 @@ impl MemoryStore {
     ) -> Result<(), StoreError> {
         let mut wanted = [false; SHARDS];
         for p in &prepared {
-            wanted[Self::shard_of(p.kept.saga_id)] = true;
+            wanted[shard_of(p.kept.saga_id)] = true;
         }
         let mut shards: [Option<MutexGuard<'_, SagaMap>>; SHARDS] = Default::default();
         for (i, guard) in shards.iter_mut().enumerate() {
             if wanted[i] {
-                *guard = Some(lock(&self.shards[i].0));
+                *guard = Some(self.sagas.lock_shard(i));
             }
         }
         fn saga_map<'a>(
             shards: &'a mut [Option<MutexGuard<'_, SagaMap>>; SHARDS],
             id: SagaId,
         ) -> &'a mut SagaMap {
-            shards[MemoryStore::shard_of(id)]
+            shards[shard_of(id)]
                 .as_deref_mut()
                 .expect("the shard of every saga in the batch is locked")
         }
@@ -295,7 +276,7 @@ impl SagaStore for MemoryStore {
     ) -> BoxFuture<'_, Result<Vec<SagaRecord>, StoreError>> {
         // Where its newest record is, then the chain back from there: a record appended in
         // between is newer than all of these, and left for the next read.
-        let last = self.shard(saga_id).get(&saga_id).map(|saga| saga.last);
+        let last = self.sagas.lock(saga_id).get(&saga_id).map(|saga| saga.last);
         let log = self.log();
         let mut newest_first = Vec::new();
         let mut next = last;
@@ -339,7 +320,8 @@ impl SagaStore for MemoryStore {
 
     fn saga(&self, saga_id: SagaId) -> BoxFuture<'_, Result<Option<SagaSummary>, StoreError>> {
         let summary = self
-            .shard(saga_id)
+            .sagas
+            .lock(saga_id)
             .get(&saga_id)
             .and_then(|saga| saga.summary.clone());
         Box::pin(async move { Ok(summary) })
@@ -351,9 +333,9 @@ impl SagaStore for MemoryStore {
         limit: u32,
     ) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>> {
         let mut list: Vec<SagaSummary> = Vec::new();
-        for shard in &self.shards {
+        for shard in self.sagas.each() {
             list.extend(
-                lock(&shard.0)
+                shard
                     .values()
                     .filter_map(|saga| saga.summary.as_ref())
                     .filter(|s| status.is_none_or(|st| s.status == st))
@@ -377,8 +359,8 @@ impl SagaStore for MemoryStore {
         let now = now_ms();
         let until = lease_until(lease);
         let mut claimed = Vec::new();
-        for shard in &self.shards {
-            for (id, saga) in lock(&shard.0).iter_mut() {
+        for mut shard in self.sagas.each() {
+            for (id, saga) in shard.iter_mut() {
                 let Some(s) = &saga.summary else { continue };
                 let free =
                     saga.holder.as_deref().is_none_or(|h| h == owner) || saga.lease_end < now;
@@ -473,15 +455,22 @@ mod tests {
         assert_eq!(store.saga(other).await, Ok(None));
     }
 
-    /// Appended in the sagas' own tasks (no group commit), from many at once: every saga's
-    /// records are announced once each, in log order, and match what the log holds.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sagas_appending_in_place_announce_everything_in_log_order() {
+    /// An engine on a fresh memory store, with `three`: three steps that succeed (a saga of
+    /// it logs 8 records).
+    fn engine_with_three_steps() -> Engine {
         let engine = Engine::new(MemoryStore::new());
         let steps = (0..3)
             .map(|i| Step::new(&format!("s{i}")).action(move |_| async move { Ok(i) }))
             .collect();
         engine.register(SagaDefinition::new("three", steps).expect("valid"));
+        engine
+    }
+
+    /// Appended in the sagas' own tasks (no group commit), from many at once: every saga's
+    /// records are announced once each, in log order, and match what the log holds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sagas_appending_in_place_announce_everything_in_log_order() {
+        let engine = engine_with_three_steps();
         let feed = engine.subscribe_all(None);
         let runs: Vec<_> = (0..200)
             .map(|_| {
@@ -531,11 +520,7 @@ mod tests {
     /// and a saga's history is all there.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_first_subscriber_after_unwatched_sagas_misses_nothing_and_gets_no_old_news() {
-        let engine = Engine::new(MemoryStore::new());
-        let steps = (0..3)
-            .map(|i| Step::new(&format!("s{i}")).action(move |_| async move { Ok(i) }))
-            .collect();
-        engine.register(SagaDefinition::new("three", steps).expect("valid"));
+        let engine = engine_with_three_steps();
         let mut earlier = Vec::new();
         for _ in 0..20 {
             let (id, status) = engine.run("three", &json!({})).await.expect("ran");
