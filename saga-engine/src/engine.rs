@@ -269,13 +269,14 @@ impl Engine {
     }
 
     /// A view of the whole log in which `render` runs once per record, however many
-    /// subscribers follow it, records within `window` of each other sent together (see
-    /// [`FeedView`]). Needs a tokio runtime: it starts the task that
-    /// renders.
+    /// subscribers follow it, records within `window` of each other sent together as one item,
+    /// their renderings put together by `join` (see [`FeedView`]). Needs a tokio runtime: it
+    /// starts the task that renders.
     pub fn feed_view<T: Send + Sync + 'static>(
         &self,
         window: Duration,
         render: impl Fn(&Committed) -> T + Send + Sync + 'static,
+        join: impl Fn(Vec<T>) -> T + Send + Sync + 'static,
     ) -> FeedView<T> {
         let engine = self.clone();
         FeedView::start(
@@ -284,6 +285,7 @@ impl Engine {
             self.inner.config.event_buffer,
             window,
             Arc::new(render),
+            Box::new(join),
         )
     }
 

@@ -120,9 +120,16 @@ pub(crate) fn saga_stream(
     }))
 }
 
-/// What a feed carries: something that knows where in the log it came from.
+/// What a feed carries: something that knows where in the log it came from. An item may
+/// stand for a run of consecutive records (a [`FeedView`] sends a window's records as one):
+/// `first_position..=position`.
 pub trait Positioned {
+    /// The last record it covers.
     fn position(&self) -> i64;
+    /// The first record it covers.
+    fn first_position(&self) -> i64 {
+        self.position()
+    }
 }
 
 impl Positioned for Committed {
@@ -131,9 +138,11 @@ impl Positioned for Committed {
     }
 }
 
-/// A record of the whole log as a [`FeedView`] made it: its position and the rendering.
+/// Records of the whole log as a [`FeedView`] made them: the positions `first..=position`
+/// and their rendering (one record, or a window's records joined).
 #[derive(Debug)]
 pub struct Rendered<T> {
+    pub first: i64,
     pub position: i64,
     pub value: T,
 }
@@ -141,6 +150,9 @@ pub struct Rendered<T> {
 impl<T> Positioned for Rendered<T> {
     fn position(&self) -> i64 {
         self.position
+    }
+    fn first_position(&self) -> i64 {
+        self.first
     }
 }
 
@@ -184,8 +196,14 @@ impl<X: Positioned> FeedCursor<X> {
             }
             match self.live.recv().await {
                 Ok(c) => {
-                    if self.last_position.is_some_and(|p| c.position() <= p) {
-                        continue;
+                    match self.last_position {
+                        Some(p) if c.position() <= p => continue,
+                        // Partly handed out already (from the log): the rest is in the log too.
+                        Some(p) if c.first_position() <= p => {
+                            self.need_log_read = true;
+                            continue;
+                        }
+                        _ => {}
                     }
                     self.last_position = Some(c.position());
                     return Some(Ok(c));
@@ -242,9 +260,9 @@ pub type ViewStream<T> = Pin<Box<dyn Stream<Item = Result<Arc<Rendered<T>>, Engi
 /// live channel exactly as [`Engine::subscribe_all`](crate::Engine::subscribe_all) does.
 ///
 /// With a non-zero `window` and many subscribers (100 or more), records committed within it of
-/// each other are sent together: a subscriber woken for the first finds the rest already there,
-/// so ten thousand subscribers make one write each per window instead of one per commit, for at
-/// most `window` more delay. With few subscribers every record goes out at once.
+/// each other are sent together, their renderings joined into one item (`join`): ten thousand
+/// subscribers are each woken once and make one write per window instead of one per record,
+/// for at most `window` more delay. With few subscribers every record goes out at once.
 pub struct FeedView<T> {
     inner: Arc<ViewInner<T>>,
 }
@@ -263,17 +281,29 @@ struct ViewInner<T> {
     /// The position of the last record sent on `live` (0: none yet).
     sent: AtomicI64,
     render: Arc<dyn Fn(&Committed) -> T + Send + Sync>,
+    join: Box<dyn Fn(Vec<T>) -> T + Send + Sync>,
 }
 
 impl<T> ViewInner<T> {
-    /// Send rendered records in order, noting the last position first (see [`follow`]).
-    fn send_all(&self, rendered: &mut Vec<Arc<Rendered<T>>>) {
-        if let Some(last) = rendered.last() {
-            self.sent.fetch_max(last.position, Ordering::SeqCst);
-        }
-        for r in rendered.drain(..) {
-            let _ = self.live.send(r);
-        }
+    /// Send the records held back as one item, noting its last position first (see [`follow`]).
+    fn send_all(&self, pending: &mut Vec<Rendered<T>>) {
+        let (Some(first), Some(last)) = (pending.first(), pending.last()) else {
+            return;
+        };
+        let (first, last, one) = (first.first, last.position, pending.len() == 1);
+        let mut values = pending.drain(..).map(|r| r.value);
+        let value = if one {
+            values.next()
+        } else {
+            Some((self.join)(values.collect()))
+        };
+        let Some(value) = value else { return };
+        self.sent.fetch_max(last, Ordering::SeqCst);
+        let _ = self.live.send(Arc::new(Rendered {
+            first,
+            position: last,
+            value,
+        }));
     }
 }
 
@@ -284,6 +314,7 @@ impl<T: Send + Sync + 'static> FeedView<T> {
         buffer: usize,
         window: std::time::Duration,
         render: Arc<dyn Fn(&Committed) -> T + Send + Sync>,
+        join: Box<dyn Fn(Vec<T>) -> T + Send + Sync>,
     ) -> FeedView<T> {
         let (live, _) = broadcast::channel(buffer.max(16));
         let inner = Arc::new(ViewInner {
@@ -291,6 +322,7 @@ impl<T: Send + Sync + 'static> FeedView<T> {
             live,
             sent: AtomicI64::new(0),
             render,
+            join,
         });
         let weak = Arc::downgrade(&inner);
         let mut records = feed(None);
@@ -298,7 +330,7 @@ impl<T: Send + Sync + 'static> FeedView<T> {
             use futures_util::StreamExt;
             let mut last = None;
             // Rendered, not yet sent: sent together once `window` has passed since the first.
-            let mut pending: Vec<Arc<Rendered<T>>> = Vec::new();
+            let mut pending: Vec<Rendered<T>> = Vec::new();
             let mut deadline = tokio::time::Instant::now();
             loop {
                 let next = if pending.is_empty() {
@@ -323,14 +355,16 @@ impl<T: Send + Sync + 'static> FeedView<T> {
                         // Nobody listening: nothing to render (history is rendered on demand).
                         if view.live.receiver_count() > 0 {
                             let value = (view.render)(&c);
-                            let rendered = Arc::new(Rendered {
+                            let rendered = Rendered {
+                                first: c.position,
                                 position: c.position,
                                 value,
-                            });
+                            };
                             // Few subscribers: a wake-up is cheap, waiting is not.
                             if window.is_zero()
                                 || view.live.receiver_count() < COALESCE_FROM_SUBSCRIBERS
                             {
+                                view.send_all(&mut pending);
                                 view.send_all(&mut vec![rendered]);
                             } else {
                                 if pending.is_empty() {
@@ -363,6 +397,7 @@ impl<T: Send + Sync + 'static> FeedView<T> {
             live,
             Arc::new(move |c: Committed| {
                 Arc::new(Rendered {
+                    first: c.position,
                     position: c.position,
                     value: render(&c),
                 })
@@ -370,5 +405,122 @@ impl<T: Send + Sync + 'static> FeedView<T> {
             after_position,
             now,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures_util::StreamExt;
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::MemoryStore;
+    use crate::{Engine, SagaDefinition, Step};
+
+    /// Per saga: started, 2 × (step started, step succeeded), completed.
+    const RECORDS_PER_SAGA: i64 = 6;
+
+    fn engine_with_two_steps() -> Engine {
+        let engine = Engine::new(MemoryStore::new());
+        let steps = (0..2)
+            .map(|i| Step::new(&format!("s{i}")).action(move |_| async move { Ok(i) }))
+            .collect();
+        engine.register(SagaDefinition::new("two", steps).expect("valid"));
+        engine
+    }
+
+    /// A view rendering each record as its position, joining a window's into one list.
+    fn positions_view(engine: &Engine, window: Duration) -> FeedView<Vec<i64>> {
+        engine.feed_view(
+            window,
+            |c: &Committed| vec![c.position],
+            |parts| parts.concat(),
+        )
+    }
+
+    /// Let the view's task take in what was announced (time is paused: nothing elapses).
+    async fn let_the_view_run() {
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// The next `n` positions a subscriber is handed, checking that every item's value
+    /// matches the positions it says it covers.
+    async fn next_positions(stream: &mut ViewStream<Vec<i64>>, n: usize) -> Vec<i64> {
+        let mut seen = Vec::new();
+        while seen.len() < n {
+            let item = tokio::time::timeout(Duration::from_secs(60), stream.next())
+                .await
+                .expect("the subscriber got everything in time")
+                .expect("the stream goes on")
+                .expect("no error");
+            let covered: Vec<i64> = (item.first..=item.position).collect();
+            assert_eq!(item.value, covered, "an item holds exactly what it covers");
+            seen.extend(covered);
+        }
+        seen
+    }
+
+    /// With many subscribers, a saga's records committed within the window reach each
+    /// subscriber as one item.
+    #[tokio::test(start_paused = true)]
+    async fn records_within_the_window_go_out_as_one_item() {
+        let engine = engine_with_two_steps();
+        let view = positions_view(&engine, Duration::from_millis(500));
+        let mut subscribers: Vec<_> = (0..COALESCE_FROM_SUBSCRIBERS)
+            .map(|_| view.subscribe(None))
+            .collect();
+        engine.run("two", &json!({})).await.expect("ran");
+        for s in &mut subscribers {
+            let item = s.next().await.expect("an item").expect("no error");
+            assert_eq!((item.first, item.position), (1, RECORDS_PER_SAGA));
+            assert_eq!(item.value, (1..=RECORDS_PER_SAGA).collect::<Vec<_>>());
+        }
+    }
+
+    /// Subscribers leaving while records are held back (down to fewer than send together):
+    /// the next record goes out at once, but only after the held ones, so that none is
+    /// overtaken and then skipped as already seen.
+    #[tokio::test(start_paused = true)]
+    async fn held_records_are_not_overtaken_when_subscribers_leave() {
+        let engine = engine_with_two_steps();
+        let view = positions_view(&engine, Duration::from_secs(5));
+        let mut subscribers: Vec<_> = (0..COALESCE_FROM_SUBSCRIBERS)
+            .map(|_| view.subscribe(None))
+            .collect();
+        engine.run("two", &json!({})).await.expect("ran");
+        let_the_view_run().await;
+        let mut stays = subscribers.pop().expect("one");
+        drop(subscribers);
+        engine.run("two", &json!({})).await.expect("ran");
+        let_the_view_run().await;
+        let seen = next_positions(&mut stays, 2 * RECORDS_PER_SAGA as usize).await;
+        assert_eq!(seen, (1..=2 * RECORDS_PER_SAGA).collect::<Vec<_>>());
+    }
+
+    /// A subscriber that read part of a window from the log (it resumed while the window was
+    /// held back) gets the rest of it once, in order, when the window goes out as one item.
+    #[tokio::test(start_paused = true)]
+    async fn a_window_partly_read_from_the_log_is_not_handed_out_twice() {
+        let engine = engine_with_two_steps();
+        let view = positions_view(&engine, Duration::from_secs(5));
+        let _many: Vec<_> = (0..COALESCE_FROM_SUBSCRIBERS)
+            .map(|_| view.subscribe(None))
+            .collect();
+        engine.run("two", &json!({})).await.expect("ran");
+        let_the_view_run().await;
+        let mut resumed = view.subscribe(Some(3));
+        let from_log = next_positions(&mut resumed, 3).await;
+        assert_eq!(from_log, vec![4, 5, 6]);
+        engine.run("two", &json!({})).await.expect("ran");
+        // The view now sends 1..=12 as one item; 1..=6 were handed out already.
+        let rest = next_positions(&mut resumed, RECORDS_PER_SAGA as usize).await;
+        assert_eq!(
+            rest,
+            (RECORDS_PER_SAGA + 1..=2 * RECORDS_PER_SAGA).collect::<Vec<_>>()
+        );
     }
 }

@@ -48,11 +48,15 @@ pub struct EventsFeed {
 }
 
 impl EventsFeed {
-    /// The whole log as `/api/events` frames, each rendered once for every subscriber.
+    /// The whole log as `/api/events` frames, each rendered once for every subscriber; the
+    /// frames of a window sent together go out as one buffer, so that each subscriber takes
+    /// them in one piece.
     pub fn new(engine: &Engine, metrics: Arc<Metrics>, shutdown: watch::Receiver<bool>) -> Self {
-        let frames = engine.feed_view(COALESCE, |c: &Committed| {
-            frame(c.position, &super::sagas::event(&c.record))
-        });
+        let frames = engine.feed_view(
+            COALESCE,
+            |c: &Committed| frame(c.position, &super::sagas::event(&c.record)),
+            |frames: Vec<Bytes>| Bytes::from(frames.concat()),
+        );
         EventsFeed {
             frames,
             metrics,
