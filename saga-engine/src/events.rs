@@ -7,7 +7,7 @@
 //! broadcast's buffer (or sees a hole in the numbering) re-reads the missing stretch from the
 //! log, which holds everything that was ever announced.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -262,7 +262,9 @@ pub type ViewStream<T> = Pin<Box<dyn Stream<Item = Result<Arc<Rendered<T>>, Engi
 /// With a non-zero `window` and many subscribers (100 or more), records committed within it of
 /// each other are sent together, their renderings joined into one item (`join`): ten thousand
 /// subscribers are each woken once and make one write per window instead of one per record,
-/// for at most `window` more delay. With few subscribers every record goes out at once.
+/// for at most `window` more delay. The window closes early once every saga it holds records of
+/// has finished (a purchase on a quiet shop goes out as soon as it is done). With few
+/// subscribers every record goes out at once.
 pub struct FeedView<T> {
     inner: Arc<ViewInner<T>>,
 }
@@ -331,6 +333,8 @@ impl<T: Send + Sync + 'static> FeedView<T> {
             let mut last = None;
             // Rendered, not yet sent: sent together once `window` has passed since the first.
             let mut pending: Vec<Rendered<T>> = Vec::new();
+            // The sagas with records held that have not finished within the window.
+            let mut open: HashSet<SagaId> = HashSet::new();
             let mut deadline = tokio::time::Instant::now();
             loop {
                 let next = if pending.is_empty() {
@@ -369,8 +373,19 @@ impl<T: Send + Sync + 'static> FeedView<T> {
                             } else {
                                 if pending.is_empty() {
                                     deadline = tokio::time::Instant::now() + window;
+                                    open.clear();
+                                }
+                                if c.record.kind.is_terminal() {
+                                    open.remove(&c.record.saga_id);
+                                } else {
+                                    open.insert(c.record.saga_id);
                                 }
                                 pending.push(rendered);
+                                // Every saga held has finished: no record of theirs is coming
+                                // to join, so waiting longer only adds delay.
+                                if open.is_empty() {
+                                    view.send_all(&mut pending);
+                                }
                             }
                         }
                     }
@@ -422,13 +437,30 @@ mod tests {
     /// Per saga: started, 2 × (step started, step succeeded), completed.
     const RECORDS_PER_SAGA: i64 = 6;
 
+    /// `two`: two no-op steps. `waits`: one step that takes an hour, to keep a window open.
     fn engine_with_two_steps() -> Engine {
         let engine = Engine::new(MemoryStore::new());
         let steps = (0..2)
             .map(|i| Step::new(&format!("s{i}")).action(move |_| async move { Ok(i) }))
             .collect();
         engine.register(SagaDefinition::new("two", steps).expect("valid"));
+        let slow = Step::new("slow").action(|_| async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(())
+        });
+        engine.register(SagaDefinition::new("waits", vec![slow]).expect("valid"));
         engine
+    }
+
+    /// Start a saga that stays unfinished, so that a window holding its records stays open for
+    /// its full length; returns how many records it logged (started, then its step started).
+    async fn keep_the_window_open(engine: &Engine) -> i64 {
+        engine.start("waits", &json!({})).await.expect("started");
+        let mut feed = engine.subscribe_all(Some(0));
+        for _ in 0..2 {
+            feed.next().await.expect("more").expect("read");
+        }
+        2
     }
 
     /// A view rendering each record as its position, joining a window's into one list.
@@ -491,14 +523,35 @@ mod tests {
         let mut subscribers: Vec<_> = (0..COALESCE_FROM_SUBSCRIBERS)
             .map(|_| view.subscribe(None))
             .collect();
+        let open = keep_the_window_open(&engine).await;
         engine.run("two", &json!({})).await.expect("ran");
         let_the_view_run().await;
         let mut stays = subscribers.pop().expect("one");
         drop(subscribers);
         engine.run("two", &json!({})).await.expect("ran");
         let_the_view_run().await;
-        let seen = next_positions(&mut stays, 2 * RECORDS_PER_SAGA as usize).await;
-        assert_eq!(seen, (1..=2 * RECORDS_PER_SAGA).collect::<Vec<_>>());
+        let all = open + 2 * RECORDS_PER_SAGA;
+        let seen = next_positions(&mut stays, all as usize).await;
+        assert_eq!(seen, (1..=all).collect::<Vec<_>>());
+    }
+
+    /// Once every saga held in the window has finished, the window closes without waiting.
+    #[tokio::test(start_paused = true)]
+    async fn a_window_closes_once_its_sagas_have_finished() {
+        let engine = engine_with_two_steps();
+        let window = Duration::from_secs(3600);
+        let view = positions_view(&engine, window);
+        let mut subscribers: Vec<_> = (0..COALESCE_FROM_SUBSCRIBERS)
+            .map(|_| view.subscribe(None))
+            .collect();
+        let started = tokio::time::Instant::now();
+        engine.run("two", &json!({})).await.expect("ran");
+        let seen = next_positions(&mut subscribers[0], RECORDS_PER_SAGA as usize).await;
+        assert_eq!(seen, (1..=RECORDS_PER_SAGA).collect::<Vec<_>>());
+        assert!(
+            started.elapsed() < window,
+            "sent when the saga finished, not when the window ran out"
+        );
     }
 
     /// A subscriber that read part of a window from the log (it resumed while the window was
@@ -510,17 +563,17 @@ mod tests {
         let _many: Vec<_> = (0..COALESCE_FROM_SUBSCRIBERS)
             .map(|_| view.subscribe(None))
             .collect();
+        let open = keep_the_window_open(&engine).await;
         engine.run("two", &json!({})).await.expect("ran");
         let_the_view_run().await;
+        let before = open + RECORDS_PER_SAGA;
         let mut resumed = view.subscribe(Some(3));
-        let from_log = next_positions(&mut resumed, 3).await;
-        assert_eq!(from_log, vec![4, 5, 6]);
+        let from_log = next_positions(&mut resumed, before as usize - 3).await;
+        assert_eq!(from_log, (4..=before).collect::<Vec<_>>());
         engine.run("two", &json!({})).await.expect("ran");
-        // The view now sends 1..=12 as one item; 1..=6 were handed out already.
+        // The view now sends all of them as one item, most of which were handed out already.
         let rest = next_positions(&mut resumed, RECORDS_PER_SAGA as usize).await;
-        assert_eq!(
-            rest,
-            (RECORDS_PER_SAGA + 1..=2 * RECORDS_PER_SAGA).collect::<Vec<_>>()
-        );
+        let want: Vec<i64> = (before + 1..=before + RECORDS_PER_SAGA).collect();
+        assert_eq!(rest, want);
     }
 }
