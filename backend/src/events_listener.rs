@@ -11,6 +11,7 @@
 //! untouched, which answers it (and any error) as usual.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -20,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use crate::api::sse::{self, EventsFeed};
+use crate::events_lanes::Lanes;
 
 /// Longest request head the fast path looks at; longer ones go to hyper.
 const MAX_HEAD: usize = 4096;
@@ -31,12 +33,12 @@ const FIRST_REQUEST_WAIT: Duration = Duration::from_secs(5);
 /// At most this many bytes of ready frames go out in one write.
 const MAX_WRITE: usize = 64 * 1024;
 
-const RESPONSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n";
+pub(crate) const RESPONSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n";
 
 /// A TCP listener for `axum::serve` that serves `/api/events` itself when it can.
 pub struct EventsListener {
     tcp: TcpListener,
-    feed: Option<EventsFeed>,
+    feed: Option<Served>,
     /// Connections the fast path looked at and left for hyper.
     handed_back: mpsc::Receiver<(TcpStream, SocketAddr)>,
     hand_back: mpsc::Sender<(TcpStream, SocketAddr)>,
@@ -44,11 +46,16 @@ pub struct EventsListener {
 
 impl EventsListener {
     /// `feed` is `None` where there is no event stream (a process hosting one service).
+    /// Needs a tokio runtime: it starts the lanes that write to subscribers following the
+    /// stream from now on.
     pub fn new(tcp: TcpListener, feed: Option<EventsFeed>) -> Self {
         let (hand_back, handed_back) = mpsc::channel(1024);
         EventsListener {
             tcp,
-            feed,
+            feed: feed.map(|feed| Served {
+                lanes: Arc::new(Lanes::start(&feed)),
+                feed,
+            }),
             handed_back,
             hand_back,
         }
@@ -96,6 +103,13 @@ impl axum::serve::Listener for EventsListener {
     }
 }
 
+/// The event stream and the lanes that write it to subscribers following it from now on.
+#[derive(Clone)]
+struct Served {
+    feed: EventsFeed,
+    lanes: Arc<Lanes>,
+}
+
 /// A request the fast path answers: how long its head is, and where to resume.
 #[derive(Debug, PartialEq)]
 struct EventsRequest {
@@ -132,7 +146,7 @@ fn events_request(bytes: &[u8]) -> Option<EventsRequest> {
 
 /// Serve the connection if its first request is for `/api/events`; otherwise give it back,
 /// nothing read from it.
-async fn serve_if_events(stream: TcpStream, feed: &EventsFeed) -> Option<TcpStream> {
+async fn serve_if_events(stream: TcpStream, served: &Served) -> Option<TcpStream> {
     // Wait for the first bytes before taking a buffer to peek them into: an idle connection
     // holds nothing here.
     match tokio::time::timeout(FIRST_REQUEST_WAIT, stream.readable()).await {
@@ -157,18 +171,24 @@ async fn serve_if_events(stream: TcpStream, feed: &EventsFeed) -> Option<TcpStre
         return None;
     }
     drop(head);
-    serve_events(stream, feed.frames(request.after)).await;
+    match request.after {
+        // From now on: as every other such subscriber, from one lane.
+        None => served.lanes.join(stream),
+        // Resuming: history from the log first, which is this subscriber's alone.
+        Some(after) => {
+            if stream.write_all(RESPONSE_HEAD).await.is_ok() {
+                let frames = served.feed.frames(Some(after));
+                write_frames(stream, frames).await;
+            }
+        }
+    }
     None
 }
 
-/// Write the response head, then frames as they come (whatever is ready in one write, and the
-/// keep-alive comments of [`sse::with_keep_alive`]); stop when the stream ends or a write fails
-/// (a client that left is noticed at the next event or keep-alive, as with hyper). The socket
-/// is not watched for reads.
-async fn serve_events(mut stream: TcpStream, frames: impl Stream<Item = Bytes> + Send) {
-    if stream.write_all(RESPONSE_HEAD).await.is_err() {
-        return;
-    }
+/// Write frames as they come (whatever is ready in one write, and the keep-alive comments of
+/// [`sse::with_keep_alive`]); stop when the stream ends or a write fails (a client that left is
+/// noticed at the next event or keep-alive, as with hyper). The socket is not watched for reads.
+pub(crate) async fn write_frames(mut stream: TcpStream, frames: impl Stream<Item = Bytes> + Send) {
     let mut frames = std::pin::pin!(sse::with_keep_alive(frames));
     while let Some(frame) = frames.next().await {
         let mut burst: Option<Vec<u8>> = None;

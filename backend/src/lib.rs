@@ -8,6 +8,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod error;
+pub mod events_lanes;
 pub mod events_listener;
 pub mod metrics;
 pub mod purchase;

@@ -9,8 +9,8 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use futures_util::Stream;
 use tokio::sync::broadcast::{self, error::RecvError};
@@ -284,9 +284,18 @@ struct ViewInner<T> {
     sent: AtomicI64,
     render: Arc<dyn Fn(&Committed) -> T + Send + Sync>,
     join: Box<dyn Fn(Vec<T>) -> T + Send + Sync>,
+    /// See [`FeedView::set_audience`].
+    audience: OnceLock<Box<dyn Fn() -> usize + Send + Sync>>,
 }
 
 impl<T> ViewInner<T> {
+    fn audience(&self) -> usize {
+        match self.audience.get() {
+            Some(count) => count(),
+            None => self.live.receiver_count(),
+        }
+    }
+
     /// Send the records held back as one item, noting its last position first (see [`follow`]).
     fn send_all(&self, pending: &mut Vec<Rendered<T>>) {
         let (Some(first), Some(last)) = (pending.first(), pending.last()) else {
@@ -325,6 +334,7 @@ impl<T: Send + Sync + 'static> FeedView<T> {
             sent: AtomicI64::new(0),
             render,
             join,
+            audience: OnceLock::new(),
         });
         let weak = Arc::downgrade(&inner);
         let mut records = feed(None);
@@ -365,9 +375,7 @@ impl<T: Send + Sync + 'static> FeedView<T> {
                                 value,
                             };
                             // Few subscribers: a wake-up is cheap, waiting is not.
-                            if window.is_zero()
-                                || view.live.receiver_count() < COALESCE_FROM_SUBSCRIBERS
-                            {
+                            if window.is_zero() || view.audience() < COALESCE_FROM_SUBSCRIBERS {
                                 view.send_all(&mut pending);
                                 view.send_all(&mut vec![rendered]);
                             } else {
@@ -400,6 +408,13 @@ impl<T: Send + Sync + 'static> FeedView<T> {
             }
         });
         FeedView { inner }
+    }
+
+    /// How many readers the view's items reach, where one subscription may serve many (a
+    /// writer fanning out to sockets): it decides whether records are held for the window. By
+    /// default, the number of subscriptions. Set once; later calls change nothing.
+    pub fn set_audience(&self, count: impl Fn() -> usize + Send + Sync + 'static) {
+        let _ = self.inner.audience.set(Box::new(count));
     }
 
     /// Rendered records: after `after_position` in the log if given, else from now on.

@@ -15,22 +15,22 @@ use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
 use futures_util::{Stream, StreamExt};
-use saga_engine::{Committed, Engine, FeedView};
+use saga_engine::{Committed, Engine, FeedView, Rendered};
 use shared::SagaEvent;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SubscriberGuard};
 
 /// A comment line every this often when nothing else was sent, so proxies and browsers keep
 /// an idle stream open.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// With many subscribers, commits this close together go out to `/api/events` together (a
 /// purchase's five commits come a few milliseconds apart; each separate one costs every
 /// subscriber a write). With few, each goes out at once.
 const COALESCE: Duration = Duration::from_millis(10);
 
-const KEEP_ALIVE_COMMENT: &[u8] = b":keep-alive\n\n";
+pub const KEEP_ALIVE_COMMENT: &[u8] = b":keep-alive\n\n";
 
 /// One event as it goes on the wire. `id` is what `Last-Event-ID` brings back.
 pub fn frame(id: i64, event: &SagaEvent) -> Bytes {
@@ -57,6 +57,9 @@ impl EventsFeed {
             |c: &Committed| frame(c.position, &super::sagas::event(&c.record)),
             |frames: Vec<Bytes>| Bytes::from(frames.concat()),
         );
+        // The lanes of the listener's fast path each hold one subscription for thousands.
+        let counted = metrics.clone();
+        frames.set_audience(move || counted.sse_subscribers());
         EventsFeed {
             frames,
             metrics,
@@ -67,18 +70,32 @@ impl EventsFeed {
     /// Frames after `after` (a log position) if given, else from now on; counted as a
     /// subscriber while the stream lives; ends when the server stops.
     pub fn frames(&self, after: Option<i64>) -> impl Stream<Item = Bytes> + Send + 'static {
-        let guard = self.metrics.sse_subscriber();
+        let counted = self.subscriber();
+        self.items(after).map(move |item| {
+            let _held = &counted;
+            item.value.clone()
+        })
+    }
+
+    /// Like [`Self::frames`], but each item with the log positions it covers, and not
+    /// counted: for a writer that serves many subscribers from one stream.
+    pub fn items(
+        &self,
+        after: Option<i64>,
+    ) -> impl Stream<Item = Arc<Rendered<Bytes>>> + Send + 'static {
         let mut stop = self.shutdown.clone();
         self.frames
             .subscribe(after)
             .take_while(|r| std::future::ready(r.is_ok()))
-            .filter_map(move |r| {
-                let _held = &guard;
-                std::future::ready(r.ok().map(|f| f.value.clone()))
-            })
+            .filter_map(|r| std::future::ready(r.ok()))
             .take_until(async move {
                 let _ = stop.wait_for(|stopping| *stopping).await;
             })
+    }
+
+    /// Counts one subscriber (in the metrics) while the guard lives.
+    pub fn subscriber(&self) -> SubscriberGuard {
+        self.metrics.sse_subscriber()
     }
 }
 
