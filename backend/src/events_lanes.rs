@@ -162,3 +162,102 @@ async fn follow_alone(member: Member, rest: Bytes, at: Option<i64>, feed: Events
     }
     write_frames(stream, feed.items(at).map(|item| item.value.clone())).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use saga_engine::{Engine, MemoryStore, SagaDefinition, Step};
+    use serde_json::json;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpSocket};
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::metrics::Metrics;
+
+    /// Per saga: started, step started, step succeeded, completed.
+    const RECORDS_PER_SAGA: i64 = 4;
+
+    /// A connection whose server side has joined `lanes`; the client side reads into a buffer
+    /// as small as the system allows, so that a client that stops reading is soon noticed.
+    async fn subscriber(lanes: &Lanes, tcp: &TcpListener) -> TcpStream {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("small buffer");
+        let addr = tcp.local_addr().expect("address");
+        let (client, accepted) = tokio::join!(socket.connect(addr), tcp.accept());
+        lanes.join(accepted.expect("accepted").0);
+        client.expect("connected")
+    }
+
+    /// Read until the `id`s of `n` events are in (skipping the head and keep-alives); fails
+    /// if they are not all in within a minute.
+    async fn read_ids(client: &mut TcpStream, n: usize) -> Vec<i64> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut text = String::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let ids: Vec<i64> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("id: "))
+                .filter_map(|id| id.parse().ok())
+                .collect();
+            if ids.len() >= n {
+                return ids;
+            }
+            let read = tokio::time::timeout_at(deadline, client.read(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("only {} of {n} events came in time", ids.len()))
+                .expect("read");
+            assert!(
+                read > 0,
+                "the stream ended early, after {} events",
+                ids.len()
+            );
+            text.push_str(&String::from_utf8_lossy(&buf[..read]));
+        }
+    }
+
+    /// A client that stops reading leaves its lane without holding up the others, and once
+    /// it reads again it gets every event, in order, once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_stops_reading_holds_up_nobody_and_misses_nothing() {
+        let engine = Engine::new(MemoryStore::new());
+        let step = Step::new("only").action(|_| async { Ok(json!({"padding": "x".repeat(8000)})) });
+        engine.register(SagaDefinition::new("one", vec![step]).expect("valid"));
+        let (_stop, stopped) = watch::channel(false);
+        let feed = EventsFeed::new(&engine, Arc::new(Metrics::default()), stopped);
+        let lanes = Lanes::start(&feed);
+        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let mut reading = subscriber(&lanes, &tcp).await;
+        let mut stalled = subscriber(&lanes, &tcp).await;
+        while lanes.members() < 2 {
+            tokio::task::yield_now().await;
+        }
+
+        // About 8 MiB: more than the stalled connection's buffers hold (the kernel lets a
+        // sender's grow to 4 MiB).
+        let sagas = 1000;
+        let reader = tokio::spawn(async move {
+            let ids = read_ids(&mut reading, (sagas * RECORDS_PER_SAGA) as usize).await;
+            (reading, ids)
+        });
+        for _ in 0..sagas {
+            engine.run("one", &json!({})).await.expect("ran");
+        }
+        let (_reading, ids) = reader.await.expect("joined");
+        let all: Vec<i64> = (1..=sagas * RECORDS_PER_SAGA).collect();
+        assert_eq!(
+            ids, all,
+            "the reading client got everything while the other stalled"
+        );
+        // (The reading client may have left too, whenever the engine outran it.)
+        assert!(lanes.members() <= 1, "the stalled client left its lane");
+
+        let ids = read_ids(&mut stalled, all.len()).await;
+        assert_eq!(
+            ids, all,
+            "the stalled client, reading again, misses nothing"
+        );
+    }
+}
