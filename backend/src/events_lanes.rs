@@ -17,14 +17,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::body::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::api::sse::{self, EventsFeed};
-use crate::events_listener::{RESPONSE_HEAD, write_frames};
+use crate::events_listener::{MAX_WRITE, RESPONSE_HEAD, write_frames};
 use crate::metrics::SubscriberGuard;
 
 /// The lanes of one server, one per core.
@@ -99,9 +99,32 @@ async fn lane(
             }
             item = items.next() => {
                 let Some(item) = item else { break };
+                // Whatever else is ready goes out in the same write (a burst, or a lane that
+                // fell behind).
+                let (mut bytes, mut ended) = (item.value.clone(), false);
                 at = Some(item.position);
+                let mut more: Option<Vec<u8>> = None;
+                while more.as_ref().is_none_or(|m| m.len() < MAX_WRITE) {
+                    match items.next().now_or_never() {
+                        Some(Some(next)) => {
+                            more.get_or_insert_with(|| bytes.to_vec()).extend_from_slice(&next.value);
+                            at = Some(next.position);
+                        }
+                        Some(None) => {
+                            ended = true;
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                if let Some(more) = more {
+                    bytes = Bytes::from(more);
+                }
                 last_write = Instant::now();
-                write_to(&mut members, 0.., &item.value, at, &feed).await;
+                write_to(&mut members, 0.., &bytes, at, &feed).await;
+                if ended {
+                    break;
+                }
             }
             _ = tokio::time::sleep_until(last_write + sse::KEEP_ALIVE) => {
                 last_write = Instant::now();

@@ -31,7 +31,7 @@ const MAX_HEAD: usize = 4096;
 const FIRST_REQUEST_WAIT: Duration = Duration::from_secs(5);
 
 /// At most this many bytes of ready frames go out in one write.
-const MAX_WRITE: usize = 64 * 1024;
+pub(crate) const MAX_WRITE: usize = 64 * 1024;
 
 pub(crate) const RESPONSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n";
 
