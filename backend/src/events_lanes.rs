@@ -78,7 +78,7 @@ async fn lane(
     mut joined: mpsc::UnboundedReceiver<TcpStream>,
     count: Arc<AtomicUsize>,
 ) {
-    let mut items = std::pin::pin!(feed.items(None));
+    let mut items = Box::pin(feed.items(None));
     let mut members: Vec<Member> = Vec::new();
     // The last item written: a socket that leaves the lane resumes after it.
     let mut at: Option<i64> = None;
@@ -98,7 +98,14 @@ async fn lane(
                 write_to(&mut members, new.., &head, at, &feed).await;
             }
             item = items.next() => {
-                let Some(item) = item else { break };
+                let Some(item) = item else {
+                    if feed.stopping() {
+                        break;
+                    }
+                    pause_before_following_again().await;
+                    items = Box::pin(feed.items(at));
+                    continue;
+                };
                 // Whatever else is ready goes out in the same write (a burst, or a lane that
                 // fell behind).
                 let (mut bytes, mut ended) = (item.value.clone(), false);
@@ -123,7 +130,11 @@ async fn lane(
                 last_write = Instant::now();
                 write_to(&mut members, 0.., &bytes, at, &feed).await;
                 if ended {
-                    break;
+                    if feed.stopping() {
+                        break;
+                    }
+                    pause_before_following_again().await;
+                    items = Box::pin(feed.items(at));
                 }
             }
             _ = tokio::time::sleep_until(last_write + sse::KEEP_ALIVE) => {
@@ -138,6 +149,14 @@ async fn lane(
         }
     }
     count.fetch_sub(counted, Ordering::Relaxed);
+}
+
+/// The feed ended without the server stopping: the log could not be read (to fill a gap).
+/// The lane follows it again after the last item it wrote (history first), so every member
+/// still gets everything; after a pause, not to spin while the log is unreadable.
+async fn pause_before_following_again() {
+    tracing::warn!("event lane: the feed ended; following it again");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
 }
 
 /// Write `bytes` to the members from `from` on. One that cannot take them whole leaves for a

@@ -93,6 +93,11 @@ impl EventsFeed {
             })
     }
 
+    /// Whether the server is stopping (the streams of [`Self::items`] end then).
+    pub fn stopping(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
     /// Counts one subscriber (in the metrics) while the guard lives.
     pub fn subscriber(&self) -> SubscriberGuard {
         self.metrics.sse_subscriber()
