@@ -3,10 +3,11 @@
 //! Why: `/api/events` is the one endpoint with thousands of connections that stay open and
 //! idle. Through hyper each costs two 8 KiB buffers and a connection state machine for as long
 //! as it lives (≈ 15 KiB resident per subscriber, measured); written directly to the socket
-//! it costs what its subscription costs (≈ 3 KiB). So each new connection's first request is
-//! *peeked* (not read): a plain, complete `GET /api/events` (HTTP/1.1, no body, a numeric
-//! `Last-Event-ID` or none) is answered here with the same frames the route would send, and
-//! the connection closes when the stream ends. Anything else — another path, a query, a
+//! by a lane ([`crate::events_lanes`]) it costs little more than the socket (≈ 0.5 KiB). So
+//! each new connection's first request is *peeked* (not read): a plain, complete
+//! `GET /api/events` (HTTP/1.1, no body, a numeric `Last-Event-ID` or none) is answered here
+//! with the same frames the route would send (from a lane when it follows the stream from now
+//! on, from a task of its own when it resumes), and the connection closes when the stream ends. Anything else — another path, a query, a
 //! malformed or partial head, a second request on a kept-alive connection — goes to hyper
 //! untouched, which answers it (and any error) as usual.
 
