@@ -21,8 +21,16 @@ pub fn clock(at: &str) -> String {
 
 pub fn duration(ms: f64) -> String {
     if ms < 1000.0 {
-        format!("{ms:.0} ms")
+        format!("{} ms", ms.round() as i64)
     } else {
-        format!("{:.2} s", ms / 1000.0)
+        format!("{} s", hundredths((ms / 10.0).round() as i64))
     }
+}
+
+/// `12.34` from 1234: two decimals with integer formatting only (formatting a float pulls
+/// the float-printing code into the page).
+pub fn hundredths(n: i64) -> String {
+    let sign = if n < 0 { "-" } else { "" };
+    let n = n.abs();
+    format!("{sign}{}.{:02}", n / 100, n % 100)
 }

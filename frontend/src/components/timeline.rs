@@ -9,7 +9,7 @@ use leptos::prelude::*;
 use shared::{STEPS, SagaEvent, Timeline as Projection};
 
 use crate::components::service_state::ServiceState;
-use crate::format::{clock, duration, ms, now_ms};
+use crate::format::{clock, duration, hundredths, ms, now_ms};
 use crate::live::is_terminal;
 
 /// One attempt of an action or a compensation, as a bar on the time axis.
@@ -184,7 +184,7 @@ pub fn Timeline(saga_id: Memo<Option<String>>, events: RwSignal<Vec<SagaEvent>>)
                                                 view! {
                                                     <span
                                                         class=format!("bar {} {}", if b.compensation { "comp" } else { "act" }, b.outcome)
-                                                        style=format!("left:{left:.2}%;width:{width:.2}%")
+                                                        style=format!("left:{}%;width:{}%", hundredths((left * 100.0).round() as i64), hundredths((width * 100.0).round() as i64))
                                                         title=title
                                                     ></span>
                                                 }
