@@ -10,93 +10,138 @@
 //! A socket that cannot take an item whole at once (its client reads slowly, or has stopped
 //! reading) leaves the lane for a task of its own, which writes the rest of that item and then
 //! follows the feed from the item's position (history from the log, then live): a slow client
-//! never holds up the others, and still gets everything, in order, once. A client that has
-//! gone is noticed at the next write, and its socket closed.
+//! never holds up the others, and still gets everything, in order, once. A subscriber that
+//! resumes (`Last-Event-ID`) starts in such a task. Once the task has caught up it hands the
+//! socket back to a lane. Every socket carries the last position its client was sent: a lane
+//! skips what a socket already has, and sends one that is behind it back to a task to catch up
+//! from the log. A client that has gone is noticed at the next write, and its socket closed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::body::Bytes;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::api::sse::{self, EventsFeed};
-use crate::events_listener::{MAX_WRITE, RESPONSE_HEAD, write_frames};
+use crate::events_listener::RESPONSE_HEAD;
 use crate::metrics::SubscriberGuard;
 
-/// The lanes of one server, one per core.
+/// At most this many bytes of ready items go out in one write.
+const MAX_WRITE: usize = 64 * 1024;
+
+/// The lanes of one server, one per core. A handle: clones share the lanes.
+#[derive(Clone)]
 pub struct Lanes {
-    joins: Vec<mpsc::UnboundedSender<TcpStream>>,
-    next: AtomicUsize,
-    members: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
 }
 
-/// A subscriber in a lane.
+struct Shared {
+    joins: Vec<mpsc::UnboundedSender<Joining>>,
+    next: AtomicUsize,
+    members: AtomicUsize,
+}
+
+/// A subscriber coming into a lane.
+enum Joining {
+    /// New, following the stream from now on: the lane writes its response head first.
+    New(TcpStream),
+    /// Back from a task of its own, caught up with the stream.
+    CaughtUp(Member),
+}
+
+/// A subscriber in a lane, or in a task of its own.
 struct Member {
     stream: TcpStream,
+    /// The last log position its client has been sent (`None`: nothing yet, from now on).
+    seen: Option<i64>,
     _counted: SubscriberGuard,
 }
 
 impl Lanes {
     /// Start the lanes (needs a tokio runtime); they end when the feed does (server stop).
     pub fn start(feed: &EventsFeed) -> Lanes {
-        let lanes = std::thread::available_parallelism().map_or(2, |n| n.get().min(8));
-        let members = Arc::new(AtomicUsize::new(0));
-        let joins = (0..lanes)
-            .map(|_| {
-                let (join, joined) = mpsc::unbounded_channel();
-                tokio::spawn(lane(feed.clone(), joined, members.clone()));
-                join
-            })
-            .collect();
-        Lanes {
-            joins,
-            next: AtomicUsize::new(0),
-            members,
+        let count = std::thread::available_parallelism().map_or(2, |n| n.get().min(8));
+        let (joins, joined): (Vec<_>, Vec<_>) =
+            (0..count).map(|_| mpsc::unbounded_channel()).unzip();
+        let lanes = Lanes {
+            shared: Arc::new(Shared {
+                joins,
+                next: AtomicUsize::new(0),
+                members: AtomicUsize::new(0),
+            }),
+        };
+        for joined in joined {
+            tokio::spawn(lane(lanes.clone(), feed.clone(), joined));
         }
+        lanes
     }
 
     /// Serve `/api/events` from now on to a connection whose request has been read: its
     /// response, head included, is written by the lane it joins.
     pub fn join(&self, stream: TcpStream) {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.joins.len();
-        // A lane that has ended (the server is stopping) drops the connection, closing it.
-        let _ = self.joins[i].send(stream);
+        self.send(Joining::New(stream));
     }
 
-    /// How many subscribers the lanes hold now (not those that left for a task of their own).
+    /// Serve `/api/events` after log position `after` to a connection whose request has been
+    /// read: a task of its own writes the head and what the client missed (from the log), and
+    /// once it has caught up the subscriber moves to a lane.
+    pub async fn resume(&self, mut stream: TcpStream, after: i64, feed: &EventsFeed) {
+        if stream.write_all(RESPONSE_HEAD).await.is_err() {
+            return;
+        }
+        let member = Member {
+            stream,
+            seen: Some(after),
+            _counted: feed.subscriber(),
+        };
+        follow_alone(self.clone(), member, Bytes::new(), feed.clone()).await;
+    }
+
+    fn send(&self, joining: Joining) {
+        let joins = &self.shared.joins;
+        let i = self.shared.next.fetch_add(1, Ordering::Relaxed) % joins.len();
+        // A lane that has ended (the server is stopping) drops the connection, closing it.
+        let _ = joins[i].send(joining);
+    }
+
+    /// How many subscribers the lanes hold now (not those in a task of their own).
     pub fn members(&self) -> usize {
-        self.members.load(Ordering::Relaxed)
+        self.shared.members.load(Ordering::Relaxed)
     }
 }
 
-async fn lane(
-    feed: EventsFeed,
-    mut joined: mpsc::UnboundedReceiver<TcpStream>,
-    count: Arc<AtomicUsize>,
-) {
+async fn lane(lanes: Lanes, feed: EventsFeed, mut joined: mpsc::UnboundedReceiver<Joining>) {
     let mut items = Box::pin(feed.items(None));
     let mut members: Vec<Member> = Vec::new();
-    // The last item written: a socket that leaves the lane resumes after it.
+    // The last position this lane has written: a subscriber that has been sent exactly
+    // that much (or more) can join it.
     let mut at: Option<i64> = None;
     let mut last_write = Instant::now();
-    // What this lane has added to `count`.
+    // What this lane has added to the count of members.
     let mut counted = 0;
     let head = Bytes::from_static(RESPONSE_HEAD);
     let keep_alive = Bytes::from_static(sse::KEEP_ALIVE_COMMENT);
     loop {
         tokio::select! {
             biased;
-            stream = joined.recv() => {
-                let Some(stream) = stream else { break };
-                let member = Member { stream, _counted: feed.subscriber() };
-                members.push(member);
-                let new = members.len() - 1;
-                write_to(&mut members, new.., &head, at, &feed).await;
-            }
+            joining = joined.recv() => match joining {
+                None => break,
+                Some(Joining::New(stream)) => {
+                    members.push(Member { stream, seen: at, _counted: feed.subscriber() });
+                    let new = members.len() - 1;
+                    write_to(&lanes, &mut members, new.., &head, None, &feed).await;
+                }
+                // Sent less than this lane has written: it would miss the difference.
+                Some(Joining::CaughtUp(member)) if member.seen < at => {
+                    tokio::spawn(follow_alone(lanes.clone(), member, Bytes::new(), feed.clone()));
+                }
+                // Sent as much or more: items it already has are skipped for it.
+                Some(Joining::CaughtUp(member)) => members.push(member),
+            },
             item = items.next() => {
                 let Some(item) = item else {
                     if feed.stopping() {
@@ -109,13 +154,13 @@ async fn lane(
                 // Whatever else is ready goes out in the same write (a burst, or a lane that
                 // fell behind).
                 let (mut bytes, mut ended) = (item.value.clone(), false);
-                at = Some(item.position);
+                let (first, mut last) = (item.first, item.position);
                 let mut more: Option<Vec<u8>> = None;
                 while more.as_ref().is_none_or(|m| m.len() < MAX_WRITE) {
                     match items.next().now_or_never() {
                         Some(Some(next)) => {
                             more.get_or_insert_with(|| bytes.to_vec()).extend_from_slice(&next.value);
-                            at = Some(next.position);
+                            last = next.position;
                         }
                         Some(None) => {
                             ended = true;
@@ -127,8 +172,9 @@ async fn lane(
                 if let Some(more) = more {
                     bytes = Bytes::from(more);
                 }
+                at = Some(last);
                 last_write = Instant::now();
-                write_to(&mut members, 0.., &bytes, at, &feed).await;
+                write_to(&lanes, &mut members, 0.., &bytes, Some((first, last)), &feed).await;
                 if ended {
                     if feed.stopping() {
                         break;
@@ -139,16 +185,17 @@ async fn lane(
             }
             _ = tokio::time::sleep_until(last_write + sse::KEEP_ALIVE) => {
                 last_write = Instant::now();
-                write_to(&mut members, 0.., &keep_alive, at, &feed).await;
+                write_to(&lanes, &mut members, 0.., &keep_alive, None, &feed).await;
             }
         }
         if members.len() != counted {
-            count.fetch_add(members.len(), Ordering::Relaxed);
-            count.fetch_sub(counted, Ordering::Relaxed);
+            let shared = &lanes.shared;
+            shared.members.fetch_add(members.len(), Ordering::Relaxed);
+            shared.members.fetch_sub(counted, Ordering::Relaxed);
             counted = members.len();
         }
     }
-    count.fetch_sub(counted, Ordering::Relaxed);
+    lanes.shared.members.fetch_sub(counted, Ordering::Relaxed);
 }
 
 /// The feed ended without the server stopping: the log could not be read (to fill a gap).
@@ -159,32 +206,49 @@ async fn pause_before_following_again() {
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
 }
 
-/// Write `bytes` to the members from `from` on. One that cannot take them whole leaves for a
-/// task of its own that writes the rest and follows the feed after `at`; one whose client has
-/// gone is dropped.
+/// Write `bytes` to the members from `from` on; `covers`: the log positions they hold (none
+/// for the response head or a keep-alive). A member already sent all of them is skipped. One
+/// sent part of them already, or that cannot take them whole, leaves for a task of its own,
+/// which writes the rest and follows the feed from what it has been sent. One whose client
+/// has gone is dropped.
 async fn write_to(
+    lanes: &Lanes,
     members: &mut Vec<Member>,
     from: std::ops::RangeFrom<usize>,
     bytes: &Bytes,
-    at: Option<i64>,
+    covers: Option<(i64, i64)>,
     feed: &EventsFeed,
 ) {
     let mut i = from.start;
     while i < members.len() {
-        let rest = match members[i].stream.try_write(bytes) {
-            Ok(n) if n == bytes.len() => None,
-            Ok(n) => Some(bytes.slice(n..)),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Some(bytes.clone()),
-            Err(_) => {
-                members.swap_remove(i);
-                continue;
+        let member = &mut members[i];
+        let rest = match (covers, member.seen) {
+            (Some((_, last)), Some(seen)) if seen >= last => None,
+            // Sent the start of these already (it came back from a task of its own mid-way):
+            // the task reads what follows from the log.
+            (Some((first, _)), Some(seen)) if seen >= first => Some(Bytes::new()),
+            _ => {
+                let rest = match member.stream.try_write(bytes) {
+                    Ok(n) if n == bytes.len() => None,
+                    Ok(n) => Some(bytes.slice(n..)),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Some(bytes.clone()),
+                    Err(_) => {
+                        members.swap_remove(i);
+                        continue;
+                    }
+                };
+                // Written, or the rest will be, first thing, by its task.
+                if let Some((_, last)) = covers {
+                    member.seen = Some(last);
+                }
+                rest
             }
         };
         match rest {
             None => i += 1,
             Some(rest) => {
                 let member = members.swap_remove(i);
-                tokio::spawn(follow_alone(member, rest, at, feed.clone()));
+                tokio::spawn(follow_alone(lanes.clone(), member, rest, feed.clone()));
             }
         }
         // Let other tasks in now and then: a lane may hold thousands of sockets.
@@ -192,17 +256,83 @@ async fn write_to(
     }
 }
 
-/// A subscriber that left its lane: the rest of what it was being sent, then the feed after
-/// `at` (from now if the lane had sent nothing yet).
-async fn follow_alone(member: Member, rest: Bytes, at: Option<i64>, feed: EventsFeed) {
+/// A subscriber with a task of its own (it resumed, or could not keep up with its lane):
+/// `rest`, the remainder of what it was being sent, then the feed after what it has been
+/// sent, with keep-alives while quiet. Once it has written some of the feed and finds nothing
+/// more waiting, it has caught up, and goes back to a lane.
+async fn follow_alone(lanes: Lanes, member: Member, rest: Bytes, feed: EventsFeed) {
     let Member {
         mut stream,
+        mut seen,
         _counted,
     } = member;
     if stream.write_all(&rest).await.is_err() {
         return;
     }
-    write_frames(stream, feed.items(at).map(|item| item.value.clone())).await;
+    let mut items = Box::pin(feed.items(seen));
+    let mut last_write = Instant::now();
+    let mut wrote = false;
+    loop {
+        let (burst, ended) = ready_now(&mut items, &mut seen);
+        if !burst.is_empty() {
+            if stream.write_all(&burst).await.is_err() {
+                return;
+            }
+            last_write = Instant::now();
+            wrote = true;
+            if !ended {
+                continue;
+            }
+        }
+        if ended {
+            return;
+        }
+        if wrote && seen.is_some() {
+            let member = Member {
+                stream,
+                seen,
+                _counted,
+            };
+            lanes.send(Joining::CaughtUp(member));
+            return;
+        }
+        tokio::select! {
+            item = items.next() => {
+                let Some(item) = item else { return };
+                if stream.write_all(&item.value).await.is_err() {
+                    return;
+                }
+                seen = Some(item.position);
+                last_write = Instant::now();
+                wrote = true;
+            }
+            _ = tokio::time::sleep_until(last_write + sse::KEEP_ALIVE) => {
+                if stream.write_all(sse::KEEP_ALIVE_COMMENT).await.is_err() {
+                    return;
+                }
+                last_write = Instant::now();
+            }
+        }
+    }
+}
+
+/// The items ready now, up to [`MAX_WRITE`] bytes, as one buffer; and whether the feed ended.
+fn ready_now<S>(items: &mut std::pin::Pin<Box<S>>, seen: &mut Option<i64>) -> (Vec<u8>, bool)
+where
+    S: Stream<Item = Arc<saga_engine::Rendered<Bytes>>>,
+{
+    let mut burst = Vec::new();
+    while burst.len() < MAX_WRITE {
+        match items.next().now_or_never() {
+            Some(Some(item)) => {
+                burst.extend_from_slice(&item.value);
+                *seen = Some(item.position);
+            }
+            Some(None) => return (burst, true),
+            None => break,
+        }
+    }
+    (burst, false)
 }
 
 #[cfg(test)]
@@ -224,12 +354,39 @@ mod tests {
     /// A connection whose server side has joined `lanes`; the client side reads into a buffer
     /// as small as the system allows, so that a client that stops reading is soon noticed.
     async fn subscriber(lanes: &Lanes, tcp: &TcpListener) -> TcpStream {
+        let (client, server) = connection(tcp).await;
+        lanes.join(server);
+        client
+    }
+
+    /// A connection's client and server sides.
+    async fn connection(tcp: &TcpListener) -> (TcpStream, TcpStream) {
         let socket = TcpSocket::new_v4().expect("socket");
         socket.set_recv_buffer_size(4096).expect("small buffer");
         let addr = tcp.local_addr().expect("address");
         let (client, accepted) = tokio::join!(socket.connect(addr), tcp.accept());
-        lanes.join(accepted.expect("accepted").0);
-        client.expect("connected")
+        (client.expect("connected"), accepted.expect("accepted").0)
+    }
+
+    /// Wait (a minute at most) until the lanes hold `n` subscribers.
+    async fn until_members(lanes: &Lanes, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while lanes.members() != n {
+            assert!(
+                Instant::now() < deadline,
+                "the lanes hold {} subscribers, not {n}",
+                lanes.members()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn engine_with_one_step(padding: usize) -> Engine {
+        let engine = Engine::new(MemoryStore::new());
+        let step = Step::new("only")
+            .action(move |_| async move { Ok(json!({"padding": "x".repeat(padding)})) });
+        engine.register(SagaDefinition::new("one", vec![step]).expect("valid"));
+        engine
     }
 
     /// Read until the `id`s of `n` events are in (skipping the head and keep-alives); fails
@@ -264,9 +421,7 @@ mod tests {
     /// it reads again it gets every event, in order, once.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_client_that_stops_reading_holds_up_nobody_and_misses_nothing() {
-        let engine = Engine::new(MemoryStore::new());
-        let step = Step::new("only").action(|_| async { Ok(json!({"padding": "x".repeat(8000)})) });
-        engine.register(SagaDefinition::new("one", vec![step]).expect("valid"));
+        let engine = engine_with_one_step(8000);
         let (_stop, stopped) = watch::channel(false);
         let feed = EventsFeed::new(&engine, Arc::new(Metrics::default()), stopped);
         let lanes = Lanes::start(&feed);
@@ -287,7 +442,7 @@ mod tests {
         for _ in 0..sagas {
             engine.run("one", &json!({})).await.expect("ran");
         }
-        let (_reading, ids) = reader.await.expect("joined");
+        let (mut reading, ids) = reader.await.expect("joined");
         let all: Vec<i64> = (1..=sagas * RECORDS_PER_SAGA).collect();
         assert_eq!(
             ids, all,
@@ -301,5 +456,82 @@ mod tests {
             ids, all,
             "the stalled client, reading again, misses nothing"
         );
+
+        // Caught up, both are back in lanes, and go on getting everything once.
+        until_members(&lanes, 2).await;
+        engine.run("one", &json!({})).await.expect("ran");
+        let next: Vec<i64> = (1..=RECORDS_PER_SAGA)
+            .map(|i| sagas * RECORDS_PER_SAGA + i)
+            .collect();
+        assert_eq!(read_ids(&mut reading, next.len()).await, next);
+        assert_eq!(read_ids(&mut stalled, next.len()).await, next);
+    }
+
+    /// A subscriber resuming after a position gets what followed it from the log, joins a
+    /// lane once it has caught up, and goes on getting every event once, in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_resuming_subscriber_catches_up_then_joins_a_lane() {
+        let engine = engine_with_one_step(10);
+        let (_stop, stopped) = watch::channel(false);
+        let feed = EventsFeed::new(&engine, Arc::new(Metrics::default()), stopped);
+        let lanes = Lanes::start(&feed);
+        for _ in 0..5 {
+            engine.run("one", &json!({})).await.expect("ran");
+        }
+        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let (mut client, server) = connection(&tcp).await;
+        let (resuming, resumed_feed) = (lanes.clone(), feed.clone());
+        tokio::spawn(async move { resuming.resume(server, 8, &resumed_feed).await });
+
+        let history: Vec<i64> = (9..=5 * RECORDS_PER_SAGA).collect();
+        assert_eq!(read_ids(&mut client, history.len()).await, history);
+        until_members(&lanes, 1).await;
+        for _ in 0..2 {
+            engine.run("one", &json!({})).await.expect("ran");
+        }
+        let live: Vec<i64> = (5 * RECORDS_PER_SAGA + 1..=7 * RECORDS_PER_SAGA).collect();
+        assert_eq!(read_ids(&mut client, live.len()).await, live);
+    }
+
+    /// A subscriber coming back to a lane behind what the lane has sent gets the difference
+    /// from the log first; one coming back in the middle of an item gets only the rest of it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_subscriber_coming_back_gets_exactly_what_it_lacks() {
+        let engine = engine_with_one_step(10);
+        let (_stop, stopped) = watch::channel(false);
+        let feed = EventsFeed::new(&engine, Arc::new(Metrics::default()), stopped);
+        // As many as it takes for a saga's records to go out as one item.
+        let _audience: Vec<_> = (0..100).map(|_| feed.subscriber()).collect();
+        let lanes = Lanes::start(&feed);
+        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let (mut watcher, server) = connection(&tcp).await;
+        lanes.join(server);
+        until_members(&lanes, 1).await;
+        for _ in 0..2 {
+            engine.run("one", &json!({})).await.expect("ran");
+        }
+        let sent: Vec<i64> = (1..=2 * RECORDS_PER_SAGA).collect();
+        assert_eq!(read_ids(&mut watcher, sent.len()).await, sent);
+
+        let back = |stream, seen| {
+            lanes.send(Joining::CaughtUp(Member {
+                stream,
+                seen: Some(seen),
+                _counted: feed.subscriber(),
+            }))
+        };
+        let (mut behind, server) = connection(&tcp).await;
+        back(server, 2);
+        let missed: Vec<i64> = (3..=2 * RECORDS_PER_SAGA).collect();
+        assert_eq!(read_ids(&mut behind, missed.len()).await, missed);
+        let (mut ahead, server) = connection(&tcp).await;
+        back(server, 2 * RECORDS_PER_SAGA + 2);
+        until_members(&lanes, 3).await;
+
+        engine.run("one", &json!({})).await.expect("ran");
+        let next: Vec<i64> = (2 * RECORDS_PER_SAGA + 1..=3 * RECORDS_PER_SAGA).collect();
+        assert_eq!(read_ids(&mut watcher, next.len()).await, next);
+        assert_eq!(read_ids(&mut behind, next.len()).await, next);
+        assert_eq!(read_ids(&mut ahead, 2).await, next[2..].to_vec());
     }
 }

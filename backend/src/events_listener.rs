@@ -15,13 +15,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use futures_util::{FutureExt, Stream, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::api::sse::{self, EventsFeed};
+use crate::api::sse::EventsFeed;
 use crate::events_lanes::Lanes;
 
 /// Longest request head the fast path looks at; longer ones go to hyper.
@@ -30,9 +28,6 @@ const MAX_HEAD: usize = 4096;
 /// How long a new connection may take to send its first request before hyper takes it over
 /// (and applies its own rules for slow clients).
 const FIRST_REQUEST_WAIT: Duration = Duration::from_secs(5);
-
-/// At most this many bytes of ready frames go out in one write.
-pub(crate) const MAX_WRITE: usize = 64 * 1024;
 
 pub(crate) const RESPONSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n";
 
@@ -175,41 +170,11 @@ async fn serve_if_events(stream: TcpStream, served: &Served) -> Option<TcpStream
     match request.after {
         // From now on: as every other such subscriber, from one lane.
         None => served.lanes.join(stream),
-        // Resuming: history from the log first, which is this subscriber's alone.
-        Some(after) => {
-            if stream.write_all(RESPONSE_HEAD).await.is_ok() {
-                let frames = served.feed.frames(Some(after));
-                write_frames(stream, frames).await;
-            }
-        }
+        // Resuming: history from the log first, which is this subscriber's alone; then, caught
+        // up, a lane.
+        Some(after) => served.lanes.resume(stream, after, &served.feed).await,
     }
     None
-}
-
-/// Write frames as they come (whatever is ready in one write, and the keep-alive comments of
-/// [`sse::with_keep_alive`]); stop when the stream ends or a write fails (a client that left is
-/// noticed at the next event or keep-alive, as with hyper). The socket is not watched for reads.
-pub(crate) async fn write_frames(mut stream: TcpStream, frames: impl Stream<Item = Bytes> + Send) {
-    let mut frames = std::pin::pin!(sse::with_keep_alive(frames));
-    while let Some(frame) = frames.next().await {
-        let mut burst: Option<Vec<u8>> = None;
-        while burst.as_ref().is_none_or(|b| b.len() < MAX_WRITE) {
-            let Some(Some(next)) = frames.next().now_or_never() else {
-                break;
-            };
-            burst
-                .get_or_insert_with(|| frame.to_vec())
-                .extend_from_slice(&next);
-        }
-        let written = match &burst {
-            Some(bytes) => stream.write_all(bytes).await,
-            None => stream.write_all(&frame).await,
-        };
-        if written.is_err() {
-            break;
-        }
-    }
-    let _ = stream.shutdown().await;
 }
 
 #[cfg(test)]
