@@ -42,7 +42,6 @@ pub struct Lanes {
 struct Shared {
     joins: Vec<mpsc::UnboundedSender<Joining>>,
     next: AtomicUsize,
-    members: AtomicUsize,
 }
 
 /// A subscriber coming into a lane.
@@ -71,7 +70,6 @@ impl Lanes {
             shared: Arc::new(Shared {
                 joins,
                 next: AtomicUsize::new(0),
-                members: AtomicUsize::new(0),
             }),
         };
         for joined in joined {
@@ -107,11 +105,6 @@ impl Lanes {
         // A lane that has ended (the server is stopping) drops the connection, closing it.
         let _ = joins[i].send(joining);
     }
-
-    /// How many subscribers the lanes hold now (not those in a task of their own).
-    pub fn members(&self) -> usize {
-        self.shared.members.load(Ordering::Relaxed)
-    }
 }
 
 async fn lane(lanes: Lanes, feed: EventsFeed, mut joined: mpsc::UnboundedReceiver<Joining>) {
@@ -121,7 +114,7 @@ async fn lane(lanes: Lanes, feed: EventsFeed, mut joined: mpsc::UnboundedReceive
     // that much (or more) can join it.
     let mut at: Option<i64> = None;
     let mut last_write = Instant::now();
-    // What this lane has added to the count of members.
+    // How many members this lane has counted in the metrics.
     let mut counted = 0;
     let head = Bytes::from_static(RESPONSE_HEAD);
     let keep_alive = Bytes::from_static(sse::KEEP_ALIVE_COMMENT);
@@ -153,28 +146,16 @@ async fn lane(lanes: Lanes, feed: EventsFeed, mut joined: mpsc::UnboundedReceive
                 };
                 // Whatever else is ready goes out in the same write (a burst, or a lane that
                 // fell behind).
-                let (mut bytes, mut ended) = (item.value.clone(), false);
-                let (first, mut last) = (item.first, item.position);
-                let mut more: Option<Vec<u8>> = None;
-                while more.as_ref().is_none_or(|m| m.len() < MAX_WRITE) {
-                    match items.next().now_or_never() {
-                        Some(Some(next)) => {
-                            more.get_or_insert_with(|| bytes.to_vec()).extend_from_slice(&next.value);
-                            last = next.position;
-                        }
-                        Some(None) => {
-                            ended = true;
-                            break;
-                        }
-                        None => break,
-                    }
-                }
-                if let Some(more) = more {
-                    bytes = Bytes::from(more);
-                }
-                at = Some(last);
+                at = Some(item.position);
+                let (more, ended) = ready_now(&mut items, &mut at);
+                let bytes = if more.is_empty() {
+                    item.value.clone()
+                } else {
+                    Bytes::from([&item.value[..], &more].concat())
+                };
+                let covers = at.map(|last| (item.first, last));
                 last_write = Instant::now();
-                write_to(&lanes, &mut members, 0.., &bytes, Some((first, last)), &feed).await;
+                write_to(&lanes, &mut members, 0.., &bytes, covers, &feed).await;
                 if ended {
                     if feed.stopping() {
                         break;
@@ -188,14 +169,10 @@ async fn lane(lanes: Lanes, feed: EventsFeed, mut joined: mpsc::UnboundedReceive
                 write_to(&lanes, &mut members, 0.., &keep_alive, None, &feed).await;
             }
         }
-        if members.len() != counted {
-            let shared = &lanes.shared;
-            shared.members.fetch_add(members.len(), Ordering::Relaxed);
-            shared.members.fetch_sub(counted, Ordering::Relaxed);
-            counted = members.len();
-        }
+        feed.lane_members_changed(counted, members.len());
+        counted = members.len();
     }
-    lanes.shared.members.fetch_sub(counted, Ordering::Relaxed);
+    feed.lane_members_changed(counted, 0);
 }
 
 /// The feed ended without the server stopping: the log could not be read (to fill a gap).
@@ -269,7 +246,7 @@ async fn follow_alone(lanes: Lanes, member: Member, rest: Bytes, feed: EventsFee
     if stream.write_all(&rest).await.is_err() {
         return;
     }
-    let mut items = Box::pin(feed.items(seen));
+    let mut items = Box::pin(feed.items(seen).peekable());
     let mut last_write = Instant::now();
     let mut wrote = false;
     loop {
@@ -280,12 +257,12 @@ async fn follow_alone(lanes: Lanes, member: Member, rest: Bytes, feed: EventsFee
             }
             last_write = Instant::now();
             wrote = true;
-            if !ended {
-                continue;
-            }
         }
         if ended {
             return;
+        }
+        if !burst.is_empty() {
+            continue;
         }
         if wrote && seen.is_some() {
             let member = Member {
@@ -296,15 +273,13 @@ async fn follow_alone(lanes: Lanes, member: Member, rest: Bytes, feed: EventsFee
             lanes.send(Joining::CaughtUp(member));
             return;
         }
+        // Nothing waiting: wait for the next item (taken at the top of the loop), or write a
+        // keep-alive.
         tokio::select! {
-            item = items.next() => {
-                let Some(item) = item else { return };
-                if stream.write_all(&item.value).await.is_err() {
+            next = items.as_mut().peek() => {
+                if next.is_none() {
                     return;
                 }
-                seen = Some(item.position);
-                last_write = Instant::now();
-                wrote = true;
             }
             _ = tokio::time::sleep_until(last_write + sse::KEEP_ALIVE) => {
                 if stream.write_all(sse::KEEP_ALIVE_COMMENT).await.is_err() {
@@ -368,25 +343,48 @@ mod tests {
         (client.expect("connected"), accepted.expect("accepted").0)
     }
 
-    /// Wait (a minute at most) until the lanes hold `n` subscribers.
-    async fn until_members(lanes: &Lanes, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while lanes.members() != n {
-            assert!(
-                Instant::now() < deadline,
-                "the lanes hold {} subscribers, not {n}",
-                lanes.members()
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+    /// An engine whose saga `one` has one step (its output padded to `padding` bytes), the
+    /// event feed and lanes over it, and a listener to connect through.
+    struct Setup {
+        engine: Engine,
+        metrics: Arc<Metrics>,
+        feed: EventsFeed,
+        lanes: Lanes,
+        tcp: TcpListener,
+        _running: watch::Sender<bool>,
     }
 
-    fn engine_with_one_step(padding: usize) -> Engine {
+    async fn setup(padding: usize) -> Setup {
         let engine = Engine::new(MemoryStore::new());
         let step = Step::new("only")
             .action(move |_| async move { Ok(json!({"padding": "x".repeat(padding)})) });
         engine.register(SagaDefinition::new("one", vec![step]).expect("valid"));
-        engine
+        let metrics = Arc::new(Metrics::default());
+        let (running, stop) = watch::channel(false);
+        let feed = EventsFeed::new(&engine, metrics.clone(), stop);
+        let lanes = Lanes::start(&feed);
+        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Setup {
+            engine,
+            metrics,
+            feed,
+            lanes,
+            tcp,
+            _running: running,
+        }
+    }
+
+    /// Wait (a minute at most) until the lanes hold `n` subscribers.
+    async fn until_members(metrics: &Metrics, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while metrics.sse_in_lanes() != n {
+            assert!(
+                Instant::now() < deadline,
+                "the lanes hold {} subscribers, not {n}",
+                metrics.sse_in_lanes()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Read until the `id`s of `n` events are in (skipping the head and keep-alives); fails
@@ -421,16 +419,16 @@ mod tests {
     /// it reads again it gets every event, in order, once.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_client_that_stops_reading_holds_up_nobody_and_misses_nothing() {
-        let engine = engine_with_one_step(8000);
-        let (_stop, stopped) = watch::channel(false);
-        let feed = EventsFeed::new(&engine, Arc::new(Metrics::default()), stopped);
-        let lanes = Lanes::start(&feed);
-        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let mut reading = subscriber(&lanes, &tcp).await;
-        let mut stalled = subscriber(&lanes, &tcp).await;
-        while lanes.members() < 2 {
-            tokio::task::yield_now().await;
-        }
+        let Setup {
+            engine,
+            metrics,
+            lanes,
+            tcp,
+            ..
+        } = &setup(8000).await;
+        let mut reading = subscriber(lanes, tcp).await;
+        let mut stalled = subscriber(lanes, tcp).await;
+        until_members(metrics, 2).await;
 
         // About 8 MiB: more than the stalled connection's buffers hold (the kernel lets a
         // sender's grow to 4 MiB).
@@ -449,7 +447,10 @@ mod tests {
             "the reading client got everything while the other stalled"
         );
         // (The reading client may have left too, whenever the engine outran it.)
-        assert!(lanes.members() <= 1, "the stalled client left its lane");
+        assert!(
+            metrics.sse_in_lanes() <= 1,
+            "the stalled client left its lane"
+        );
 
         let ids = read_ids(&mut stalled, all.len()).await;
         assert_eq!(
@@ -458,7 +459,7 @@ mod tests {
         );
 
         // Caught up, both are back in lanes, and go on getting everything once.
-        until_members(&lanes, 2).await;
+        until_members(metrics, 2).await;
         engine.run("one", &json!({})).await.expect("ran");
         let next: Vec<i64> = (1..=RECORDS_PER_SAGA)
             .map(|i| sagas * RECORDS_PER_SAGA + i)
@@ -471,21 +472,24 @@ mod tests {
     /// lane once it has caught up, and goes on getting every event once, in order.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_resuming_subscriber_catches_up_then_joins_a_lane() {
-        let engine = engine_with_one_step(10);
-        let (_stop, stopped) = watch::channel(false);
-        let feed = EventsFeed::new(&engine, Arc::new(Metrics::default()), stopped);
-        let lanes = Lanes::start(&feed);
+        let Setup {
+            engine,
+            metrics,
+            feed,
+            lanes,
+            tcp,
+            ..
+        } = &setup(10).await;
         for _ in 0..5 {
             engine.run("one", &json!({})).await.expect("ran");
         }
-        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let (mut client, server) = connection(&tcp).await;
+        let (mut client, server) = connection(tcp).await;
         let (resuming, resumed_feed) = (lanes.clone(), feed.clone());
         tokio::spawn(async move { resuming.resume(server, 8, &resumed_feed).await });
 
         let history: Vec<i64> = (9..=5 * RECORDS_PER_SAGA).collect();
         assert_eq!(read_ids(&mut client, history.len()).await, history);
-        until_members(&lanes, 1).await;
+        until_members(metrics, 1).await;
         for _ in 0..2 {
             engine.run("one", &json!({})).await.expect("ran");
         }
@@ -497,16 +501,19 @@ mod tests {
     /// from the log first; one coming back in the middle of an item gets only the rest of it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_subscriber_coming_back_gets_exactly_what_it_lacks() {
-        let engine = engine_with_one_step(10);
-        let (_stop, stopped) = watch::channel(false);
-        let feed = EventsFeed::new(&engine, Arc::new(Metrics::default()), stopped);
+        let Setup {
+            engine,
+            metrics,
+            feed,
+            lanes,
+            tcp,
+            ..
+        } = &setup(10).await;
         // As many as it takes for a saga's records to go out as one item.
         let _audience: Vec<_> = (0..100).map(|_| feed.subscriber()).collect();
-        let lanes = Lanes::start(&feed);
-        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let (mut watcher, server) = connection(&tcp).await;
+        let (mut watcher, server) = connection(tcp).await;
         lanes.join(server);
-        until_members(&lanes, 1).await;
+        until_members(metrics, 1).await;
         for _ in 0..2 {
             engine.run("one", &json!({})).await.expect("ran");
         }
@@ -520,13 +527,13 @@ mod tests {
                 _counted: feed.subscriber(),
             }))
         };
-        let (mut behind, server) = connection(&tcp).await;
+        let (mut behind, server) = connection(tcp).await;
         back(server, 2);
         let missed: Vec<i64> = (3..=2 * RECORDS_PER_SAGA).collect();
         assert_eq!(read_ids(&mut behind, missed.len()).await, missed);
-        let (mut ahead, server) = connection(&tcp).await;
+        let (mut ahead, server) = connection(tcp).await;
         back(server, 2 * RECORDS_PER_SAGA + 2);
-        until_members(&lanes, 3).await;
+        until_members(metrics, 3).await;
 
         engine.run("one", &json!({})).await.expect("ran");
         let next: Vec<i64> = (2 * RECORDS_PER_SAGA + 1..=3 * RECORDS_PER_SAGA).collect();

@@ -12,7 +12,6 @@
 //! untouched, which answers it (and any error) as usual.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
@@ -49,7 +48,7 @@ impl EventsListener {
         EventsListener {
             tcp,
             feed: feed.map(|feed| Served {
-                lanes: Arc::new(Lanes::start(&feed)),
+                lanes: Lanes::start(&feed),
                 feed,
             }),
             handed_back,
@@ -103,7 +102,7 @@ impl axum::serve::Listener for EventsListener {
 #[derive(Clone)]
 struct Served {
     feed: EventsFeed,
-    lanes: Arc<Lanes>,
+    lanes: Lanes,
 }
 
 /// A request the fast path answers: how long its head is, and where to resume.

@@ -374,26 +374,24 @@ impl<T: Send + Sync + 'static> FeedView<T> {
                                 position: c.position,
                                 value,
                             };
-                            // Few subscribers: a wake-up is cheap, waiting is not.
-                            if window.is_zero() || view.audience() < COALESCE_FROM_SUBSCRIBERS {
-                                view.send_all(&mut pending);
-                                view.send_all(&mut vec![rendered]);
+                            if pending.is_empty() {
+                                deadline = tokio::time::Instant::now() + window;
+                                open.clear();
+                            }
+                            if c.record.kind.is_terminal() {
+                                open.remove(&c.record.saga_id);
                             } else {
-                                if pending.is_empty() {
-                                    deadline = tokio::time::Instant::now() + window;
-                                    open.clear();
-                                }
-                                if c.record.kind.is_terminal() {
-                                    open.remove(&c.record.saga_id);
-                                } else {
-                                    open.insert(c.record.saga_id);
-                                }
-                                pending.push(rendered);
-                                // Every saga held has finished: no record of theirs is coming
-                                // to join, so waiting longer only adds delay.
-                                if open.is_empty() {
-                                    view.send_all(&mut pending);
-                                }
+                                open.insert(c.record.saga_id);
+                            }
+                            pending.push(rendered);
+                            // Few subscribers: a wake-up is cheap, waiting is not. And once
+                            // every saga held has finished, no record of theirs is coming to
+                            // join: waiting longer would only add delay. Anything held goes
+                            // out with this record, never after it.
+                            let few =
+                                window.is_zero() || view.audience() < COALESCE_FROM_SUBSCRIBERS;
+                            if few || open.is_empty() {
+                                view.send_all(&mut pending);
                             }
                         }
                     }
@@ -487,6 +485,13 @@ mod tests {
         )
     }
 
+    /// As many subscribers as it takes for the view to hold records for its window.
+    fn enough_to_hold(view: &FeedView<Vec<i64>>) -> Vec<ViewStream<Vec<i64>>> {
+        (0..COALESCE_FROM_SUBSCRIBERS)
+            .map(|_| view.subscribe(None))
+            .collect()
+    }
+
     /// Let the view's task take in what was announced (time is paused: nothing elapses).
     async fn let_the_view_run() {
         for _ in 0..50 {
@@ -517,9 +522,7 @@ mod tests {
     async fn records_within_the_window_go_out_as_one_item() {
         let engine = engine_with_two_steps();
         let view = positions_view(&engine, Duration::from_millis(500));
-        let mut subscribers: Vec<_> = (0..COALESCE_FROM_SUBSCRIBERS)
-            .map(|_| view.subscribe(None))
-            .collect();
+        let mut subscribers = enough_to_hold(&view);
         engine.run("two", &json!({})).await.expect("ran");
         for s in &mut subscribers {
             let item = s.next().await.expect("an item").expect("no error");
@@ -535,9 +538,7 @@ mod tests {
     async fn held_records_are_not_overtaken_when_subscribers_leave() {
         let engine = engine_with_two_steps();
         let view = positions_view(&engine, Duration::from_secs(5));
-        let mut subscribers: Vec<_> = (0..COALESCE_FROM_SUBSCRIBERS)
-            .map(|_| view.subscribe(None))
-            .collect();
+        let mut subscribers = enough_to_hold(&view);
         let open = keep_the_window_open(&engine).await;
         engine.run("two", &json!({})).await.expect("ran");
         let_the_view_run().await;
@@ -556,9 +557,7 @@ mod tests {
         let engine = engine_with_two_steps();
         let window = Duration::from_secs(3600);
         let view = positions_view(&engine, window);
-        let mut subscribers: Vec<_> = (0..COALESCE_FROM_SUBSCRIBERS)
-            .map(|_| view.subscribe(None))
-            .collect();
+        let mut subscribers = enough_to_hold(&view);
         let started = tokio::time::Instant::now();
         engine.run("two", &json!({})).await.expect("ran");
         let seen = next_positions(&mut subscribers[0], RECORDS_PER_SAGA as usize).await;
@@ -575,9 +574,7 @@ mod tests {
     async fn a_window_partly_read_from_the_log_is_not_handed_out_twice() {
         let engine = engine_with_two_steps();
         let view = positions_view(&engine, Duration::from_secs(5));
-        let _many: Vec<_> = (0..COALESCE_FROM_SUBSCRIBERS)
-            .map(|_| view.subscribe(None))
-            .collect();
+        let _many = enough_to_hold(&view);
         let open = keep_the_window_open(&engine).await;
         engine.run("two", &json!({})).await.expect("ran");
         let_the_view_run().await;

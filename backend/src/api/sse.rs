@@ -98,6 +98,11 @@ impl EventsFeed {
         *self.shutdown.borrow()
     }
 
+    /// A lane's count of members went from `from` to `to` (for the metrics).
+    pub fn lane_members_changed(&self, from: usize, to: usize) {
+        self.metrics.lane_members_changed(from, to);
+    }
+
     /// Counts one subscriber (in the metrics) while the guard lives.
     pub fn subscriber(&self) -> SubscriberGuard {
         self.metrics.sse_subscriber()
