@@ -20,15 +20,22 @@ impl ApiFailure {
     }
 }
 
+/// The body as JSON, parsed by the browser (`JSON.parse`) and read into `T` with
+/// serde-wasm-bindgen: the page then carries no JSON parser of its own.
+async fn body<T: DeserializeOwned>(response: &Response) -> Result<T, String> {
+    let text = response.text().await.map_err(|e| e.to_string())?;
+    crate::live::parse_json(&text)
+}
+
 async fn decode<T: DeserializeOwned>(response: Response) -> Result<T, ApiFailure> {
     if response.ok() {
-        return response.json().await.map_err(|e| ApiFailure {
+        return body(&response).await.map_err(|e| ApiFailure {
             message: format!("unexpected answer: {e}"),
             field: None,
         });
     }
     let status = response.status();
-    match response.json::<ApiErrorBody>().await {
+    match body::<ApiErrorBody>(&response).await {
         Ok(body) => Err(ApiFailure {
             message: body.error,
             field: body.field,

@@ -27,6 +27,13 @@ pub fn is_terminal(kind: &str) -> bool {
     matches!(kind, "saga_completed" | "saga_compensated" | "saga_stuck")
 }
 
+/// JSON text into `T`: parsed by the browser's `JSON.parse`, read with serde-wasm-bindgen, so
+/// the page carries no JSON parser of its own.
+pub fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    let value = js_sys::JSON::parse(text).map_err(|_| "not JSON".to_string())?;
+    serde_wasm_bindgen::from_value(value).map_err(|e| e.to_string())
+}
+
 /// Open `url` and call `on_event` for each event, until it returns `false`.
 fn listen(url: String, mut on_event: impl FnMut(SagaEvent) -> bool + 'static) {
     let mut source = match EventSource::new(&url) {
@@ -51,7 +58,7 @@ fn listen(url: String, mut on_event: impl FnMut(SagaEvent) -> bool + 'static) {
             let Some(data) = message.data().as_string() else {
                 continue;
             };
-            match serde_json::from_str::<SagaEvent>(&data) {
+            match parse_json::<SagaEvent>(&data) {
                 Ok(event) => {
                     if !on_event(event) {
                         break;

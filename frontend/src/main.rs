@@ -7,6 +7,7 @@ mod app;
 mod components;
 mod format;
 mod live;
+mod reactive;
 mod route;
 
 fn main() {

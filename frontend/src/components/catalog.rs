@@ -1,49 +1,55 @@
 //! The products with their price and live stock, each with an add-to-cart button.
 
 use leptos::prelude::*;
+use shared::CatalogItem;
 
 use crate::app::ShopState;
 use crate::format::money;
+use crate::reactive::{dynamic, list};
 
 #[component]
 pub fn Catalog(state: ShopState) -> impl IntoView {
-    let add = move |sku: String| {
+    view! {
+        <div class="panel">
+            <h2>"Catalog"</h2>
+            {dynamic(move || match state.catalog_error.get() {
+                Some(e) => view! { <p class="error" role="alert">{e}</p> }.into_any(),
+                None => ().into_any(),
+            })}
+            <ul class="catalog">
+                {list(move || state.catalog.with(|items| items.iter().map(|item| product(state, item)).collect()))}
+            </ul>
+        </div>
+    }
+}
+
+fn product(state: ShopState, item: &CatalogItem) -> AnyView {
+    let sku = item.sku.clone();
+    let out = item.stock == 0;
+    let add = move |_| {
         state
             .cart
             .update(|cart| match cart.iter_mut().find(|(s, _)| *s == sku) {
                 Some((_, qty)) => *qty = (*qty + 1).min(shared::rules::MAX_QTY),
-                None => cart.push((sku, 1)),
+                None => cart.push((sku.clone(), 1)),
             });
     };
     view! {
-        <div class="panel">
-            <h2>"Catalog"</h2>
-            {move || state.catalog_error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
-            <ul class="catalog">
-                <For each=move || state.catalog.get() key=|item| (item.sku.clone(), item.stock) let:item>
-                    {
-                        let sku = item.sku.clone();
-                        let out = item.stock == 0;
-                        view! {
-                            <li class="product">
-                                <span class="name">{item.name.clone()}</span>
-                                <span class="sku">{item.sku.clone()}</span>
-                                <span class="price">{money(item.price_cents)}</span>
-                                <span class="stock" class:out=out>
-                                    {if out { "out of stock".to_string() } else { format!("{} in stock", item.stock) }}
-                                </span>
-                                <button
-                                    data-testid=format!("add-{}", item.sku)
-                                    aria-label=format!("Add {} to the cart", item.name)
-                                    on:click=move |_| add(sku.clone())
-                                >
-                                    "Add"
-                                </button>
-                            </li>
-                        }
-                    }
-                </For>
-            </ul>
-        </div>
+        <li class="product">
+            <span class="name">{item.name.clone()}</span>
+            <span class="sku">{item.sku.clone()}</span>
+            <span class="price">{money(item.price_cents)}</span>
+            <span class=if out { "stock out" } else { "stock" }>
+                {if out { "out of stock".to_string() } else { format!("{} in stock", item.stock) }}
+            </span>
+            <button
+                data-testid=format!("add-{}", item.sku)
+                aria-label=format!("Add {} to the cart", item.name)
+                on:click=add
+            >
+                "Add"
+            </button>
+        </li>
     }
+    .into_any()
 }

@@ -10,6 +10,7 @@ use crate::api::{self, ApiFailure};
 use crate::app::ShopState;
 use crate::components::fault_panel::FaultPanel;
 use crate::format::now_ms;
+use crate::reactive::{dynamic, text};
 use crate::route::{Route, navigate};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -240,7 +241,17 @@ pub fn Checkout(state: ShopState) -> impl IntoView {
             busy.set(false);
         });
     };
-    let method = move || state.form.with(|f| f.method.clone());
+    let by_card = Memo::new(move |_| state.form.with(|f| f.method == "card"));
+    // A refusal not about a field shown in the form goes above the Buy button.
+    let order_error = move || {
+        server_error.get().and_then(|e| {
+            let shown = e
+                .field
+                .as_deref()
+                .is_some_and(|path| state.form.with(|f| f.fields().contains(&form_field(path))));
+            (!shown).then_some(e.message)
+        })
+    };
     let set = move |field: &'static str| {
         move |ev| {
             state.form.update(|f| {
@@ -284,24 +295,29 @@ pub fn Checkout(state: ShopState) -> impl IntoView {
                         <option value="wallet">"wallet"</option>
                     </select>
                 </label>
-                <Show when=move || method() == "card" fallback=move || view! {
-                    <Field state=state field="wallet_id" label="Wallet id" show_errors=show_errors server_error=server_error
-                        hint="Wallet empty-wallet has insufficient funds." />
-                }>
-                    <Field state=state field="card_number" label="Card number" show_errors=show_errors server_error=server_error
-                        hint="Test cards: 4242 4242 4242 4242 pays; 4000 0000 0000 0002 is declined; 4000 0000 0000 9995 has insufficient funds." />
-                    <div class="row">
-                        <Field state=state field="expiry" label="Expiry (MM/YY)" show_errors=show_errors server_error=server_error />
-                        <Field state=state field="cvc" label="CVC" show_errors=show_errors server_error=server_error />
-                    </div>
-                </Show>
+                {dynamic(move || if by_card.get() {
+                    view! {
+                        <Field state=state field="card_number" label="Card number" show_errors=show_errors server_error=server_error
+                            hint="Test cards: 4242 4242 4242 4242 pays; 4000 0000 0000 0002 is declined; 4000 0000 0000 9995 has insufficient funds." />
+                        <div class="row">
+                            <Field state=state field="expiry" label="Expiry (MM/YY)" show_errors=show_errors server_error=server_error />
+                            <Field state=state field="cvc" label="CVC" show_errors=show_errors server_error=server_error />
+                        </div>
+                    }.into_any()
+                } else {
+                    view! {
+                        <Field state=state field="wallet_id" label="Wallet id" show_errors=show_errors server_error=server_error
+                            hint="Wallet empty-wallet has insufficient funds." />
+                    }.into_any()
+                })}
             </fieldset>
             <FaultPanel state=state />
-            {move || server_error.get().filter(|e| e.field.is_none() || !state.form.with(|f| f.fields().contains(&form_field(e.field.as_deref().unwrap_or(""))))).map(|e| {
-                view! { <p class="error" role="alert" data-testid="order-error">{e.message}</p> }
+            {dynamic(move || match order_error() {
+                Some(message) => view! { <p class="error" role="alert" data-testid="order-error">{message}</p> }.into_any(),
+                None => ().into_any(),
             })}
-            <button type="submit" class="buy" data-testid="buy" on:click=buy disabled=move || busy.get()>
-                {move || if busy.get() { "Placing the order…" } else { "Buy" }}
+            <button type="submit" class="buy" data-testid="buy" on:click=buy disabled=busy>
+                {text(move || if busy.get() { "Placing the order…".into() } else { "Buy".into() })}
             </button>
         </form>
     }

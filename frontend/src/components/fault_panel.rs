@@ -4,6 +4,7 @@ use leptos::prelude::*;
 use shared::{Fault, STEPS};
 
 use crate::app::ShopState;
+use crate::reactive::{dynamic, text};
 
 /// A fault as picked in the panel: its kind (`none` for no fault) and its number.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,65 +50,77 @@ fn describe(kind: &str) -> &'static str {
 
 #[component]
 pub fn FaultPanel(state: ShopState) -> impl IntoView {
-    let choice = move |step: &'static str| state.faults.with(|f| f.get(step).cloned());
     view! {
         <fieldset class="faults">
             <legend>"Fault injection"</legend>
             <p class="muted">"Pick what goes wrong, then press Buy."</p>
-            {STEPS
-                .iter()
-                .map(|&step| {
-                    let kind = move || choice(step).map(|c| c.kind).unwrap_or_else(|| "none".into());
-                    let needs_number = move || matches!(kind().as_str(), "transient" | "delay" | "compensation_transient");
-                    view! {
-                        <div class="fault-row">
-                            <label>
-                                <span class="step-name">{step}</span>
-                                <select
-                                    data-testid=format!("fault-{step}")
-                                    on:change=move |ev| {
-                                        let k = event_target_value(&ev);
-                                        state.faults.update(|f| {
-                                            if k == "none" {
-                                                f.remove(step);
-                                            } else {
-                                                let number = FaultChoice::default_number(&k);
-                                                f.insert(step.to_string(), FaultChoice { kind: k, number });
-                                            }
-                                        });
-                                    }
-                                >
-                                    <option value="none" selected=move || kind() == "none">"none"</option>
-                                    {Fault::KINDS
-                                        .iter()
-                                        .map(|&k| view! { <option value=k selected=move || kind() == k>{k.replace('_', " ")}</option> })
-                                        .collect_view()}
-                                </select>
-                            </label>
-                            <Show when=needs_number>
-                                <label class="number">
-                                    <span>{move || if kind() == "delay" { "ms" } else { "times" }}</span>
-                                    <input
-                                        type="number"
-                                        min="1"
-                                        data-testid=format!("fault-number-{step}")
-                                        prop:value=move || choice(step).map(|c| c.number.to_string()).unwrap_or_default()
-                                        on:change=move |ev| {
-                                            let n = event_target_value(&ev).parse::<u64>().unwrap_or(1);
-                                            state.faults.update(|f| {
-                                                if let Some(c) = f.get_mut(step) {
-                                                    c.number = n;
-                                                }
-                                            });
-                                        }
-                                    />
-                                </label>
-                            </Show>
-                            <span class="hint">{move || describe(&kind())}</span>
-                        </div>
-                    }
-                })
-                .collect_view()}
+            {STEPS.iter().map(|&step| fault_row(state, step)).collect_view()}
         </fieldset>
     }
+}
+
+/// One step's picker. The `<select>` holds the choice (the panel is its only writer), so it
+/// needs no binding back from the state.
+fn fault_row(state: ShopState, step: &'static str) -> impl IntoView {
+    let kind = Memo::new(move |_| {
+        state
+            .faults
+            .with(|f| f.get(step).map(|c| c.kind.clone()))
+            .unwrap_or_else(|| "none".into())
+    });
+    let needs_number = Memo::new(move |_| {
+        kind.with(|k| matches!(k.as_str(), "transient" | "delay" | "compensation_transient"))
+    });
+    view! {
+        <div class="fault-row">
+            <label>
+                <span class="step-name">{step}</span>
+                <select
+                    data-testid=format!("fault-{step}")
+                    on:change=move |ev| {
+                        let k = event_target_value(&ev);
+                        state.faults.update(|f| {
+                            if k == "none" {
+                                f.remove(step);
+                            } else {
+                                let number = FaultChoice::default_number(&k);
+                                f.insert(step.to_string(), FaultChoice { kind: k, number });
+                            }
+                        });
+                    }
+                >
+                    <option value="none">"none"</option>
+                    {Fault::KINDS
+                        .iter()
+                        .map(|&k| view! { <option value=k>{k.replace('_', " ")}</option> })
+                        .collect_view()}
+                </select>
+            </label>
+            {dynamic(move || if needs_number.get() { number(state, step, kind) } else { ().into_any() })}
+            <span class="hint">{text(move || describe(&kind.read()).to_string())}</span>
+        </div>
+    }
+}
+
+fn number(state: ShopState, step: &'static str, kind: Memo<String>) -> AnyView {
+    view! {
+        <label class="number">
+            <span>{text(move || if *kind.read() == "delay" { "ms".into() } else { "times".into() })}</span>
+            <input
+                type="number"
+                min="1"
+                data-testid=format!("fault-number-{step}")
+                prop:value=text(move || state.faults.with(|f| f.get(step).map(|c| c.number.to_string())).unwrap_or_default())
+                on:change=move |ev| {
+                    let n = event_target_value(&ev).parse::<u64>().unwrap_or(1);
+                    state.faults.update(|f| {
+                        if let Some(c) = f.get_mut(step) {
+                            c.number = n;
+                        }
+                    });
+                }
+            />
+        </label>
+    }
+    .into_any()
 }

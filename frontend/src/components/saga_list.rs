@@ -8,6 +8,7 @@ use shared::SagaListItem;
 use crate::api;
 use crate::format::clock;
 use crate::live;
+use crate::reactive::{dynamic, list, text};
 use crate::route::{Route, navigate};
 
 fn status_after(kind: &str) -> Option<&'static str> {
@@ -65,39 +66,51 @@ pub fn SagaList(route: RwSignal<Route>) -> impl IntoView {
             },
         );
     });
+    let none = Memo::new(move |_| sagas.with(Vec::is_empty));
     view! {
         <section class="panel sagas" aria-label="All sagas">
             <h2>"All sagas"</h2>
-            <Show when=move || !sagas.get().is_empty() fallback=|| view! { <p class="muted">"None yet."</p> }>
-                <table class="saga-list">
-                    <thead><tr><th>"saga"</th><th>"state"</th><th>"started"</th><th>"finished"</th></tr></thead>
-                    <tbody>
-                        <For each=move || sagas.get() key=|s| (s.saga_id.clone(), s.status.clone()) let:s>
-                            {
-                                let id = s.saga_id.clone();
-                                let href = format!("/sagas/{id}");
-                                let selected = {
-                                    let id = id.clone();
-                                    move || route.get() == Route::Saga(id.clone())
-                                };
-                                view! {
-                                    <tr data-testid=format!("saga-row-{}", s.saga_id) data-status=s.status.clone() class:selected=selected>
-                                        <td>
-                                            <a href=href on:click=move |ev| {
-                                                ev.prevent_default();
-                                                navigate(route, Route::Saga(id.clone()));
-                                            }><code>{s.saga_id.chars().take(8).collect::<String>()}</code></a>
-                                        </td>
-                                        <td><span class=format!("badge {}", s.status)>{s.status.clone()}</span></td>
-                                        <td>{clock(&s.started_at)}</td>
-                                        <td>{s.finished_at.as_deref().map(clock).unwrap_or_default()}</td>
-                                    </tr>
-                                }
-                            }
-                        </For>
-                    </tbody>
-                </table>
-            </Show>
+            {dynamic(move || if none.get() {
+                view! { <p class="muted">"None yet."</p> }.into_any()
+            } else {
+                view! {
+                    <table class="saga-list">
+                        <thead><tr><th>"saga"</th><th>"state"</th><th>"started"</th><th>"finished"</th></tr></thead>
+                        <tbody>
+                            {list(move || sagas.with(|all| all.iter().map(|s| row(route, s)).collect()))}
+                        </tbody>
+                    </table>
+                }
+                .into_any()
+            })}
         </section>
     }
+}
+
+fn row(route: RwSignal<Route>, s: &SagaListItem) -> AnyView {
+    let id = s.saga_id.clone();
+    let href = format!("/sagas/{id}");
+    let class = {
+        let id = id.clone();
+        text(move || {
+            route.with(|r| match r {
+                Route::Saga(shown) if *shown == id => "selected".into(),
+                _ => String::new(),
+            })
+        })
+    };
+    view! {
+        <tr data-testid=format!("saga-row-{}", s.saga_id) data-status=s.status.clone() class=class>
+            <td>
+                <a href=href on:click=move |ev| {
+                    ev.prevent_default();
+                    navigate(route, Route::Saga(id.clone()));
+                }><code>{s.saga_id.chars().take(8).collect::<String>()}</code></a>
+            </td>
+            <td><span class=format!("badge {}", s.status)>{s.status.clone()}</span></td>
+            <td>{clock(&s.started_at)}</td>
+            <td>{s.finished_at.as_deref().map(clock).unwrap_or_default()}</td>
+        </tr>
+    }
+    .into_any()
 }

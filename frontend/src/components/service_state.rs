@@ -7,6 +7,7 @@ use shared::OrderView;
 
 use crate::api;
 use crate::format::money;
+use crate::reactive::dynamic;
 
 #[component]
 pub fn ServiceState(order_id: Memo<Option<String>>, finished: Signal<bool>) -> impl IntoView {
@@ -20,33 +21,70 @@ pub fn ServiceState(order_id: Memo<Option<String>>, finished: Signal<bool>) -> i
             view_of.set(Some(api::order(&id).await.map_err(|e| e.message)));
         });
     });
-    let row = |label: &'static str, value: Option<String>| {
-        view! {
-            <div class="svc">
-                <dt>{label}</dt>
-                <dd>{value.unwrap_or_else(|| "nothing".into())}</dd>
-            </div>
-        }
-    };
     view! {
         <h3>"What the services hold"</h3>
         <div data-testid="service-state">
-            {move || match view_of.get() {
-                None => view! { <p class="muted">"Shown when the saga has finished."</p> }.into_any(),
-                Some(Err(e)) => view! { <p class="error">{e}</p> }.into_any(),
+            {dynamic(move || match view_of.get() {
+                None => note("muted", "Shown when the saga has finished.".into()),
+                Some(Err(e)) => note("error", e),
                 Some(Ok(o)) => view! {
                     <dl class="services">
-                        {row("orders", Some(format!("{} · {}", o.status, money(o.total_cents))))}
-                        {row("billing", o.invoice.map(|i| format!("invoice {} · {}", i.status, money(i.total_cents))))}
-                        {row("payments", o.payment.map(|p| format!(
-                            "{} · {} · refunded {}{}", p.status, money(p.amount_cents), money(p.refunded_cents),
-                            p.card_last4.map(|l| format!(" · card …{l}")).unwrap_or_default()
-                        )))}
-                        {row("shipping", o.shipment.map(|s| format!("{} · {} · expected {}", s.status, s.tracking_number, s.estimated_delivery)))}
-                        {row("notification", o.notification.map(|n| format!("to {}: {}", n.email, n.message)))}
+                        {services(o).into_iter().map(|(label, value)| view! {
+                            <div class="svc">
+                                <dt>{label}</dt>
+                                <dd>{value.unwrap_or_else(|| "nothing".into())}</dd>
+                            </div>
+                        }).collect_view()}
                     </dl>
                 }.into_any(),
-            }}
+            })}
         </div>
     }
+}
+
+fn note(class: &'static str, message: String) -> AnyView {
+    view! { <p class=class>{message}</p> }.into_any()
+}
+
+/// What each service holds, one line each, `None` where it holds nothing.
+fn services(o: OrderView) -> [(&'static str, Option<String>); 5] {
+    [
+        (
+            "orders",
+            Some(format!("{} · {}", o.status, money(o.total_cents))),
+        ),
+        (
+            "billing",
+            o.invoice
+                .map(|i| format!("invoice {} · {}", i.status, money(i.total_cents))),
+        ),
+        (
+            "payments",
+            o.payment.map(|p| {
+                format!(
+                    "{} · {} · refunded {}{}",
+                    p.status,
+                    money(p.amount_cents),
+                    money(p.refunded_cents),
+                    p.card_last4
+                        .map(|l| format!(" · card …{l}"))
+                        .unwrap_or_default()
+                )
+            }),
+        ),
+        (
+            "shipping",
+            o.shipment.map(|s| {
+                format!(
+                    "{} · {} · expected {}",
+                    s.status, s.tracking_number, s.estimated_delivery
+                )
+            }),
+        ),
+        (
+            "notification",
+            o.notification
+                .map(|n| format!("to {}: {}", n.email, n.message)),
+        ),
+    ]
 }

@@ -11,6 +11,7 @@ use shared::{STEPS, SagaEvent, Timeline as Projection};
 use crate::components::service_state::ServiceState;
 use crate::format::{clock, duration, hundredths, ms, now_ms};
 use crate::live::is_terminal;
+use crate::reactive::{dynamic, list, text};
 
 /// One attempt of an action or a compensation, as a bar on the time axis.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,9 +84,34 @@ fn bars_of(events: &[SagaEvent], step: &str) -> Vec<Bar> {
     bars
 }
 
+/// What the timeline reads, handed to its parts.
+#[derive(Clone, Copy)]
+struct Shown {
+    saga_id: Memo<Option<String>>,
+    events: RwSignal<Vec<SagaEvent>>,
+    /// The moment shown: `None` follows the present; `Some(n)` replays the first n events.
+    cursor: RwSignal<Option<usize>>,
+    now: RwSignal<f64>,
+    shown: Memo<Vec<SagaEvent>>,
+    projection: Memo<Projection>,
+    finished: Memo<bool>,
+}
+
+impl Shown {
+    /// The time axis: from the first event to the last shown (or to now while it runs).
+    fn axis(self) -> (f64, f64, f64) {
+        let (start, last) = self.shown.with(|ev| {
+            let start = ev.first().map(|e| ms(&e.at)).unwrap_or_else(now_ms);
+            (start, ev.last().map(|e| ms(&e.at)).unwrap_or(start))
+        });
+        let live = self.cursor.get().is_none() && !self.finished.get();
+        let end = if live { self.now.get().max(last) } else { last };
+        (start, (end - start).max(1.0), end)
+    }
+}
+
 #[component]
 pub fn Timeline(saga_id: Memo<Option<String>>, events: RwSignal<Vec<SagaEvent>>) -> impl IntoView {
-    // The moment shown: `None` follows the present; `Some(n)` replays the first n events.
     let cursor = RwSignal::new(None::<usize>);
     Effect::new(move |_| {
         saga_id.track();
@@ -107,139 +133,174 @@ pub fn Timeline(saga_id: Memo<Option<String>>, events: RwSignal<Vec<SagaEvent>>)
     let projection = Memo::new(move |_| {
         Projection::from_events(&saga_id.get().unwrap_or_default(), &STEPS, &shown.get())
     });
-    let finished = move || events.with(|e| e.last().is_some_and(|l| is_terminal(&l.kind)));
-    // The time axis: from the first event to the last shown (or to now while it runs).
-    let axis = move || {
-        let ev = shown.get();
-        let start = ev.first().map(|e| ms(&e.at)).unwrap_or_else(now_ms);
-        let last = ev.last().map(|e| ms(&e.at)).unwrap_or(start);
-        let live = cursor.get().is_none() && !finished();
-        let end = if live { now.get().max(last) } else { last };
-        (start, (end - start).max(1.0), end)
+    let finished =
+        Memo::new(move |_| events.with(|e| e.last().is_some_and(|l| is_terminal(&l.kind))));
+    let t = Shown {
+        saga_id,
+        events,
+        cursor,
+        now,
+        shown,
+        projection,
+        finished,
     };
+    let watching = Memo::new(move |_| saga_id.with(Option::is_some));
+    view! {
+        <div class="panel">
+            {dynamic(move || if watching.get() { watch(t) } else { intro() })}
+        </div>
+    }
+}
+
+fn intro() -> AnyView {
+    view! {
+        <div class="intro">
+            <h2>"Watch a saga"</h2>
+            <p>"Add something to the cart and press " <strong>"Buy"</strong>
+            ". The purchase runs as a saga: each step below lights up as its service does its part. "
+            "Pick a fault first to see retries, timeouts, and compensations undoing the earlier steps in reverse."</p>
+        </div>
+    }
+    .into_any()
+}
+
+fn watch(t: Shown) -> AnyView {
     let order_id = Memo::new(move |_| {
-        events.with(|e| {
+        t.events.with(|e| {
             e.first()
                 .and_then(|f| f.detail.get("order_id"))
                 .and_then(|v| v.as_str())
                 .map(str::to_string)
         })
     });
-
+    let status = move || t.projection.with(|p| p.status.clone());
     view! {
-        <div class="panel">
-            <Show when=move || saga_id.get().is_some() fallback=|| view! {
-                <div class="intro">
-                    <h2>"Watch a saga"</h2>
-                    <p>"Add something to the cart and press " <strong>"Buy"</strong>
-                    ". The purchase runs as a saga: each step below lights up as its service does its part. "
-                    "Pick a fault first to see retries, timeouts, and compensations undoing the earlier steps in reverse."</p>
-                </div>
-            }>
-                <div
-                    class="timeline"
-                    data-testid="timeline"
-                    data-saga-id=move || saga_id.get().unwrap_or_default()
-                    data-status=move || projection.get().status
-                >
-                    <div class="timeline-head">
-                        <h2>"Saga " <code>{move || saga_id.get().map(|s| s.chars().take(8).collect::<String>())}</code></h2>
-                        <span class=move || format!("badge {}", projection.get().status) data-testid="saga-status">
-                            {move || projection.get().status}
-                        </span>
-                        <span class="muted">{move || {
-                            let (_, span, _) = axis();
-                            duration(span)
-                        }}</span>
-                    </div>
-                    <ol class="lanes">
-                        {STEPS.iter().enumerate().map(|(i, &step)| {
-                            let lane = move || projection.get().steps[i].clone();
-                            let bars = move || bars_of(&shown.get(), step);
-                            view! {
-                                <li class=move || format!("lane {}", lane().status) data-testid=format!("step-{step}") data-status=move || lane().status>
-                                    <div class="lane-label">
-                                        <span class="step-name">{step}</span>
-                                        <span class="lane-status">{move || lane().status}</span>
-                                        <span class="attempts">{move || match lane().attempts {
-                                            0 => String::new(),
-                                            1 => "1 attempt".into(),
-                                            n => format!("{n} attempts"),
-                                        }}</span>
-                                    </div>
-                                    <div class="track" aria-hidden="true">
-                                        {move || {
-                                            let (start, span, end) = axis();
-                                            bars().into_iter().map(|b| {
-                                                let stop = b.end.unwrap_or(end);
-                                                let left = (b.start - start) / span * 100.0;
-                                                let width = ((stop - b.start) / span * 100.0).max(0.6);
-                                                let title = format!(
-                                                    "{} attempt {}: {}{}",
-                                                    if b.compensation { "compensation" } else { "action" },
-                                                    b.attempt,
-                                                    duration(stop - b.start),
-                                                    b.error.as_ref().map(|e| format!(" — {e}")).unwrap_or_default()
-                                                );
-                                                view! {
-                                                    <span
-                                                        class=format!("bar {} {}", if b.compensation { "comp" } else { "act" }, b.outcome)
-                                                        style=format!("left:{}%;width:{}%", hundredths((left * 100.0).round() as i64), hundredths((width * 100.0).round() as i64))
-                                                        title=title
-                                                    ></span>
-                                                }
-                                            }).collect_view()
-                                        }}
-                                    </div>
-                                    <div class="lane-detail">
-                                        {move || bars().into_iter().map(|b| {
-                                            let stop = b.end.unwrap_or_else(|| now.get());
-                                            view! {
-                                                <span class=format!("attempt {}", b.outcome)>
-                                                    {format!("{}#{} {}", if b.compensation { "undo " } else { "" }, b.attempt, duration(stop - b.start))}
-                                                </span>
-                                            }
-                                        }).collect_view()}
-                                        {move || lane().error.map(|e| view! { <span class="lane-error">{e}</span> })}
-                                    </div>
-                                </li>
-                            }
-                        }).collect_view()}
-                    </ol>
-                    <Show when=finished>
-                        <label class="scrubber">
-                            <span>"Replay: "</span>
-                            <input
-                                type="range"
-                                min="1"
-                                data-testid="scrubber"
-                                prop:max=move || events.with(Vec::len).to_string()
-                                prop:value=move || cursor.get().unwrap_or_else(|| events.with(Vec::len)).to_string()
-                                on:input=move |ev| cursor.set(event_target_value(&ev).parse().ok())
-                            />
-                            <span class="muted">{move || format!("event {} of {}", shown.with(Vec::len), events.with(Vec::len))}</span>
-                        </label>
-                    </Show>
-                </div>
-                <h3>"Event log"</h3>
-                <div class="log-wrap">
-                    <table class="log" data-testid="event-log">
-                        <thead><tr><th>"seq"</th><th>"time"</th><th>"event"</th><th>"step"</th><th>"attempt"</th></tr></thead>
-                        <tbody>
-                            <For each=move || shown.get() key=|e| e.seq let:e>
-                                <tr class=e.kind.clone()>
-                                    <td>{e.seq}</td>
-                                    <td>{clock(&e.at)}</td>
-                                    <td>{e.kind.clone()}</td>
-                                    <td>{e.step.clone().unwrap_or_default()}</td>
-                                    <td>{e.attempt.map(|a| a.to_string()).unwrap_or_default()}</td>
-                                </tr>
-                            </For>
-                        </tbody>
-                    </table>
-                </div>
-                <ServiceState order_id=order_id finished=Signal::derive(finished) />
-            </Show>
+        <div
+            class="timeline"
+            data-testid="timeline"
+            data-saga-id=text(move || t.saga_id.get().unwrap_or_default())
+            data-status=text(status)
+        >
+            <div class="timeline-head">
+                <h2>"Saga " <code>{text(move || t.saga_id.with(|s| s.as_deref().unwrap_or_default().chars().take(8).collect()))}</code></h2>
+                <span class=text(move || format!("badge {}", status())) data-testid="saga-status">
+                    {text(status)}
+                </span>
+                <span class="muted">{text(move || duration(t.axis().1))}</span>
+            </div>
+            <ol class="lanes">
+                {STEPS.iter().enumerate().map(|(i, &step)| lane(t, i, step)).collect_view()}
+            </ol>
+            {dynamic(move || if t.finished.get() { scrubber(t) } else { ().into_any() })}
         </div>
+        <h3>"Event log"</h3>
+        <div class="log-wrap">
+            <table class="log" data-testid="event-log">
+                <thead><tr><th>"seq"</th><th>"time"</th><th>"event"</th><th>"step"</th><th>"attempt"</th></tr></thead>
+                <tbody>
+                    {list(move || t.shown.with(|shown| shown.iter().map(log_row).collect()))}
+                </tbody>
+            </table>
+        </div>
+        <ServiceState order_id=order_id finished=t.finished.into() />
     }
+    .into_any()
+}
+
+fn log_row(e: &SagaEvent) -> AnyView {
+    view! {
+        <tr class=e.kind.clone()>
+            <td>{e.seq.to_string()}</td>
+            <td>{clock(&e.at)}</td>
+            <td>{e.kind.clone()}</td>
+            <td>{e.step.clone().unwrap_or_default()}</td>
+            <td>{e.attempt.map(|a| a.to_string()).unwrap_or_default()}</td>
+        </tr>
+    }
+    .into_any()
+}
+
+fn lane(t: Shown, i: usize, step: &'static str) -> impl IntoView {
+    let status = move || t.projection.with(|p| p.steps[i].status.clone());
+    let bars = move || t.shown.with(|shown| bars_of(shown, step));
+    view! {
+        <li class=text(move || format!("lane {}", status())) data-testid=format!("step-{step}") data-status=text(status)>
+            <div class="lane-label">
+                <span class="step-name">{step}</span>
+                <span class="lane-status">{text(status)}</span>
+                <span class="attempts">{text(move || match t.projection.with(|p| p.steps[i].attempts) {
+                    0 => String::new(),
+                    1 => "1 attempt".into(),
+                    n => format!("{n} attempts"),
+                })}</span>
+            </div>
+            <div class="track" aria-hidden="true">
+                {list(move || {
+                    let (start, span, end) = t.axis();
+                    bars().into_iter().map(|b| bar(b, start, span, end)).collect()
+                })}
+            </div>
+            <div class="lane-detail">
+                {list(move || {
+                    let mut parts: Vec<AnyView> = bars().into_iter().map(|b| {
+                        let stop = b.end.unwrap_or_else(|| t.now.get());
+                        let label = format!("{}#{} {}", if b.compensation { "undo " } else { "" }, b.attempt, duration(stop - b.start));
+                        view! { <span class=format!("attempt {}", b.outcome)>{label}</span> }.into_any()
+                    }).collect();
+                    if let Some(e) = t.projection.with(|p| p.steps[i].error.clone()) {
+                        parts.push(view! { <span class="lane-error">{e}</span> }.into_any());
+                    }
+                    parts
+                })}
+            </div>
+        </li>
+    }
+}
+
+/// One attempt drawn on the time axis `start`..`end` (`span` long), in percent.
+fn bar(b: Bar, start: f64, span: f64, end: f64) -> AnyView {
+    let stop = b.end.unwrap_or(end);
+    let left = (b.start - start) / span * 100.0;
+    let width = ((stop - b.start) / span * 100.0).max(0.6);
+    let title = format!(
+        "{} attempt {}: {}{}",
+        if b.compensation {
+            "compensation"
+        } else {
+            "action"
+        },
+        b.attempt,
+        duration(stop - b.start),
+        b.error
+            .as_ref()
+            .map(|e| format!(" — {e}"))
+            .unwrap_or_default()
+    );
+    view! {
+        <span
+            class=format!("bar {} {}", if b.compensation { "comp" } else { "act" }, b.outcome)
+            style=format!("left:{}%;width:{}%", hundredths((left * 100.0).round() as i64), hundredths((width * 100.0).round() as i64))
+            title=title
+        ></span>
+    }
+    .into_any()
+}
+
+fn scrubber(t: Shown) -> AnyView {
+    let count = move || t.events.with(Vec::len);
+    view! {
+        <label class="scrubber">
+            <span>"Replay: "</span>
+            <input
+                type="range"
+                min="1"
+                data-testid="scrubber"
+                prop:max=text(move || count().to_string())
+                prop:value=text(move || t.cursor.get().unwrap_or_else(count).to_string())
+                on:input=move |ev| t.cursor.set(event_target_value(&ev).parse().ok())
+            />
+            <span class="muted">{text(move || format!("event {} of {}", t.shown.with(Vec::len), count()))}</span>
+        </label>
+    }
+    .into_any()
 }
