@@ -75,7 +75,9 @@ impl RetryPolicy {
 #[derive(Debug, Clone)]
 pub struct StepContext {
     pub saga_id: SagaId,
-    pub step: Arc<str>,
+    /// The step's name: a `String` of its own, not a count on the definition's, which every
+    /// saga on every thread would share.
+    pub step: String,
     /// 1 for the first try; grows across retries and across restarts.
     pub attempt: u32,
     /// `{saga_id}:{step}:action` or `{saga_id}:{step}:compensation`: the same on every retry and

@@ -7,7 +7,9 @@
 //! before the previous one is durably logged as done.
 
 use std::panic::AssertUnwindSafe;
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
@@ -127,11 +129,11 @@ impl SagaRun {
     }
 
     fn context(&self, step: usize, attempt: u32, phase: &str) -> StepContext {
-        let name = self.definition.steps[step].name.clone();
+        let name = &*self.definition.steps[step].name;
         StepContext {
             saga_id: self.id,
             idempotency_key: format!("{}:{}:{}", self.id, name, phase),
-            step: name,
+            step: name.to_string(),
             attempt,
             input: self.progress.input.clone(),
             outputs: self.progress.outputs.clone(),
@@ -258,11 +260,25 @@ impl SagaRun {
 }
 
 /// Run one attempt under the step's timeout. A timeout or a panic leaves the outcome unknown.
+///
+/// The attempt is polled once before the timer is set: one that finishes at once (in memory,
+/// or a cached answer) needs no timer. Setting one takes a count on the runtime's handle, an
+/// atomic that every worker thread shares, so with sagas on both cores each step moved that
+/// cache line between them twice.
 async fn attempt_with_timeout<T>(
     timeout: Duration,
     fut: impl std::future::Future<Output = Result<T, StepError>>,
 ) -> Attempt<T> {
-    match tokio::time::timeout(timeout, AssertUnwindSafe(fut).catch_unwind()).await {
+    // The deadline is taken before the first poll, so a first poll that works for a while
+    // counts against the timeout as it always did.
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut attempt = pin!(AssertUnwindSafe(fut).catch_unwind());
+    let at_once = std::future::poll_fn(|cx| Poll::Ready(attempt.as_mut().poll(cx))).await;
+    let outcome = match at_once {
+        Poll::Ready(done) => Ok(done),
+        Poll::Pending => tokio::time::timeout_at(deadline, attempt).await,
+    };
+    match outcome {
         Ok(Ok(Ok(v))) => Attempt::Done(v),
         Ok(Ok(Err(StepError::Business(e)))) => Attempt::Refused(e),
         Ok(Ok(Err(StepError::Retryable(e)))) => Attempt::Failed {

@@ -16,12 +16,13 @@
 //! broadcast channel only after `append` returned Ok.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{broadcast, oneshot};
 
 use crate::record::{RecordKind, SagaRecord};
+use crate::sharded::Counter;
 use crate::store::{Committed, SagaStore, StoreError};
 
 /// Most records written in one transaction; bounds a commit's latency under a flood.
@@ -30,8 +31,8 @@ const MAX_BATCH_RECORDS: usize = 4096;
 /// Counters for benchmarks and `/metrics`.
 #[derive(Debug, Default)]
 pub struct LogStats {
-    pub commits: AtomicU64,
-    pub records: AtomicU64,
+    commits: Counter,
+    records: Counter,
     /// The position of the last record announced (0: none yet by this engine).
     pub last_announced: AtomicI64,
     /// Whether anyone has ever subscribed to the announcements. Until then nothing is built
@@ -42,6 +43,18 @@ pub struct LogStats {
     /// `last_announced` (both SeqCst), so either the announcer sees the subscriber, or the
     /// subscriber sees the records as already announced (and reads them as history).
     pub(crate) watched: AtomicBool,
+}
+
+impl LogStats {
+    /// Log transactions committed by this engine.
+    pub fn commits(&self) -> u64 {
+        self.commits.get()
+    }
+
+    /// Records committed by this engine.
+    pub fn records(&self) -> u64 {
+        self.records.get()
+    }
 }
 
 struct Waiter {
@@ -89,6 +102,7 @@ impl LogWriter {
             return self
                 .store
                 .append_in_place(records, &mut |positions, records| {
+                    self.count(positions.len());
                     self.announce(positions, || std::mem::take(records))
                 });
         }
@@ -111,7 +125,14 @@ impl LogWriter {
             .map_err(|_| StoreError::Database("the saga log writer has stopped".into()))?
     }
 
-    /// Count a commit and announce its records, in order.
+    /// Count a commit of `records` records, before announcing them: whoever sees a record
+    /// announced sees it counted.
+    fn count(&self, records: usize) {
+        self.stats.commits.add(1);
+        self.stats.records.add(records as u64);
+    }
+
+    /// Announce a commit's records, in order.
     ///
     /// `records` is called only if someone listens: otherwise the records stay where they are,
     /// to be freed by their owner (the memory store frees them after releasing its lock).
@@ -120,10 +141,6 @@ impl LogWriter {
         positions: &[i64],
         records: impl FnOnce() -> I,
     ) {
-        self.stats.commits.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .records
-            .fetch_add(positions.len() as u64, Ordering::Relaxed);
         // Noted before the announcements, so a subscriber from "now" that reads it after
         // subscribing misses nothing after it (see `events::follow`).
         if let Some(&last) = positions.last() {
@@ -194,6 +211,7 @@ impl LogWriter {
             }
             match self.store.append(records).await {
                 Ok(positions) => {
+                    self.count(positions.len());
                     self.announce(&positions, || records.drain(..));
                     for w in waiters.iter_mut() {
                         if let Some(done) = w.done.take() {

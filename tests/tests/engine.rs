@@ -91,13 +91,7 @@ async fn happy_path_logs_every_transition_in_order(backend: Backend) {
         ]
     );
     // Outcomes are committed together with the next start: 5 commits for 10 records.
-    assert_eq!(
-        h.engine
-            .stats()
-            .commits
-            .load(std::sync::atomic::Ordering::Relaxed),
-        5
-    );
+    assert_eq!(h.engine.stats().commits(), 5);
 }
 
 async fn failure_at_each_step_compensates_exactly_the_earlier_steps_in_reverse(backend: Backend) {

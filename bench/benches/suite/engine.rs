@@ -236,6 +236,16 @@ pub async fn run(report: &mut Report, quick: bool) -> anyhow::Result<()> {
                 steno(n, 1, true).await,
                 ours(n, 64, Dispatcher, "noop").await,
             ]);
+            // Each round's own ratio as it ends: progress, and the spread behind the median.
+            if let Some([one, many, ..]) = runs.last() {
+                eprintln!(
+                    "    round {}: ours {:.0} sagas/s one at a time, {:.0} with 64 in flight ({:.2}×)",
+                    runs.len(),
+                    one.per_second,
+                    many.per_second,
+                    many.per_second / one.per_second
+                );
+            }
         }
         runs
     })

@@ -2,7 +2,6 @@
 //! 5 (recovery after a kill with thousands of sagas in flight).
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use saga_engine::{Engine, SagaDefinition, SqliteStore, Step};
@@ -56,10 +55,7 @@ async fn raw_sqlite(rows: usize, per_tx: usize) -> anyhow::Result<f64> {
 /// Sagas/s of the engine with `in_flight` at a time, and the log commits and records per saga.
 pub async fn engine_throughput(engine: &Engine, n: usize, in_flight: usize) -> (f64, f64, f64) {
     let input = serde_json::json!({});
-    let (c0, r0) = (
-        engine.stats().commits.load(Ordering::Relaxed),
-        engine.stats().records.load(Ordering::Relaxed),
-    );
+    let (c0, r0) = (engine.stats().commits(), engine.stats().records());
     let run = measure(n, in_flight, Callers::Dispatcher, {
         let engine = engine.clone();
         move || {
@@ -70,10 +66,7 @@ pub async fn engine_throughput(engine: &Engine, n: usize, in_flight: usize) -> (
         }
     })
     .await;
-    let (c1, r1) = (
-        engine.stats().commits.load(Ordering::Relaxed),
-        engine.stats().records.load(Ordering::Relaxed),
-    );
+    let (c1, r1) = (engine.stats().commits(), engine.stats().records());
     (
         run.per_second,
         (c1 - c0) as f64 / n as f64,

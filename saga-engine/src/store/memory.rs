@@ -52,8 +52,9 @@ struct Saga {
     holder: Option<String>,
     lease_end: i64,
     /// Index in `log` of its newest record, whose `previous` leads back to its first: no
-    /// allocation per saga for an index.
-    last: usize,
+    /// allocation per saga for an index. `None` only between making the entry and logging
+    /// its first record, both under the shard's lock.
+    last: Option<usize>,
 }
 
 /// Saga ids are random UUIDs: their bits are already a good hash, and SipHash on every record
@@ -173,7 +174,7 @@ impl MemoryStore {
     /// `committed` (which announces, in log order) before letting the next append in.
     fn commit(
         &self,
-        prepared: Vec<Prepared>,
+        mut prepared: Vec<Prepared>,
         positions: &mut Vec<i64>,
         committed: impl FnOnce(&[i64]),
     ) -> Result<(), StoreError> {
@@ -205,18 +206,19 @@ impl MemoryStore {
                 return Err(StoreError::DuplicateSaga(summary.saga_id));
             }
         }
-        let mut log = self.log();
-        for Prepared { mut kept, change } in prepared {
-            let index = log.len();
-            let saga = saga_map(&mut shards, kept.saga_id)
-                .entry(kept.saga_id)
+        // Each saga's entry found (or made) and its summary changed under the shards' locks
+        // alone: the map's cache misses stay out of the log's lock, which every append on
+        // every core takes.
+        for p in &mut prepared {
+            let saga = saga_map(&mut shards, p.kept.saga_id)
+                .entry(p.kept.saga_id)
                 .or_insert(Saga {
                     summary: None,
                     holder: None,
                     lease_end: 0,
-                    last: index,
+                    last: None,
                 });
-            match change {
+            match p.change.take() {
                 Some(Change::Create(summary)) => saga.summary = Some(summary),
                 Some(Change::Status { status, at_ms }) => {
                     if let Some(s) = &mut saga.summary {
@@ -226,10 +228,14 @@ impl MemoryStore {
                 }
                 None => {}
             }
-            if saga.last != index {
-                kept.previous = Some(saga.last);
-            }
-            saga.last = index;
+        }
+        let mut log = self.log();
+        for Prepared { mut kept, .. } in prepared {
+            let index = log.len();
+            let saga = saga_map(&mut shards, kept.saga_id)
+                .get_mut(&kept.saga_id)
+                .expect("every saga of the batch has its entry, made above");
+            kept.previous = saga.last.replace(index);
             log.push(kept);
             positions.push(index as i64 + 1);
         }
@@ -276,7 +282,11 @@ impl SagaStore for MemoryStore {
     ) -> BoxFuture<'_, Result<Vec<SagaRecord>, StoreError>> {
         // Where its newest record is, then the chain back from there: a record appended in
         // between is newer than all of these, and left for the next read.
-        let last = self.sagas.lock(saga_id).get(&saga_id).map(|saga| saga.last);
+        let last = self
+            .sagas
+            .lock(saga_id)
+            .get(&saga_id)
+            .and_then(|saga| saga.last);
         let log = self.log();
         let mut newest_first = Vec::new();
         let mut next = last;
