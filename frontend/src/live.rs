@@ -39,7 +39,7 @@ fn listen(url: String, mut on_event: impl FnMut(SagaEvent) -> bool + 'static) {
     let mut source = match EventSource::new(&url) {
         Ok(s) => s,
         Err(e) => {
-            leptos::logging::error!("cannot open {url}: {e:?}");
+            leptos::logging::error!("cannot open {url}: {e}");
             return;
         }
     };
@@ -47,7 +47,7 @@ fn listen(url: String, mut on_event: impl FnMut(SagaEvent) -> bool + 'static) {
     for kind in EVENT_TYPES {
         match source.subscribe(kind) {
             Ok(s) => streams.push(s),
-            Err(e) => leptos::logging::error!("cannot subscribe to {kind}: {e:?}"),
+            Err(e) => leptos::logging::error!("cannot subscribe to {kind}: {e}"),
         }
     }
     let mut merged = futures_util::stream::select_all(streams);

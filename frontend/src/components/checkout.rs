@@ -2,9 +2,11 @@
 //! with the server's own rules (`shared::rules`); if the server still refuses, its sentence is
 //! shown next to the field it names.
 
+use std::collections::BTreeMap;
+
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use shared::{Address, Customer, Delivery, OrderItem, OrderRequest, PaymentInput, rules};
+use shared::{Address, Customer, Delivery, Fault, OrderItem, OrderRequest, PaymentInput, rules};
 
 use crate::api::{self, ApiFailure};
 use crate::app::ShopState;
@@ -152,60 +154,107 @@ fn order_request(state: ShopState) -> OrderRequest {
                 wallet_id: f.wallet_id.trim().into(),
             }
         },
-        faults: state
-            .faults
-            .get_untracked()
-            .iter()
-            .filter_map(|(step, choice)| choice.to_fault().map(|f| (step.clone(), f)))
-            .collect(),
+        faults: faults(state),
     }
 }
 
-#[component]
-fn Field(
+/// The faults picked, by step. Inserted one by one rather than collected: collecting into a
+/// map sorts first, and that brings a sort into the page for a handful of entries.
+fn faults(state: ShopState) -> BTreeMap<String, Fault> {
+    let mut faults = BTreeMap::new();
+    state.faults.with_untracked(|picked| {
+        for (step, choice) in picked {
+            if let Some(fault) = choice.to_fault() {
+                faults.insert(step.clone(), fault);
+            }
+        }
+    });
+    faults
+}
+
+/// A form field: its name (as the server names it), its label and a hint (may be empty).
+type FieldSpec = (&'static str, &'static str, &'static str);
+
+const CUSTOMER: [FieldSpec; 2] = [("name", "Name", ""), ("email", "Email", "")];
+const ADDRESS: [FieldSpec; 4] = [
+    ("line1", "Street", ""),
+    ("city", "City", ""),
+    ("postal_code", "Postal code", ""),
+    (
+        "country",
+        "Country",
+        "Two letters. We do not ship to AQ: try it to see shipping refuse.",
+    ),
+];
+const CARD: [FieldSpec; 1] = [(
+    "card_number",
+    "Card number",
+    "Test cards: 4242 4242 4242 4242 pays; 4000 0000 0000 0002 is declined; 4000 0000 0000 9995 has insufficient funds.",
+)];
+const CARD_CHECKS: [FieldSpec; 2] = [("expiry", "Expiry (MM/YY)", ""), ("cvc", "CVC", "")];
+const WALLET: [FieldSpec; 1] = [(
+    "wallet_id",
+    "Wallet id",
+    "Wallet empty-wallet has insufficient funds.",
+)];
+
+/// What every field of the form reads and writes.
+#[derive(Clone, Copy)]
+struct Form {
     state: ShopState,
-    field: &'static str,
-    label: &'static str,
     show_errors: RwSignal<bool>,
     server_error: RwSignal<Option<ApiFailure>>,
-    #[prop(optional)] hint: &'static str,
-) -> impl IntoView {
-    let error = move || {
-        let local = state
-            .form
-            .with(|f| f.check(field).err())
-            .filter(|_| show_errors.get());
-        let server = server_error
-            .get()
-            .filter(|e| e.field.as_deref().map(form_field) == Some(field))
-            .map(|e| e.message);
-        local.or(server)
-    };
-    let id = format!("field-{field}");
-    let error_id = format!("{id}-error");
-    view! {
-        <div class="field" class:invalid=move || error().is_some()>
-            <label for=id.clone()>{label}</label>
-            <input
-                id=id.clone()
-                data-testid=id.clone()
-                name=field
-                aria-describedby=error_id.clone()
-                aria-invalid=move || if error().is_some() { "true" } else { "false" }
-                prop:value=move || state.form.with(|f| f.get(field))
-                on:input=move |ev| {
-                    state.form.update(|f| f.set(field, event_target_value(&ev)));
-                    server_error.update(|e| {
-                        if e.as_ref().and_then(|e| e.field.as_deref()).map(form_field) == Some(field) {
-                            *e = None;
-                        }
-                    });
-                }
-                on:blur=move |_| show_errors.set(true)
-            />
-            {(!hint.is_empty()).then(|| view! { <small class="hint">{hint}</small> })}
-            <small id=error_id class="field-error" role="alert">{error}</small>
-        </div>
+}
+
+impl Form {
+    /// Fields from a table: one place builds them all, so the page carries one copy.
+    fn fields(self, specs: &'static [FieldSpec]) -> impl IntoView {
+        specs.iter().map(|&spec| self.field(spec)).collect_view()
+    }
+
+    fn field(self, (field, label, hint): FieldSpec) -> impl IntoView {
+        let Form {
+            state,
+            show_errors,
+            server_error,
+        } = self;
+        let error = move || {
+            let local = state
+                .form
+                .with(|f| f.check(field).err())
+                .filter(|_| show_errors.get());
+            let server = server_error
+                .get()
+                .filter(|e| e.field.as_deref().map(form_field) == Some(field))
+                .map(|e| e.message);
+            local.or(server)
+        };
+        let id = format!("field-{field}");
+        let error_id = format!("{id}-error");
+        view! {
+            <div class=text(move || if error().is_some() { "field invalid".into() } else { "field".into() })>
+                <label for=id.clone()>{label}</label>
+                <input
+                    id=id.clone()
+                    data-testid=id.clone()
+                    name=field
+                    aria-describedby=error_id.clone()
+                    aria-invalid=text(move || if error().is_some() { "true".into() } else { "false".into() })
+                    prop:value=text(move || state.form.with(|f| f.get(field)))
+                    on:input=move |ev| {
+                        state.form.update(|f| f.set(field, event_target_value(&ev)));
+                        server_error.update(|e| {
+                            if e.as_ref().and_then(|e| e.field.as_deref()).map(form_field) == Some(field) {
+                                *e = None;
+                            }
+                        });
+                    }
+                    on:blur=move |_| show_errors.set(true)
+                />
+                {(!hint.is_empty()).then(|| view! { <small class="hint">{hint}</small> })}
+                <small id=error_id class="field-error" role="alert">{text(move || error().unwrap_or_default())}</small>
+            </div>
+        }
     }
 }
 
@@ -214,6 +263,11 @@ pub fn Checkout(state: ShopState) -> impl IntoView {
     let show_errors = RwSignal::new(false);
     let server_error = RwSignal::new(None::<ApiFailure>);
     let busy = RwSignal::new(false);
+    let inputs = Form {
+        state,
+        show_errors,
+        server_error,
+    };
     let buy = move |_| {
         show_errors.set(true);
         let form = state.form.get_untracked();
@@ -268,16 +322,11 @@ pub fn Checkout(state: ShopState) -> impl IntoView {
             <h2>"Checkout"</h2>
             <fieldset>
                 <legend>"Customer"</legend>
-                <Field state=state field="name" label="Name" show_errors=show_errors server_error=server_error />
-                <Field state=state field="email" label="Email" show_errors=show_errors server_error=server_error />
+                {inputs.fields(&CUSTOMER)}
             </fieldset>
             <fieldset>
                 <legend>"Delivery address"</legend>
-                <Field state=state field="line1" label="Street" show_errors=show_errors server_error=server_error />
-                <Field state=state field="city" label="City" show_errors=show_errors server_error=server_error />
-                <Field state=state field="postal_code" label="Postal code" show_errors=show_errors server_error=server_error />
-                <Field state=state field="country" label="Country" show_errors=show_errors server_error=server_error
-                    hint="Two letters. We do not ship to AQ: try it to see shipping refuse." />
+                {inputs.fields(&ADDRESS)}
                 <label class="inline">
                     "Delivery "
                     <select data-testid="field-delivery" on:change=set("delivery")>
@@ -297,18 +346,11 @@ pub fn Checkout(state: ShopState) -> impl IntoView {
                 </label>
                 {dynamic(move || if by_card.get() {
                     view! {
-                        <Field state=state field="card_number" label="Card number" show_errors=show_errors server_error=server_error
-                            hint="Test cards: 4242 4242 4242 4242 pays; 4000 0000 0000 0002 is declined; 4000 0000 0000 9995 has insufficient funds." />
-                        <div class="row">
-                            <Field state=state field="expiry" label="Expiry (MM/YY)" show_errors=show_errors server_error=server_error />
-                            <Field state=state field="cvc" label="CVC" show_errors=show_errors server_error=server_error />
-                        </div>
+                        {inputs.fields(&CARD)}
+                        <div class="row">{inputs.fields(&CARD_CHECKS)}</div>
                     }.into_any()
                 } else {
-                    view! {
-                        <Field state=state field="wallet_id" label="Wallet id" show_errors=show_errors server_error=server_error
-                            hint="Wallet empty-wallet has insufficient funds." />
-                    }.into_any()
+                    inputs.fields(&WALLET).into_any()
                 })}
             </fieldset>
             <FaultPanel state=state />
