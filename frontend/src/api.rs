@@ -59,8 +59,9 @@ pub async fn catalog() -> Result<Vec<CatalogItem>, ApiFailure> {
     get("/api/catalog").await
 }
 
-pub async fn sagas() -> Result<Vec<SagaListItem>, ApiFailure> {
-    get("/api/sagas?limit=50").await
+/// The newest `limit` sagas.
+pub async fn sagas(limit: usize) -> Result<Vec<SagaListItem>, ApiFailure> {
+    get(&format!("/api/sagas?limit={limit}")).await
 }
 
 pub async fn order(order_id: &str) -> Result<OrderView, ApiFailure> {

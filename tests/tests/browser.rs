@@ -387,3 +387,44 @@ async fn the_page_fits_a_phone_screen() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_saga_list_shows_the_newest_fifty_live_newest_first() {
+    scenario("saga-list", |b, url| async move {
+        let r = async {
+            // Placed one after another, so their sagas start in this order.
+            let shop = saga_shop_tests::shop::Shop::new(&url);
+            let body = saga_shop_tests::shop::order("CB-12", 1, serde_json::json!({}));
+            // The first one's row showing means the page is following the stream.
+            let first = shop.buy(&body).await?.saga_id;
+            b.wait_testid(&format!("saga-row-{first}"), LONG).await?;
+            let mut ids = vec![first];
+            for _ in 1..55 {
+                ids.push(shop.buy(&body).await?.saga_id);
+            }
+            let newest = ids.last().cloned().unwrap_or_default();
+            b.wait_attr(
+                &format!("saga-row-{newest}"),
+                "data-status",
+                "completed",
+                LONG,
+            )
+            .await?;
+            let rows = b
+                .client
+                .find_all(fantoccini::Locator::Css("[data-testid^=saga-row-]"))
+                .await?;
+            let mut shown = Vec::new();
+            for row in rows {
+                let testid = row.attr("data-testid").await?.unwrap_or_default();
+                shown.push(testid.trim_start_matches("saga-row-").to_string());
+            }
+            let expected: Vec<String> = ids.iter().rev().take(50).cloned().collect();
+            anyhow::ensure!(shown == expected, "rows {shown:?}\nexpected {expected:?}");
+            Ok(())
+        }
+        .await;
+        (b, r)
+    })
+    .await;
+}

@@ -1,9 +1,13 @@
 //! Every saga with its live state, from `/api/sagas` and then the `/api/events` stream; each
 //! row opens its timeline.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use shared::SagaListItem;
+use shared::{SagaEvent, SagaListItem};
 
 use crate::api;
 use crate::format::clock;
@@ -22,50 +26,89 @@ fn status_after(kind: &str) -> Option<&'static str> {
     })
 }
 
+/// How many sagas the list shows, newest first.
+const ROWS: usize = 50;
+
+/// How often the list takes in what the stream brought. A busy system changes it many times a
+/// second; its rows are rebuilt in place, so it changes at most this often, all at once.
+const REFRESH: Duration = Duration::from_millis(100);
+
+/// `event` into the list: a saga's new state, or a saga new to the list at the top.
+fn apply(list: &mut Vec<SagaListItem>, event: SagaEvent, status: &'static str) {
+    match list.iter_mut().find(|s| s.saga_id == event.saga_id) {
+        Some(s) => {
+            s.status = status.into();
+            if live::is_terminal(&event.kind) {
+                s.finished_at = Some(event.at);
+            }
+        }
+        None => {
+            let order_id = event
+                .detail
+                .get("order_id")
+                .and_then(|v| v.as_str())
+                .map(str::to_string);
+            list.insert(
+                0,
+                SagaListItem {
+                    saga_id: event.saga_id,
+                    order_id,
+                    status: status.into(),
+                    started_at: event.at,
+                    finished_at: None,
+                },
+            );
+            list.truncate(ROWS);
+        }
+    }
+}
+
 #[component]
 pub fn SagaList(route: RwSignal<Route>) -> impl IntoView {
     let sagas = RwSignal::new(Vec::<SagaListItem>::new());
     spawn_local(async move {
-        if let Ok(list) = api::sagas().await {
-            // Events may have arrived first: keep whatever they already added.
+        if let Ok(list) = api::sagas(ROWS).await {
+            // Events may have arrived first: keep what they added, and put each saga fetched
+            // where its start puts it (RFC 3339 times in UTC sort as text).
             sagas.update(|s| {
                 for item in list {
-                    if !s.iter().any(|x| x.saga_id == item.saga_id) {
-                        s.push(item);
+                    if s.iter().any(|x| x.saga_id == item.saga_id) {
+                        continue;
                     }
+                    let at = s
+                        .iter()
+                        .position(|x| x.started_at < item.started_at)
+                        .unwrap_or(s.len());
+                    s.insert(at, item);
                 }
+                s.truncate(ROWS);
             });
         }
     });
-    live::follow_all(move |event| {
-        let Some(status) = status_after(&event.kind) else {
-            return;
-        };
-        sagas.update(
-            |list| match list.iter_mut().find(|s| s.saga_id == event.saga_id) {
-                Some(s) => {
-                    s.status = status.into();
-                    if live::is_terminal(&event.kind) {
-                        s.finished_at = Some(event.at.clone());
-                    }
-                }
-                None => list.insert(
-                    0,
-                    SagaListItem {
-                        saga_id: event.saga_id.clone(),
-                        order_id: event
-                            .detail
-                            .get("order_id")
-                            .and_then(|v| v.as_str())
-                            .map(str::to_string),
-                        status: status.into(),
-                        started_at: event.at.clone(),
-                        finished_at: None,
-                    },
-                ),
-            },
-        );
+    let arrived = Rc::new(RefCell::new(Vec::<(SagaEvent, &'static str)>::new()));
+    live::follow_all({
+        let arrived = arrived.clone();
+        move |event| {
+            if let Some(status) = status_after(&event.kind) {
+                arrived.borrow_mut().push((event, status));
+            }
+        }
     });
+    if let Ok(handle) = set_interval_with_handle(
+        move || {
+            let batch = std::mem::take(&mut *arrived.borrow_mut());
+            if !batch.is_empty() {
+                sagas.update(|list| {
+                    for (event, status) in batch {
+                        apply(list, event, status);
+                    }
+                });
+            }
+        },
+        REFRESH,
+    ) {
+        on_cleanup(move || handle.clear());
+    }
     let none = Memo::new(move |_| sagas.with(Vec::is_empty));
     view! {
         <section class="panel sagas" aria-label="All sagas">
