@@ -5,7 +5,10 @@
 //! polls its own subscription before making its one write; on two cores that bookkeeping and the
 //! hand-offs between worker threads are a fifth of the server's time in a delivery wave. A lane
 //! takes each item once from its own subscription and writes it to every socket it holds
-//! without waiting (`try_write`): a system call per subscriber and nothing else.
+//! without waiting (`try_write`): a system call per subscriber and nothing else. Items that come
+//! while it is writing (a saga commits several times in a few milliseconds) join the wave for
+//! the sockets it has not reached yet, so no socket waits a whole wave for them and a burst
+//! costs fewer writes; the sockets it had passed get them in one more wave.
 //!
 //! A socket that cannot take an item whole at once (its client reads slowly, or has stopped
 //! reading) leaves the lane for a task of its own, which writes the rest of that item and then
@@ -126,7 +129,7 @@ async fn lane(lanes: Lanes, feed: EventsFeed, mut joined: mpsc::UnboundedReceive
                 Some(Joining::New(stream)) => {
                     members.push(Member { stream, seen: at, _counted: feed.subscriber() });
                     let new = members.len() - 1;
-                    write_to(&lanes, &mut members, new.., &head, None, &feed).await;
+                    write_to(&lanes, &mut members, new.., &head, None, &feed, None).await;
                 }
                 // Sent less than this lane has written: it would miss the difference.
                 Some(Joining::CaughtUp(member)) if member.seen < at => {
@@ -147,15 +150,30 @@ async fn lane(lanes: Lanes, feed: EventsFeed, mut joined: mpsc::UnboundedReceive
                 // Whatever else is ready goes out in the same write (a burst, or a lane that
                 // fell behind).
                 at = Some(item.position);
-                let (more, ended) = ready_now(&mut items, &mut at);
-                let bytes = if more.is_empty() {
+                let (more, mut ended) = ready_now(&mut items, &mut at);
+                let mut bytes = if more.is_empty() {
                     item.value.clone()
                 } else {
                     Bytes::from([&item.value[..], &more].concat())
                 };
-                let covers = at.map(|last| (item.first, last));
+                let mut first = item.first;
                 last_write = Instant::now();
-                write_to(&lanes, &mut members, 0.., &bytes, covers, &feed).await;
+                // Items that come while a wave is under way join it for the sockets it has not
+                // reached yet; the sockets it had passed get them in one more wave, which the
+                // others skip. So the last socket of a wave is never a whole wave behind.
+                loop {
+                    let covers = at.map(|last| (first, last));
+                    let mut late = Late { items: items.as_mut(), at: &mut at, ended: false, taken: None };
+                    write_to(&lanes, &mut members, 0.., &bytes, covers, &feed, Some(&mut late)).await;
+                    ended |= late.ended;
+                    match late.taken {
+                        Some((late_first, late_bytes)) => {
+                            first = late_first;
+                            bytes = Bytes::from(late_bytes);
+                        }
+                        None => break,
+                    }
+                }
                 if ended {
                     if feed.stopping() {
                         break;
@@ -166,7 +184,7 @@ async fn lane(lanes: Lanes, feed: EventsFeed, mut joined: mpsc::UnboundedReceive
             }
             _ = tokio::time::sleep_until(last_write + sse::KEEP_ALIVE) => {
                 last_write = Instant::now();
-                write_to(&lanes, &mut members, 0.., &keep_alive, None, &feed).await;
+                write_to(&lanes, &mut members, 0.., &keep_alive, None, &feed, None).await;
             }
         }
         feed.lane_members_changed(counted, members.len());
@@ -183,6 +201,41 @@ async fn pause_before_following_again() {
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
 }
 
+/// How often, in sockets, a wave looks for items that came since it started.
+const LATE_EVERY: usize = 32;
+
+/// The lane's subscription while it writes a wave: items ready now join the wave.
+struct Late<'a> {
+    items: std::pin::Pin<&'a mut (dyn Stream<Item = Arc<saga_engine::Rendered<Bytes>>> + Send)>,
+    /// The lane's last position, moved past each item taken.
+    at: &'a mut Option<i64>,
+    /// The feed ended.
+    ended: bool,
+    /// What was taken: the first position it covers, and its bytes, for the sockets the wave
+    /// had already passed.
+    taken: Option<(i64, Vec<u8>)>,
+}
+
+impl Late<'_> {
+    /// The items ready now (up to [`MAX_WRITE`] bytes taken in all), as one buffer.
+    fn take(&mut self) -> Option<Vec<u8>> {
+        let mut more = Vec::new();
+        while !self.ended && self.taken.as_ref().map_or(0, |(_, t)| t.len()) < MAX_WRITE {
+            match self.items.next().now_or_never() {
+                Some(Some(item)) => {
+                    let (_, taken) = self.taken.get_or_insert_with(|| (item.first, Vec::new()));
+                    taken.extend_from_slice(&item.value);
+                    more.extend_from_slice(&item.value);
+                    *self.at = Some(item.position);
+                }
+                Some(None) => self.ended = true,
+                None => break,
+            }
+        }
+        (!more.is_empty()).then_some(more)
+    }
+}
+
 /// Write `bytes` to the members from `from` on; `covers`: the log positions they hold (none
 /// for the response head or a keep-alive). A member already sent all of them is skipped. One
 /// sent part of them already, or that cannot take them whole, leaves for a task of its own,
@@ -193,11 +246,21 @@ async fn write_to(
     members: &mut Vec<Member>,
     from: std::ops::RangeFrom<usize>,
     bytes: &Bytes,
-    covers: Option<(i64, i64)>,
+    mut covers: Option<(i64, i64)>,
     feed: &EventsFeed,
+    mut late: Option<&mut Late<'_>>,
 ) {
+    let mut bytes = bytes.clone();
     let mut i = from.start;
     while i < members.len() {
+        if i > from.start
+            && i.is_multiple_of(LATE_EVERY)
+            && let (Some(late), Some((_, last))) = (late.as_deref_mut(), covers.as_mut())
+            && let Some(more) = late.take()
+        {
+            bytes = Bytes::from([&bytes[..], &more[..]].concat());
+            *last = late.at.unwrap_or(*last);
+        }
         let member = &mut members[i];
         let rest = match (covers, member.seen) {
             (Some((_, last)), Some(seen)) if seen >= last => None,
@@ -205,7 +268,7 @@ async fn write_to(
             // the task reads what follows from the log.
             (Some((first, _)), Some(seen)) if seen >= first => Some(Bytes::new()),
             _ => {
-                let rest = match member.stream.try_write(bytes) {
+                let rest = match member.stream.try_write(&bytes) {
                     Ok(n) if n == bytes.len() => None,
                     Ok(n) => Some(bytes.slice(n..)),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Some(bytes.clone()),
@@ -412,6 +475,46 @@ mod tests {
                 ids.len()
             );
             text.push_str(&String::from_utf8_lossy(&buf[..read]));
+        }
+    }
+
+    /// Sagas that commit while a lane is writing a wave: what comes in joins the wave for the
+    /// sockets it has not reached, and the ones it had passed get it next. Every client still
+    /// gets every event, in order, once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_that_come_during_a_wave_reach_every_client_once_in_order() {
+        let Setup {
+            engine,
+            metrics,
+            lanes,
+            tcp,
+            ..
+        } = &setup(100).await;
+        let clients = 400;
+        let mut readers = Vec::with_capacity(clients);
+        for _ in 0..clients {
+            readers.push(subscriber(lanes, tcp).await);
+        }
+        until_members(metrics, clients).await;
+        let sagas = 40;
+        let events = (sagas * RECORDS_PER_SAGA) as usize;
+        let readers: Vec<_> = readers
+            .into_iter()
+            .map(|mut client| tokio::spawn(async move { read_ids(&mut client, events).await }))
+            .collect();
+        // All at once, from tasks of their own: commits keep coming while waves are written.
+        let runs: Vec<_> = (0..sagas)
+            .map(|_| {
+                let engine = engine.clone();
+                tokio::spawn(async move { engine.run("one", &json!({})).await.expect("ran") })
+            })
+            .collect();
+        for run in runs {
+            run.await.expect("joined");
+        }
+        let all: Vec<i64> = (1..=sagas * RECORDS_PER_SAGA).collect();
+        for reader in readers {
+            assert_eq!(reader.await.expect("joined"), all);
         }
     }
 
