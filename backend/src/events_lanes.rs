@@ -156,20 +156,19 @@ async fn lane(lanes: Lanes, feed: EventsFeed, mut joined: mpsc::UnboundedReceive
                 } else {
                     Bytes::from([&item.value[..], &more].concat())
                 };
-                let mut first = item.first;
+                let mut covers = at.map(|last| Covers { first: item.first, ends: vec![(last, bytes.len())] });
                 last_write = Instant::now();
                 // Items that come while a wave is under way join it for the sockets it has not
                 // reached yet; the sockets it had passed get them in one more wave, which the
                 // others skip. So the last socket of a wave is never a whole wave behind.
                 loop {
-                    let covers = at.map(|last| (first, last));
                     let mut late = Late { items: items.as_mut(), at: &mut at, ended: false, taken: None };
                     write_to(&lanes, &mut members, 0.., &bytes, covers, &feed, Some(&mut late)).await;
                     ended |= late.ended;
                     match late.taken {
-                        Some((late_first, late_bytes)) => {
-                            first = late_first;
+                        Some((late_bytes, late_covers)) => {
                             bytes = Bytes::from(late_bytes);
+                            covers = Some(late_covers);
                         }
                         None => break,
                     }
@@ -204,6 +203,26 @@ async fn pause_before_following_again() {
 /// How often, in sockets, a wave looks for items that came since it started.
 const LATE_EVERY: usize = 32;
 
+/// The log positions a wave's bytes hold: from `first`, in runs of whole items, each with the
+/// last position it holds and where its bytes end. A socket sent the wave up to the end of a
+/// run gets only what follows.
+#[derive(Clone, Debug)]
+struct Covers {
+    first: i64,
+    ends: Vec<(i64, usize)>,
+}
+
+impl Covers {
+    fn last(&self) -> i64 {
+        self.ends.last().map_or(self.first, |&(last, _)| last)
+    }
+
+    /// Add a run ending at position `last` and byte `end`.
+    fn extend(&mut self, last: i64, end: usize) {
+        self.ends.push((last, end));
+    }
+}
+
 /// The lane's subscription while it writes a wave: items ready now join the wave.
 struct Late<'a> {
     items: std::pin::Pin<&'a mut (dyn Stream<Item = Arc<saga_engine::Rendered<Bytes>>> + Send)>,
@@ -211,20 +230,20 @@ struct Late<'a> {
     at: &'a mut Option<i64>,
     /// The feed ended.
     ended: bool,
-    /// What was taken: the first position it covers, and its bytes, for the sockets the wave
-    /// had already passed.
-    taken: Option<(i64, Vec<u8>)>,
+    /// What was taken, for the sockets the wave had already passed: its bytes and positions.
+    taken: Option<(Vec<u8>, Covers)>,
 }
 
 impl Late<'_> {
-    /// The items ready now (up to [`MAX_WRITE`] bytes taken in all), as one buffer.
-    fn take(&mut self) -> Option<Vec<u8>> {
+    /// The items ready now, as one buffer, while the wave's write (`wave` bytes so far) stays
+    /// under [`MAX_WRITE`]: a longer one would not go out whole to a socket.
+    fn take(&mut self, wave: usize) -> Option<Vec<u8>> {
         let mut more = Vec::new();
-        while !self.ended && self.taken.as_ref().map_or(0, |(_, t)| t.len()) < MAX_WRITE {
+        let mut first = None;
+        while !self.ended && wave + more.len() < MAX_WRITE {
             match self.items.next().now_or_never() {
                 Some(Some(item)) => {
-                    let (_, taken) = self.taken.get_or_insert_with(|| (item.first, Vec::new()));
-                    taken.extend_from_slice(&item.value);
+                    first.get_or_insert(item.first);
                     more.extend_from_slice(&item.value);
                     *self.at = Some(item.position);
                 }
@@ -232,21 +251,36 @@ impl Late<'_> {
                 None => break,
             }
         }
-        (!more.is_empty()).then_some(more)
+        let (first, last) = (first?, (*self.at)?);
+        match &mut self.taken {
+            Some((bytes, covers)) => {
+                bytes.extend_from_slice(&more);
+                covers.extend(last, bytes.len());
+            }
+            None => {
+                let covers = Covers {
+                    first,
+                    ends: vec![(last, more.len())],
+                };
+                self.taken = Some((more.clone(), covers));
+            }
+        }
+        Some(more)
     }
 }
 
 /// Write `bytes` to the members from `from` on; `covers`: the log positions they hold (none
-/// for the response head or a keep-alive). A member already sent all of them is skipped. One
-/// sent part of them already, or that cannot take them whole, leaves for a task of its own,
-/// which writes the rest and follows the feed from what it has been sent. One whose client
-/// has gone is dropped.
+/// for the response head or a keep-alive). A member already sent all of them is skipped; one
+/// sent them up to the end of a run gets what follows. One sent part of a run (it came back
+/// from a task of its own mid-way), or that cannot take its bytes whole, leaves for a task of
+/// its own, which writes the rest and follows the feed from what it has been sent. One whose
+/// client has gone is dropped. With `late`, items that come meanwhile join the wave.
 async fn write_to(
     lanes: &Lanes,
     members: &mut Vec<Member>,
     from: std::ops::RangeFrom<usize>,
     bytes: &Bytes,
-    mut covers: Option<(i64, i64)>,
+    mut covers: Option<Covers>,
     feed: &EventsFeed,
     mut late: Option<&mut Late<'_>>,
 ) {
@@ -255,31 +289,51 @@ async fn write_to(
     while i < members.len() {
         if i > from.start
             && i.is_multiple_of(LATE_EVERY)
-            && let (Some(late), Some((_, last))) = (late.as_deref_mut(), covers.as_mut())
-            && let Some(more) = late.take()
+            && let (Some(late), Some(covers)) = (late.as_deref_mut(), covers.as_mut())
+            && let Some(more) = late.take(bytes.len())
         {
             bytes = Bytes::from([&bytes[..], &more[..]].concat());
-            *last = late.at.unwrap_or(*last);
+            covers.extend(late.at.unwrap_or(covers.last()), bytes.len());
         }
         let member = &mut members[i];
-        let rest = match (covers, member.seen) {
-            (Some((_, last)), Some(seen)) if seen >= last => None,
-            // Sent the start of these already (it came back from a task of its own mid-way):
-            // the task reads what follows from the log.
-            (Some((first, _)), Some(seen)) if seen >= first => Some(Bytes::new()),
-            _ => {
-                let rest = match member.stream.try_write(&bytes) {
-                    Ok(n) if n == bytes.len() => None,
-                    Ok(n) => Some(bytes.slice(n..)),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Some(bytes.clone()),
+        // Where in `bytes` this member's write starts; `None`: nothing to write.
+        let start = match (&covers, member.seen) {
+            (Some(c), Some(seen)) if seen >= c.last() => None,
+            (Some(c), Some(seen)) if seen >= c.first => {
+                match c.ends.iter().find(|&&(last, _)| last == seen) {
+                    Some(&(_, end)) => Some(end),
+                    // Part of a run: the task reads what follows from the log.
+                    None => {
+                        let member = members.swap_remove(i);
+                        tokio::spawn(follow_alone(
+                            lanes.clone(),
+                            member,
+                            Bytes::new(),
+                            feed.clone(),
+                        ));
+                        continue;
+                    }
+                }
+            }
+            _ => Some(0),
+        };
+        let rest = match start {
+            None => None,
+            Some(start) => {
+                let rest = match member.stream.try_write(&bytes[start..]) {
+                    Ok(n) if start + n == bytes.len() => None,
+                    Ok(n) => Some(bytes.slice(start + n..)),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        Some(bytes.slice(start..))
+                    }
                     Err(_) => {
                         members.swap_remove(i);
                         continue;
                     }
                 };
                 // Written, or the rest will be, first thing, by its task.
-                if let Some((_, last)) = covers {
-                    member.seen = Some(last);
+                if let Some(c) = &covers {
+                    member.seen = Some(c.last());
                 }
                 rest
             }
