@@ -150,28 +150,30 @@ async fn lane(lanes: Lanes, feed: EventsFeed, mut joined: mpsc::UnboundedReceive
                 // Whatever else is ready goes out in the same write (a burst, or a lane that
                 // fell behind).
                 at = Some(item.position);
-                let (more, mut ended) = ready_now(&mut items, &mut at);
+                let (more, _, mut ended) = ready_now(items.as_mut(), &mut at, MAX_WRITE);
                 let mut bytes = if more.is_empty() {
                     item.value.clone()
                 } else {
                     Bytes::from([&item.value[..], &more].concat())
                 };
-                let mut covers = at.map(|last| Covers { first: item.first, ends: vec![(last, bytes.len())] });
+                let mut covers = Covers {
+                    first: item.first,
+                    ends: vec![(at.unwrap_or(item.position), bytes.len())],
+                };
                 last_write = Instant::now();
                 // Items that come while a wave is under way join it for the sockets it has not
                 // reached yet; the sockets it had passed get them in one more wave, which the
                 // others skip. So the last socket of a wave is never a whole wave behind.
                 loop {
-                    let mut late = Late { items: items.as_mut(), at: &mut at, ended: false, taken: None };
-                    write_to(&lanes, &mut members, 0.., &bytes, covers, &feed, Some(&mut late)).await;
+                    let mut late = Late { items: items.as_mut(), at: &mut at, ended: false };
+                    let passed = write_to(
+                        &lanes, &mut members, 0.., &bytes, Some(covers), &feed, Some(&mut late),
+                    )
+                    .await;
                     ended |= late.ended;
-                    match late.taken {
-                        Some((late_bytes, late_covers)) => {
-                            bytes = Bytes::from(late_bytes);
-                            covers = Some(late_covers);
-                        }
-                        None => break,
-                    }
+                    let Some((late_bytes, late_covers)) = passed else { break };
+                    bytes = late_bytes;
+                    covers = late_covers;
                 }
                 if ended {
                     if feed.stopping() {
@@ -230,42 +232,24 @@ struct Late<'a> {
     at: &'a mut Option<i64>,
     /// The feed ended.
     ended: bool,
-    /// What was taken, for the sockets the wave had already passed: its bytes and positions.
-    taken: Option<(Vec<u8>, Covers)>,
 }
 
 impl Late<'_> {
-    /// The items ready now, as one buffer, while the wave's write (`wave` bytes so far) stays
-    /// under [`MAX_WRITE`]: a longer one would not go out whole to a socket.
-    fn take(&mut self, wave: usize) -> Option<Vec<u8>> {
-        let mut more = Vec::new();
-        let mut first = None;
-        while !self.ended && wave + more.len() < MAX_WRITE {
-            match self.items.next().now_or_never() {
-                Some(Some(item)) => {
-                    first.get_or_insert(item.first);
-                    more.extend_from_slice(&item.value);
-                    *self.at = Some(item.position);
-                }
-                Some(None) => self.ended = true,
-                None => break,
-            }
+    /// Add the items ready now to the wave, as long as its write stays under [`MAX_WRITE`] (a
+    /// longer one would not go out whole to a socket). Returns where what it added starts: its
+    /// first position, its first byte, and its first run.
+    fn join(&mut self, bytes: &mut Bytes, covers: &mut Covers) -> Option<(i64, usize, usize)> {
+        if self.ended {
+            return None;
         }
+        let room = MAX_WRITE.saturating_sub(bytes.len());
+        let (more, first, ended) = ready_now(self.items.as_mut(), self.at, room);
+        self.ended = ended;
         let (first, last) = (first?, (*self.at)?);
-        match &mut self.taken {
-            Some((bytes, covers)) => {
-                bytes.extend_from_slice(&more);
-                covers.extend(last, bytes.len());
-            }
-            None => {
-                let covers = Covers {
-                    first,
-                    ends: vec![(last, more.len())],
-                };
-                self.taken = Some((more.clone(), covers));
-            }
-        }
-        Some(more)
+        let start = (first, bytes.len(), covers.ends.len());
+        *bytes = Bytes::from([&bytes[..], &more[..]].concat());
+        covers.extend(last, bytes.len());
+        Some(start)
     }
 }
 
@@ -274,7 +258,8 @@ impl Late<'_> {
 /// sent them up to the end of a run gets what follows. One sent part of a run (it came back
 /// from a task of its own mid-way), or that cannot take its bytes whole, leaves for a task of
 /// its own, which writes the rest and follows the feed from what it has been sent. One whose
-/// client has gone is dropped. With `late`, items that come meanwhile join the wave.
+/// client has gone is dropped. With `late`, items that come meanwhile join the wave; what
+/// joined is returned, for the members the wave had passed by then.
 async fn write_to(
     lanes: &Lanes,
     members: &mut Vec<Member>,
@@ -283,17 +268,18 @@ async fn write_to(
     mut covers: Option<Covers>,
     feed: &EventsFeed,
     mut late: Option<&mut Late<'_>>,
-) {
+) -> Option<(Bytes, Covers)> {
     let mut bytes = bytes.clone();
+    // Where what joined late starts: first position, first byte, first run.
+    let mut joined = None;
     let mut i = from.start;
     while i < members.len() {
         if i > from.start
             && i.is_multiple_of(LATE_EVERY)
             && let (Some(late), Some(covers)) = (late.as_deref_mut(), covers.as_mut())
-            && let Some(more) = late.take(bytes.len())
+            && let Some(start) = late.join(&mut bytes, covers)
         {
-            bytes = Bytes::from([&bytes[..], &more[..]].concat());
-            covers.extend(late.at.unwrap_or(covers.last()), bytes.len());
+            joined.get_or_insert(start);
         }
         let member = &mut members[i];
         // Where in `bytes` this member's write starts; `None`: nothing to write.
@@ -348,6 +334,12 @@ async fn write_to(
         // Let other tasks in now and then: a lane may hold thousands of sockets.
         tokio::task::consume_budget().await;
     }
+    let (first, offset, run) = joined?;
+    let ends = covers?.ends[run..]
+        .iter()
+        .map(|&(last, end)| (last, end - offset))
+        .collect();
+    Some((bytes.slice(offset..), Covers { first, ends }))
 }
 
 /// A subscriber with a task of its own (it resumed, or could not keep up with its lane):
@@ -367,7 +359,7 @@ async fn follow_alone(lanes: Lanes, member: Member, rest: Bytes, feed: EventsFee
     let mut last_write = Instant::now();
     let mut wrote = false;
     loop {
-        let (burst, ended) = ready_now(&mut items, &mut seen);
+        let (burst, _, ended) = ready_now(items.as_mut(), &mut seen, MAX_WRITE);
         if !burst.is_empty() {
             if stream.write_all(&burst).await.is_err() {
                 return;
@@ -408,23 +400,30 @@ async fn follow_alone(lanes: Lanes, member: Member, rest: Bytes, feed: EventsFee
     }
 }
 
-/// The items ready now, up to [`MAX_WRITE`] bytes, as one buffer; and whether the feed ended.
-fn ready_now<S>(items: &mut std::pin::Pin<Box<S>>, seen: &mut Option<i64>) -> (Vec<u8>, bool)
+/// The items ready now, up to `limit` bytes, as one buffer; the first log position they hold;
+/// and whether the feed ended.
+fn ready_now<S>(
+    mut items: std::pin::Pin<&mut S>,
+    seen: &mut Option<i64>,
+    limit: usize,
+) -> (Vec<u8>, Option<i64>, bool)
 where
-    S: Stream<Item = Arc<saga_engine::Rendered<Bytes>>>,
+    S: Stream<Item = Arc<saga_engine::Rendered<Bytes>>> + ?Sized,
 {
     let mut burst = Vec::new();
-    while burst.len() < MAX_WRITE {
+    let mut first = None;
+    while burst.len() < limit {
         match items.next().now_or_never() {
             Some(Some(item)) => {
+                first.get_or_insert(item.first);
                 burst.extend_from_slice(&item.value);
                 *seen = Some(item.position);
             }
-            Some(None) => return (burst, true),
+            Some(None) => return (burst, first, true),
             None => break,
         }
     }
-    (burst, false)
+    (burst, first, false)
 }
 
 #[cfg(test)]
