@@ -20,11 +20,17 @@ impl ApiFailure {
     }
 }
 
-/// The body as JSON, parsed by the browser (`JSON.parse`) and read into `T` with
-/// serde-wasm-bindgen: the page then carries no JSON parser of its own.
+/// The body, read as JSON with [`parse_json`].
 async fn body<T: DeserializeOwned>(response: &Response) -> Result<T, String> {
     let text = response.text().await.map_err(|e| e.to_string())?;
-    crate::live::parse_json(&text)
+    parse_json(&text)
+}
+
+/// JSON text into `T`: parsed by the browser's `JSON.parse`, read with serde-wasm-bindgen, so
+/// the page carries no JSON parser of its own.
+pub fn parse_json<T: DeserializeOwned>(text: &str) -> Result<T, String> {
+    let value = js_sys::JSON::parse(text).map_err(|_| "not JSON".to_string())?;
+    serde_wasm_bindgen::from_value(value).map_err(|e| e.to_string())
 }
 
 async fn decode<T: DeserializeOwned>(response: Response) -> Result<T, ApiFailure> {

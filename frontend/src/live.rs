@@ -8,6 +8,8 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use shared::SagaEvent;
 
+use crate::api;
+
 /// Every event type of DESIGN.md §3; SSE delivers each under its own name.
 pub const EVENT_TYPES: [&str; 11] = [
     "saga_started",
@@ -25,13 +27,6 @@ pub const EVENT_TYPES: [&str; 11] = [
 
 pub fn is_terminal(kind: &str) -> bool {
     matches!(kind, "saga_completed" | "saga_compensated" | "saga_stuck")
-}
-
-/// JSON text into `T`: parsed by the browser's `JSON.parse`, read with serde-wasm-bindgen, so
-/// the page carries no JSON parser of its own.
-pub fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
-    let value = js_sys::JSON::parse(text).map_err(|_| "not JSON".to_string())?;
-    serde_wasm_bindgen::from_value(value).map_err(|e| e.to_string())
 }
 
 /// Open `url` and call `on_event` for each event, until it returns `false`.
@@ -58,7 +53,7 @@ fn listen(url: String, mut on_event: impl FnMut(SagaEvent) -> bool + 'static) {
             let Some(data) = message.data().as_string() else {
                 continue;
             };
-            match parse_json::<SagaEvent>(&data) {
+            match api::parse_json::<SagaEvent>(&data) {
                 Ok(event) => {
                     if !on_event(event) {
                         break;

@@ -103,14 +103,18 @@ impl CheckoutForm {
         }
     }
 
+    /// The fields shown for the payment method picked, in the form's order (the tables below).
     fn fields(&self) -> Vec<&'static str> {
-        let mut f = vec!["name", "email", "line1", "city", "postal_code", "country"];
-        if self.method == "card" {
-            f.extend(["card_number", "expiry", "cvc"]);
+        let payment: &[&[FieldSpec]] = if self.method == "card" {
+            &[&CARD, &CARD_CHECKS]
         } else {
-            f.push("wallet_id");
-        }
-        f
+            &[&WALLET]
+        };
+        [&CUSTOMER[..], &ADDRESS[..]]
+            .iter()
+            .chain(payment)
+            .flat_map(|specs| specs.iter().map(|&(field, _, _)| field))
+            .collect()
     }
 }
 
@@ -200,22 +204,22 @@ const WALLET: [FieldSpec; 1] = [(
     "Wallet empty-wallet has insufficient funds.",
 )];
 
-/// What every field of the form reads and writes.
+/// What every input of the form reads and writes.
 #[derive(Clone, Copy)]
-struct Form {
+struct Inputs {
     state: ShopState,
     show_errors: RwSignal<bool>,
     server_error: RwSignal<Option<ApiFailure>>,
 }
 
-impl Form {
+impl Inputs {
     /// Fields from a table: one place builds them all, so the page carries one copy.
-    fn fields(self, specs: &'static [FieldSpec]) -> impl IntoView {
+    fn render(self, specs: &'static [FieldSpec]) -> impl IntoView {
         specs.iter().map(|&spec| self.field(spec)).collect_view()
     }
 
     fn field(self, (field, label, hint): FieldSpec) -> impl IntoView {
-        let Form {
+        let Inputs {
             state,
             show_errors,
             server_error,
@@ -265,7 +269,7 @@ pub fn Checkout(state: ShopState) -> impl IntoView {
     let show_errors = RwSignal::new(false);
     let server_error = RwSignal::new(None::<ApiFailure>);
     let busy = RwSignal::new(false);
-    let inputs = Form {
+    let inputs = Inputs {
         state,
         show_errors,
         server_error,
@@ -324,11 +328,11 @@ pub fn Checkout(state: ShopState) -> impl IntoView {
             <h2>"Checkout"</h2>
             <fieldset>
                 <legend>"Customer"</legend>
-                {inputs.fields(&CUSTOMER)}
+                {inputs.render(&CUSTOMER)}
             </fieldset>
             <fieldset>
                 <legend>"Delivery address"</legend>
-                {inputs.fields(&ADDRESS)}
+                {inputs.render(&ADDRESS)}
                 <label class="inline">
                     "Delivery "
                     <select data-testid="field-delivery" on:change=set("delivery")>
@@ -348,11 +352,11 @@ pub fn Checkout(state: ShopState) -> impl IntoView {
                 </label>
                 {dynamic(move || if by_card.get() {
                     view! {
-                        {inputs.fields(&CARD)}
-                        <div class="row">{inputs.fields(&CARD_CHECKS)}</div>
+                        {inputs.render(&CARD)}
+                        <div class="row">{inputs.render(&CARD_CHECKS)}</div>
                     }.into_any()
                 } else {
-                    inputs.fields(&WALLET).into_any()
+                    inputs.render(&WALLET).into_any()
                 })}
             </fieldset>
             <FaultPanel state=state />
