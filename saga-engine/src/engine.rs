@@ -115,8 +115,7 @@ impl Engine {
         definition: &str,
         input: &I,
     ) -> Result<SagaId, EngineError> {
-        self.start_with_id(SagaId::new_random(), definition, input)
-            .await
+        self.start_with_id(SagaId::new(), definition, input).await
     }
 
     /// Start a saga under a chosen id; [`EngineError::DuplicateSaga`] if it is taken, which
@@ -147,7 +146,7 @@ impl Engine {
         definition: &str,
         input: &I,
     ) -> Result<(SagaId, SagaStatus), EngineError> {
-        let id = SagaId::new_random();
+        let id = SagaId::new();
         let definition = self.definition(definition)?;
         let input = serde_json::to_value(input).map_err(|e| EngineError::Input(e.to_string()))?;
         let progress = SagaProgress::new(&definition);

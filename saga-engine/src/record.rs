@@ -10,14 +10,26 @@ use serde_json::Value;
 use std::fmt;
 use std::str::FromStr;
 
-/// A saga's identity: a random UUID, shown in its hyphenated form.
+/// A saga's identity: a UUID, shown in its hyphenated form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct SagaId(pub uuid::Uuid);
 
 impl SagaId {
-    pub fn new_random() -> Self {
-        SagaId(uuid::Uuid::new_v4())
+    /// A new id: a time-ordered UUID (v7), unique and with 74 random bits, that sorts by when
+    /// it was made. A durable log indexes every record by saga id; ids that grow with time put
+    /// a batch's new entries at the end of that index, in a page or two, where random ids
+    /// would touch a page per saga and write every one of those pages to disk again.
+    ///
+    /// Ordered within a millisecond per thread, through a context of the thread's own:
+    /// `Uuid::now_v7` shares one locked context between threads, a cache line that every
+    /// saga start on one core would take from the other.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        thread_local! {
+            static CONTEXT: uuid::ContextV7 = const { uuid::ContextV7::new() };
+        }
+        CONTEXT.with(|context| SagaId(uuid::Uuid::new_v7(uuid::Timestamp::now(context))))
     }
 }
 
@@ -192,4 +204,20 @@ pub(crate) fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the log's index locality rests on: ids made one after another sort in that order,
+    /// as UUIDs and as the text the stores keep.
+    #[test]
+    fn ids_made_later_sort_later_as_uuids_and_as_text() {
+        let ids: Vec<SagaId> = (0..10_000).map(|_| SagaId::new()).collect();
+        for pair in ids.windows(2) {
+            assert!(pair[0] < pair[1], "{} made before {}", pair[0], pair[1]);
+            assert!(pair[0].to_string() < pair[1].to_string());
+        }
+    }
 }

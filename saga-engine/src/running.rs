@@ -33,7 +33,7 @@ mod tests {
     #[test]
     fn one_driver_per_saga() {
         let set = RunningSet::default();
-        let ids: Vec<SagaId> = (0..100).map(|_| SagaId::new_random()).collect();
+        let ids: Vec<SagaId> = (0..100).map(|_| SagaId::new()).collect();
         assert!(ids.iter().all(|&id| set.insert(id)));
         assert!(
             ids.iter().all(|&id| !set.insert(id)),

@@ -11,8 +11,8 @@ use crate::record::SagaId;
 /// A power of two, comfortably more than the worker threads of a node.
 pub(crate) const SHARDS: usize = 16;
 
-/// Which shard holds `id`. Saga ids are random (v4) or hashed (v5) UUIDs: their low bits are
-/// already uniform.
+/// Which shard holds `id`. Saga ids are time-ordered (v7), random (v4) or hashed (v5) UUIDs:
+/// in each, the low bits are random, so already uniform (v7's high bits are the time).
 pub(crate) fn shard_of(id: SagaId) -> usize {
     id.0.as_u128() as usize % SHARDS
 }
@@ -102,6 +102,17 @@ fn owned_cell() -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Time-ordered ids made in the same instant still spread over every shard: the shard
+    /// comes from their random low bits, not from the time at the front.
+    #[test]
+    fn ids_made_together_spread_over_every_shard() {
+        let mut used = [0usize; SHARDS];
+        for _ in 0..SHARDS * 64 {
+            used[shard_of(SagaId::new())] += 1;
+        }
+        assert!(used.iter().all(|&n| n > 0), "shards used: {used:?}");
+    }
 
     /// More threads than cells, so that owned cells and the shared one are both counted into.
     #[test]

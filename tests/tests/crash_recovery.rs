@@ -53,7 +53,7 @@ fn output(cmd: &mut Command) -> Output {
 /// (false once the crash point lies beyond the end of the saga).
 async fn crash_and_recover(plan: &FaultPlan, crash: &[String]) -> bool {
     let f = files();
-    let id = SagaId::new_random();
+    let id = SagaId::new();
     let mut extra = vec!["--plan".to_string(), serde_json::to_string(plan).unwrap()];
     extra.extend_from_slice(crash);
     let first = output(&mut harness("run", &f, id, &extra));
@@ -147,7 +147,7 @@ async fn a_crash_between_an_effect_and_its_record_is_recovered_with_every_effect
 #[tokio::test]
 async fn sigkill_in_the_middle_of_a_slow_step_then_restart_finishes_the_saga() {
     let f = files();
-    let id = SagaId::new_random();
+    let id = SagaId::new();
     let plan = FaultPlan::default().with(1, A::SlowOnce(60_000));
     let mut child = harness(
         "run",

@@ -236,7 +236,7 @@ async fn a_saga_id_is_started_once(backend: Backend) {
     let Some(h) = harness(backend, "dup", EngineConfig::default()).await else {
         return;
     };
-    let id = SagaId::new_random();
+    let id = SagaId::new();
     let input = TestInput {
         plan: FaultPlan::default(),
     };
@@ -312,7 +312,7 @@ async fn subscribers_get_history_then_live_with_no_gap_or_duplicate(backend: Bac
         .collect()
         .await;
     assert_eq!(replay, log);
-    let unknown: Vec<_> = h.engine.subscribe(SagaId::new_random(), 0).collect().await;
+    let unknown: Vec<_> = h.engine.subscribe(SagaId::new(), 0).collect().await;
     assert!(matches!(
         unknown.as_slice(),
         [Err(EngineError::UnknownSaga(_))]

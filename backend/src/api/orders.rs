@@ -195,7 +195,7 @@ pub async fn place_order(
     }
     let saga_id = match key {
         Some(k) => SagaId(uuid::Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, k.as_bytes())),
-        None => SagaId::new_random(),
+        None => SagaId::new(),
     };
     let digest = digest(&order);
     if key.is_some()

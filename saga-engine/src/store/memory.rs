@@ -413,7 +413,7 @@ mod tests {
     #[tokio::test]
     async fn records_read_back_as_written_and_a_taken_id_changes_nothing() {
         let store = MemoryStore::new();
-        let id = SagaId::new_random();
+        let id = SagaId::new();
         let first = vec![
             record(
                 id,
@@ -454,7 +454,7 @@ mod tests {
         assert_eq!(page[1].record, all[2]);
 
         // Starting the same saga again fails as a whole: the other saga in the batch is not kept.
-        let other = SagaId::new_random();
+        let other = SagaId::new();
         let again = [
             record(other, 1, RecordKind::SagaStarted, json!({ "saga": "buy" })),
             record(id, 1, RecordKind::SagaStarted, json!({ "saga": "buy" })),
