@@ -395,10 +395,22 @@ async fn the_saga_list_shows_the_newest_fifty_live_newest_first() {
             // Placed one after another, so their sagas start in this order.
             let shop = saga_shop_tests::shop::Shop::new(&url);
             let body = saga_shop_tests::shop::order("CB-12", 1, serde_json::json!({}));
+            // The first one is still running when fifty newer sagas have pushed it out of the
+            // list; when it then finishes, it must not come back in as if it were new.
+            // Each step is delayed under the step timeout (3 s): ten seconds in all.
+            let delay = serde_json::json!({"kind": "delay", "ms": 2500});
+            let slow = saga_shop_tests::shop::order(
+                "CB-12",
+                1,
+                serde_json::json!({
+                    "place_order": delay, "create_invoice": delay,
+                    "process_payment": delay, "ship_order": delay,
+                }),
+            );
+            let first = shop.buy(&slow).await?.saga_id;
             // The first one's row showing means the page is following the stream.
-            let first = shop.buy(&body).await?.saga_id;
             b.wait_testid(&format!("saga-row-{first}"), LONG).await?;
-            let mut ids = vec![first];
+            let mut ids = vec![first.clone()];
             for _ in 1..55 {
                 ids.push(shop.buy(&body).await?.saga_id);
             }
@@ -410,16 +422,37 @@ async fn the_saga_list_shows_the_newest_fifty_live_newest_first() {
                 LONG,
             )
             .await?;
-            let rows = b
-                .client
-                .find_all(fantoccini::Locator::Css("[data-testid^=saga-row-]"))
+            let detail: serde_json::Value = shop
+                .http
+                .get(format!("{}/api/sagas/{first}", shop.url))
+                .send()
+                .await?
+                .json()
                 .await?;
-            let mut shown = Vec::new();
-            for row in rows {
-                let testid = row.attr("data-testid").await?.unwrap_or_default();
-                shown.push(testid.trim_start_matches("saga-row-").to_string());
-            }
-            let expected: Vec<String> = ids.iter().rev().take(50).cloned().collect();
+            anyhow::ensure!(
+                detail["status"] == "running",
+                "the delayed saga should still be running here, so that it finishes out of the \
+                 list; it is {}",
+                detail["status"]
+            );
+            anyhow::ensure!(
+                shown_rows(&b).await? == newest_fifty(&ids),
+                "the list is not the newest fifty"
+            );
+            // It finishes; then one more saga, whose row finishing means the page has taken
+            // in every event before it, the first one's end included.
+            shop.finish(&first).await?;
+            let last = shop.buy(&body).await?.saga_id;
+            ids.push(last.clone());
+            b.wait_attr(
+                &format!("saga-row-{last}"),
+                "data-status",
+                "completed",
+                LONG,
+            )
+            .await?;
+            let shown = shown_rows(&b).await?;
+            let expected = newest_fifty(&ids);
             anyhow::ensure!(shown == expected, "rows {shown:?}\nexpected {expected:?}");
             Ok(())
         }
@@ -427,4 +460,23 @@ async fn the_saga_list_shows_the_newest_fifty_live_newest_first() {
         (b, r)
     })
     .await;
+}
+
+/// The saga ids of the list's rows, top to bottom.
+async fn shown_rows(b: &Browser) -> anyhow::Result<Vec<String>> {
+    let rows = b
+        .client
+        .find_all(fantoccini::Locator::Css("[data-testid^=saga-row-]"))
+        .await?;
+    let mut shown = Vec::new();
+    for row in rows {
+        let testid = row.attr("data-testid").await?.unwrap_or_default();
+        shown.push(testid.trim_start_matches("saga-row-").to_string());
+    }
+    Ok(shown)
+}
+
+/// The fifty newest of `ids` (oldest first), newest first.
+fn newest_fifty(ids: &[String]) -> Vec<String> {
+    ids.iter().rev().take(50).cloned().collect()
 }

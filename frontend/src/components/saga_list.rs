@@ -1,7 +1,7 @@
 //! Every saga with its live state, from `/api/sagas` and then the `/api/events` stream; each
 //! row opens its timeline.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -33,16 +33,22 @@ const ROWS: usize = 50;
 /// second; its rows are rebuilt in place, so it changes at most this often, all at once.
 const REFRESH: Duration = Duration::from_millis(100);
 
-/// `event` into the list: a saga's new state, or a saga new to the list at the top.
+/// `event` into the list: a saga's new state, or a saga that has just started, at the top.
+///
+/// A saga not in the list that changes state started before the 50 shown, so it stays out:
+/// placing it at the top would show it as new. And a finished saga's row is final: a stream
+/// that begins before the page's fetch of the list may bring an older event after it.
 fn apply(list: &mut Vec<SagaListItem>, event: SagaEvent, status: &'static str) {
+    let terminal = live::is_terminal(&event.kind);
     match list.iter_mut().find(|s| s.saga_id == event.saga_id) {
-        Some(s) => {
+        Some(s) if s.finished_at.is_none() => {
             s.status = status.into();
-            if live::is_terminal(&event.kind) {
+            if terminal {
                 s.finished_at = Some(event.at);
             }
         }
-        None => {
+        Some(_) => {}
+        None if event.kind == "saga_started" => {
             let order_id = event
                 .detail
                 .get("order_id")
@@ -60,30 +66,23 @@ fn apply(list: &mut Vec<SagaListItem>, event: SagaEvent, status: &'static str) {
             );
             list.truncate(ROWS);
         }
+        None => {}
     }
 }
 
 #[component]
 pub fn SagaList(route: RwSignal<Route>) -> impl IntoView {
     let sagas = RwSignal::new(Vec::<SagaListItem>::new());
+    // Events wait until the fetched list is in place: only then can an event for a saga not
+    // in the list be told apart from one for a saga the fetch is about to bring.
+    let loaded = Rc::new(Cell::new(false));
+    let done = loaded.clone();
     spawn_local(async move {
+        // Newest first, as the list shows them; what the stream brought meanwhile follows.
         if let Ok(list) = api::sagas(ROWS).await {
-            // Events may have arrived first: keep what they added, and put each saga fetched
-            // where its start puts it (RFC 3339 times in UTC sort as text).
-            sagas.update(|s| {
-                for item in list {
-                    if s.iter().any(|x| x.saga_id == item.saga_id) {
-                        continue;
-                    }
-                    let at = s
-                        .iter()
-                        .position(|x| x.started_at < item.started_at)
-                        .unwrap_or(s.len());
-                    s.insert(at, item);
-                }
-                s.truncate(ROWS);
-            });
+            sagas.set(list);
         }
+        done.set(true);
     });
     let arrived = Rc::new(RefCell::new(Vec::<(SagaEvent, &'static str)>::new()));
     live::follow_all({
@@ -96,6 +95,9 @@ pub fn SagaList(route: RwSignal<Route>) -> impl IntoView {
     });
     if let Ok(handle) = set_interval_with_handle(
         move || {
+            if !loaded.get() {
+                return;
+            }
             let batch = std::mem::take(&mut *arrived.borrow_mut());
             if !batch.is_empty() {
                 sagas.update(|list| {
