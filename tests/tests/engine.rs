@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use saga_engine::{Engine, EngineConfig, EngineError, RecordKind, SagaId, SagaRecord, SagaStatus};
+use saga_engine::{
+    Engine, EngineConfig, EngineError, RecordKind, SagaId, SagaRecord, SagaStatus, StoreError,
+};
 use saga_shop_tests::{
     ActionFault as A, CompensationFault as C, FaultPlan, MemoryLedger, TestInput, check_saga,
     test_saga,
@@ -494,6 +496,73 @@ async fn a_run_whose_caller_stops_waiting_still_finishes(backend: Backend) {
         .expect("saga invariants");
 }
 
+/// One batch carrying many sagas' summary changes (the stores write each kind of change in one
+/// statement): sagas that start and finish within it end finished, with their last status; one
+/// that only starts stays running; and a batch that starts an id twice is refused as taken and
+/// leaves nothing behind.
+async fn a_batch_writes_every_sagas_summary_at_once(backend: Backend) {
+    let Some(store) = fresh_store(backend, "summary-batch").await else {
+        return;
+    };
+    let record = |saga_id: SagaId, seq: u64, kind: RecordKind, at_ms: i64| SagaRecord {
+        saga_id,
+        seq,
+        kind,
+        at_ms,
+        step: None,
+        attempt: None,
+        detail: if kind == RecordKind::SagaStarted {
+            serde_json::json!({"saga": "batch"})
+        } else {
+            serde_json::json!({})
+        },
+    };
+    let completed: Vec<SagaId> = (0..5).map(|_| SagaId::new()).collect();
+    let (compensated, running) = (SagaId::new(), SagaId::new());
+    let mut batch = vec![record(running, 1, RecordKind::SagaStarted, 100)];
+    for (i, &id) in completed.iter().enumerate() {
+        batch.push(record(id, 1, RecordKind::SagaStarted, 100));
+        batch.push(record(id, 2, RecordKind::SagaCompleted, 200 + i as i64));
+    }
+    batch.push(record(compensated, 1, RecordKind::SagaStarted, 100));
+    batch.push(record(compensated, 2, RecordKind::CompensationStarted, 150));
+    batch.push(record(compensated, 3, RecordKind::SagaCompensated, 300));
+    store.append(&batch).await.expect("append the batch");
+
+    for (i, &id) in completed.iter().enumerate() {
+        let s = store.saga(id).await.unwrap().expect("a summary");
+        assert_eq!(
+            (
+                s.status,
+                s.definition.as_str(),
+                s.started_at_ms,
+                s.finished_at_ms
+            ),
+            (SagaStatus::Completed, "batch", 100, Some(200 + i as i64))
+        );
+    }
+    let s = store.saga(compensated).await.unwrap().expect("a summary");
+    assert_eq!(
+        (s.status, s.finished_at_ms),
+        (SagaStatus::Compensated, Some(300))
+    );
+    let s = store.saga(running).await.unwrap().expect("a summary");
+    assert_eq!((s.status, s.finished_at_ms), (SagaStatus::Running, None));
+
+    let twice = SagaId::new();
+    let other = SagaId::new();
+    let refused = store
+        .append(&[
+            record(other, 1, RecordKind::SagaStarted, 400),
+            record(twice, 1, RecordKind::SagaStarted, 400),
+            record(twice, 1, RecordKind::SagaStarted, 400),
+        ])
+        .await;
+    assert_eq!(refused, Err(StoreError::DuplicateSaga(twice)));
+    assert_eq!(store.saga(twice).await.unwrap(), None);
+    assert_eq!(store.saga(other).await.unwrap(), None);
+}
+
 macro_rules! engine_suite {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -509,6 +578,7 @@ macro_rules! engine_suite {
 
 engine_suite!(
     happy_path_logs_every_transition_in_order,
+    a_batch_writes_every_sagas_summary_at_once,
     failure_at_each_step_compensates_exactly_the_earlier_steps_in_reverse,
     a_timed_out_step_counts_as_applied_and_is_compensated,
     transient_errors_are_retried_with_visible_events,
