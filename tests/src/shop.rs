@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use shared::{CatalogItem, OrderAccepted, OrderView, SagaEvent};
+use shared::{CatalogItem, OrderAccepted, OrderView, SagaDetail, SagaEvent};
 
 /// A valid order for `sku`, with `faults` (a JSON object, possibly empty).
 pub fn order(sku: &str, qty: i64, faults: Value) -> Value {
@@ -77,6 +77,18 @@ impl Shop {
             .find(|c| c.sku == sku)
             .map(|c| c.stock)
             .context("sku in catalog")
+    }
+
+    /// `GET /api/sagas/{id}`: the saga's state, steps and history.
+    pub async fn saga(&self, saga_id: &str) -> anyhow::Result<SagaDetail> {
+        Ok(self
+            .http
+            .get(format!("{}/api/sagas/{saga_id}", self.url))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
     }
 
     pub async fn order_view(&self, order_id: &str) -> anyhow::Result<OrderView> {

@@ -422,18 +422,11 @@ async fn the_saga_list_shows_the_newest_fifty_live_newest_first() {
                 LONG,
             )
             .await?;
-            let detail: serde_json::Value = shop
-                .http
-                .get(format!("{}/api/sagas/{first}", shop.url))
-                .send()
-                .await?
-                .json()
-                .await?;
+            let status = shop.saga(&first).await?.status;
             anyhow::ensure!(
-                detail["status"] == "running",
+                status == "running",
                 "the delayed saga should still be running here, so that it finishes out of the \
-                 list; it is {}",
-                detail["status"]
+                 list; it is {status}"
             );
             anyhow::ensure!(
                 shown_rows(&b).await? == newest_fifty(&ids),

@@ -39,11 +39,10 @@ const REFRESH: Duration = Duration::from_millis(100);
 /// placing it at the top would show it as new. And a finished saga's row is final: a stream
 /// that begins before the page's fetch of the list may bring an older event after it.
 fn apply(list: &mut Vec<SagaListItem>, event: SagaEvent, status: &'static str) {
-    let terminal = live::is_terminal(&event.kind);
     match list.iter_mut().find(|s| s.saga_id == event.saga_id) {
         Some(s) if s.finished_at.is_none() => {
             s.status = status.into();
-            if terminal {
+            if live::is_terminal(&event.kind) {
                 s.finished_at = Some(event.at);
             }
         }
