@@ -60,14 +60,19 @@ impl Shop {
         Ok(response.json().await?)
     }
 
-    pub async fn catalog(&self) -> anyhow::Result<Vec<CatalogItem>> {
+    /// `GET path`, its body read as JSON.
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         Ok(self
             .http
-            .get(format!("{}/api/catalog", self.url))
+            .get(format!("{}{path}", self.url))
             .send()
             .await?
             .json()
             .await?)
+    }
+
+    pub async fn catalog(&self) -> anyhow::Result<Vec<CatalogItem>> {
+        self.get("/api/catalog").await
     }
 
     pub async fn stock(&self, sku: &str) -> anyhow::Result<i64> {
@@ -81,34 +86,15 @@ impl Shop {
 
     /// `GET /api/sagas/{id}`: the saga's state, steps and history.
     pub async fn saga(&self, saga_id: &str) -> anyhow::Result<SagaDetail> {
-        Ok(self
-            .http
-            .get(format!("{}/api/sagas/{saga_id}", self.url))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?)
+        self.get(&format!("/api/sagas/{saga_id}")).await
     }
 
     pub async fn order_view(&self, order_id: &str) -> anyhow::Result<OrderView> {
-        Ok(self
-            .http
-            .get(format!("{}/api/orders/{order_id}", self.url))
-            .send()
-            .await?
-            .json()
-            .await?)
+        self.get(&format!("/api/orders/{order_id}")).await
     }
 
     pub async fn saga_count(&self) -> anyhow::Result<usize> {
-        let list: Vec<Value> = self
-            .http
-            .get(format!("{}/api/sagas?limit=1000", self.url))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let list: Vec<Value> = self.get("/api/sagas?limit=1000").await?;
         Ok(list.len())
     }
 
