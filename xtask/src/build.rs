@@ -18,8 +18,17 @@ pub fn dist_dir(root: &Path) -> PathBuf {
     root.join("frontend").join("dist")
 }
 
+/// Where cargo puts what it builds: `CARGO_TARGET_DIR` when set (a shared target directory;
+/// relative to the workspace, as cargo reads it), else the workspace's `target/`.
+pub fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root.join(dir),
+        _ => root.join("target"),
+    }
+}
+
 pub fn server_binary(root: &Path) -> PathBuf {
-    root.join("target").join("release").join("saga-shop")
+    target_dir(root).join("release").join("saga-shop")
 }
 
 pub fn all(root: &Path) -> anyhow::Result<()> {
@@ -67,8 +76,8 @@ pub fn wasm_bundle(root: &Path, krate: &str, name: &str, pkg: &Path) -> anyhow::
     ]))?;
     done(t);
     std::fs::create_dir_all(pkg).with_context(|| format!("creating {}", pkg.display()))?;
-    let wasm = root
-        .join("target/wasm32-unknown-unknown")
+    let wasm = target_dir(root)
+        .join("wasm32-unknown-unknown")
         .join(WASM_PROFILE)
         .join(format!("{krate}.wasm"));
     let t = step("running wasm-bindgen");
