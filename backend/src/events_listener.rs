@@ -5,9 +5,10 @@
 //! as it lives (≈ 15 KiB resident per subscriber, measured); written directly to the socket
 //! by a lane ([`crate::events_lanes`]) it costs little more than the socket (≈ 0.5 KiB). So
 //! each new connection's first request is *peeked* (not read): a plain, complete
-//! `GET /api/events` (HTTP/1.1, no body, a numeric `Last-Event-ID` or none) is answered here
-//! with the same frames the route would send (from a lane when it follows the stream from now
-//! on, from a task of its own when it resumes), and the connection closes when the stream ends. Anything else — another path, a query, a
+//! `GET /api/events` (HTTP/1.1, no body; a numeric `Last-Event-ID`, `?after=N`, both or
+//! neither) is answered here with the same frames the route would send (from a lane when it
+//! follows the stream from now on, from a task of its own when it resumes), and the
+//! connection closes when the stream ends. Anything else — another path, another query, a
 //! malformed or partial head, a second request on a kept-alive connection — goes to hyper
 //! untouched, which answers it (and any error) as usual.
 
@@ -112,17 +113,22 @@ struct EventsRequest {
     after: Option<i64>,
 }
 
-/// `Some` only for a complete, plain `GET /api/events` that the route would answer with 200.
+/// `Some` only for a complete, plain `GET /api/events` (or `/api/events?after=N`, the page's
+/// request after reading the list) that the route would answer with 200.
 fn events_request(bytes: &[u8]) -> Option<EventsRequest> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut request = httparse::Request::new(&mut headers);
     let httparse::Status::Complete(head_len) = request.parse(bytes).ok()? else {
         return None;
     };
-    if request.method? != "GET" || request.path? != "/api/events" || request.version? != 1 {
+    if request.method? != "GET" || request.version? != 1 {
         return None;
     }
-    let mut after = None;
+    // Any other query, and a bad position, are the route's to answer.
+    let mut after = match request.path?.strip_prefix("/api/events")? {
+        "" => None,
+        query => Some(query.strip_prefix("?after=")?.parse().ok()?),
+    };
     for h in request.headers.iter() {
         let name = h.name.to_ascii_lowercase();
         match name.as_str() {
@@ -130,7 +136,9 @@ fn events_request(bytes: &[u8]) -> Option<EventsRequest> {
             "content-length" if h.value != b"0" => return None,
             "transfer-encoding" | "upgrade" | "expect" => return None,
             "last-event-id" => {
-                // A bad one is hyper's to refuse, with the API's error.
+                // A bad one is hyper's to refuse, with the API's error. As on the route, it
+                // wins over `?after=`: a browser reconnecting sends the URL it first asked for
+                // and the position it has reached since.
                 after = Some(std::str::from_utf8(h.value).ok()?.trim().parse().ok()?);
             }
             _ => {}
@@ -192,9 +200,16 @@ mod tests {
         );
         let resume = b"GET /api/events HTTP/1.1\r\nHost: x\r\nLast-Event-ID:  42 \r\n\r\n";
         assert_eq!(events_request(resume).map(|r| r.after), Some(Some(42)));
+        let after = b"GET /api/events?after=7 HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(events_request(after).map(|r| r.after), Some(Some(7)));
+        let reconnect = b"GET /api/events?after=7 HTTP/1.1\r\nLast-Event-ID: 90\r\n\r\n";
+        assert_eq!(events_request(reconnect).map(|r| r.after), Some(Some(90)));
         for other in [
             &b"GET /api/events HTTP/1.1\r\nHost: x\r\n"[..],
             b"GET /api/events?x=1 HTTP/1.1\r\n\r\n",
+            b"GET /api/events?after=soon HTTP/1.1\r\n\r\n",
+            b"GET /api/events?after=7&x=1 HTTP/1.1\r\n\r\n",
+            b"GET /api/eventsx HTTP/1.1\r\n\r\n",
             b"GET /api/sagas HTTP/1.1\r\n\r\n",
             b"POST /api/events HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}",
             b"GET /api/events HTTP/1.0\r\n\r\n",

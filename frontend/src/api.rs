@@ -65,9 +65,19 @@ pub async fn catalog() -> Result<Vec<CatalogItem>, ApiFailure> {
     get("/api/catalog").await
 }
 
-/// The newest `limit` sagas.
-pub async fn sagas(limit: usize) -> Result<Vec<SagaListItem>, ApiFailure> {
-    get(&format!("/api/sagas?limit={limit}")).await
+/// The newest `limit` sagas, and the log position up to which they are current (the
+/// `x-log-position` header; `None` if it is missing): `/api/events?after=` it brings what the
+/// list does not show yet.
+pub async fn sagas(limit: usize) -> Result<(Vec<SagaListItem>, Option<i64>), ApiFailure> {
+    let response = Request::get(&format!("/api/sagas?limit={limit}"))
+        .send()
+        .await
+        .map_err(ApiFailure::network)?;
+    let position = response
+        .headers()
+        .get("x-log-position")
+        .and_then(|p| p.parse().ok());
+    Ok((decode(response).await?, position))
 }
 
 pub async fn order(order_id: &str) -> Result<OrderView, ApiFailure> {

@@ -93,9 +93,14 @@ pub fn follow_saga(
     });
 }
 
-/// Follow every saga's events (for the saga list).
-pub fn follow_all(on_event: impl Fn(SagaEvent) + 'static) {
-    listen("/api/events".into(), move |event| {
+/// Follow every saga's events (for the saga list): those after log position `after`, or from
+/// now on.
+pub fn follow_all(after: Option<i64>, on_event: impl Fn(SagaEvent) + 'static) {
+    let url = match after {
+        Some(position) => format!("/api/events?after={position}"),
+        None => "/api/events".into(),
+    };
+    listen(url, move |event| {
         on_event(event);
         true
     });

@@ -5,6 +5,7 @@
 use saga_shop_tests::server::ShopServer;
 use saga_shop_tests::shop::{Shop, kinds, order};
 use serde_json::{Value, json};
+use shared::SagaListItem;
 
 fn start() -> (ShopServer, Shop) {
     let server = ShopServer::start(&[]).expect("start saga-shop");
@@ -540,6 +541,82 @@ async fn the_all_sagas_stream_is_the_same_on_a_fresh_and_on_a_reused_connection(
         .await;
     let refused = bad.read_until("Last-Event-ID").await;
     assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
+}
+
+/// The page reads the list, then follows `/api/events?after=` the list's `x-log-position`.
+/// A saga that starts and finishes between the two must come on the stream, whole; one the
+/// list already shows finished must not come again. On the fast path and through the HTTP
+/// stack alike.
+#[tokio::test]
+async fn the_list_says_where_the_stream_resumes_so_nothing_between_them_is_missed() {
+    let (_server, shop) = start();
+    let before = shop.buy(&order("CB-12", 1, json!({}))).await.unwrap();
+    shop.finish(&before.saga_id).await.unwrap();
+
+    let listed = shop
+        .http
+        .get(format!("{}/api/sagas?limit=50", shop.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    let position: i64 = listed
+        .headers()
+        .get("x-log-position")
+        .expect("the list says where it is current")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let list: Vec<SagaListItem> = listed.json().await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(
+        (list[0].saga_id.as_str(), list[0].status.as_str()),
+        (before.saga_id.as_str(), "completed")
+    );
+
+    // Started after the list was read, and over before anyone follows the stream.
+    let between = shop.buy(&order("MN-03", 1, json!({}))).await.unwrap();
+    shop.finish(&between.saga_id).await.unwrap();
+
+    let get = format!("GET /api/events?after={position} HTTP/1.1\r\nHost: shop\r\n\r\n");
+    let mut fresh = Wire::open(&shop.url).await;
+    fresh.send(&get).await;
+    let mut reused = Wire::open(&shop.url).await;
+    reused
+        .send("GET /healthz HTTP/1.1\r\nHost: shop\r\n\r\n")
+        .await;
+    reused.read_until("\r\n\r\nok").await;
+    reused.1.clear();
+    reused.send(&get).await;
+    for wire in [&mut fresh, &mut reused] {
+        let text = wire.read_until("saga_completed").await;
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        let events = sse_events_of(&text, &between.saga_id);
+        assert_eq!(events.len(), 10, "{events:?}");
+        assert_eq!(events[0].1, "saga_started");
+        assert!(events.iter().all(|(id, _)| *id > position));
+        assert!(sse_events_of(&text, &before.saga_id).is_empty(), "{text}");
+    }
+
+    for (path, field) in [
+        ("/api/events?after=soon", "after"),
+        ("/api/sagas?limit=many", "query"),
+    ] {
+        let refused = shop
+            .http
+            .get(format!("{}{path}", shop.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 400, "{path}");
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(body["field"], field, "{path}: {body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| e.contains(field)),
+            "{body}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -1,8 +1,9 @@
 //! Reading sagas: the list, one saga with its steps and events, and the SSE streams.
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 use axum::response::Response;
 use futures_util::StreamExt;
 use saga_engine::{RecordKind, SagaId, SagaRecord, SagaStatus, SagaSummary};
@@ -17,6 +18,21 @@ use crate::purchase::{SAGA_NAME, order_id_for};
 pub struct ListQuery {
     status: Option<String>,
     limit: Option<u32>,
+}
+
+/// The response header of `GET /api/sagas` that says up to where in the log the list is
+/// current: `/api/events?after=` it brings exactly what the list does not show yet.
+pub const LOG_POSITION: HeaderName = HeaderName::from_static("x-log-position");
+
+/// A query string the handler could not read, as the API's error rather than axum's text.
+fn bad_query(rejection: QueryRejection) -> ApiError {
+    ApiError::invalid(
+        "query",
+        format!(
+            "the query string could not be read: {}",
+            rejection.body_text()
+        ),
+    )
 }
 
 fn order_id(summary_definition: &str, id: SagaId) -> Option<String> {
@@ -65,11 +81,17 @@ fn parse_saga_id(id: &str) -> Result<SagaId, ApiError> {
         .map_err(|_| ApiError::NotFound(format!("there is no saga {id}")))
 }
 
-/// `GET /api/sagas?status=&limit=`: recent sagas, newest first.
+/// `GET /api/sagas?status=&limit=`: recent sagas, newest first, and in [`LOG_POSITION`] the
+/// log position read *before* the list: every record up to it is committed, so the list
+/// shows it, and a stream resumed after it brings every later one. A page that fetches the
+/// list and then follows `/api/events?after=` that position misses nothing in between (a
+/// record after it that the list already shows arrives again, as a change the page already
+/// has).
 pub async fn list_sagas(
     State(state): State<SharedState>,
-    Query(q): Query<ListQuery>,
-) -> Result<Json<Vec<SagaListItem>>, ApiError> {
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<([(HeaderName, String); 1], Json<Vec<SagaListItem>>), ApiError> {
+    let Query(q) = query.map_err(bad_query)?;
     let status = match q.status.as_deref() {
         None | Some("") => None,
         Some(s) => Some(s.parse::<SagaStatus>().map_err(|_| {
@@ -77,8 +99,12 @@ pub async fn list_sagas(
         })?),
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let position = state.store().last_position().await?;
     let sagas = state.store().list_sagas(status, limit).await?;
-    Ok(Json(sagas.into_iter().map(list_item).collect()))
+    Ok((
+        [(LOG_POSITION, position.to_string())],
+        Json(sagas.into_iter().map(list_item).collect()),
+    ))
 }
 
 /// `GET /api/sagas/{id}`: the saga, its steps as its events say, and the events.
@@ -150,15 +176,37 @@ pub async fn saga_events(
     Ok(sse::response(frames))
 }
 
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    after: Option<String>,
+}
+
+fn after_position(value: &str) -> Result<i64, ApiError> {
+    value.trim().parse::<i64>().map_err(|_| {
+        ApiError::invalid(
+            "after",
+            "after must be a number, a log position such as an event's id or the list's x-log-position",
+        )
+    })
+}
+
 /// `GET /api/events`: every saga's events, live. Here `id` is the event's position in the whole
 /// log (a per-saga `seq` cannot say where a stream of all sagas stopped), so `Last-Event-ID`
-/// resumes this stream too. Frames come from one shared rendering (see [`sse`]); most
-/// subscribers never reach this handler but the listener's fast path, which serves the same
-/// frames ([`crate::events_listener`]).
+/// resumes this stream too. `?after=N` starts it after position N, the way a page that has
+/// just read the list asks for what came since (see [`list_sagas`]); a browser's
+/// `EventSource` cannot send `Last-Event-ID` on its first request, only when it reconnects,
+/// and then that header, the later position, wins. Frames come from one shared rendering
+/// (see [`sse`]); most subscribers never reach this handler but the listener's fast path,
+/// which serves the same frames ([`crate::events_listener`]).
 pub async fn all_events(
     State(state): State<SharedState>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let after = last_event_id(&headers)?;
+    let Query(q) = query.map_err(bad_query)?;
+    let after = match last_event_id(&headers)? {
+        Some(id) => Some(id),
+        None => q.after.as_deref().map(after_position).transpose()?,
+    };
     Ok(sse::response(state.events.frames(after)))
 }

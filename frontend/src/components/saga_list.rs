@@ -1,7 +1,7 @@
 //! Every saga with its live state, from `/api/sagas` and then the `/api/events` stream; each
 //! row opens its timeline.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -36,8 +36,9 @@ const REFRESH: Duration = Duration::from_millis(100);
 /// `event` into the list: a saga's new state, or a saga that has just started, at the top.
 ///
 /// A saga not in the list that changes state started before the 50 shown, so it stays out:
-/// placing it at the top would show it as new. And a finished saga's row is final: a stream
-/// that begins before the page's fetch of the list may bring an older event after it.
+/// placing it at the top would show it as new. A saga already in the list that the stream
+/// says has started (it started after the list's position was read and before the list
+/// itself) keeps its row. And a finished saga's row is final.
 fn apply(list: &mut Vec<SagaListItem>, event: SagaEvent, status: &'static str) {
     match list.iter_mut().find(|s| s.saga_id == event.saga_id) {
         Some(s) if s.finished_at.is_none() => {
@@ -72,31 +73,32 @@ fn apply(list: &mut Vec<SagaListItem>, event: SagaEvent, status: &'static str) {
 #[component]
 pub fn SagaList(route: RwSignal<Route>) -> impl IntoView {
     let sagas = RwSignal::new(Vec::<SagaListItem>::new());
-    // Events wait until the fetched list is in place: only then can an event for a saga not
-    // in the list be told apart from one for a saga the fetch is about to bring.
-    let loaded = Rc::new(Cell::new(false));
-    let done = loaded.clone();
-    spawn_local(async move {
-        // Newest first, as the list shows them; what the stream brought meanwhile follows.
-        if let Ok(list) = api::sagas(ROWS).await {
-            sagas.set(list);
-        }
-        done.set(true);
-    });
     let arrived = Rc::new(RefCell::new(Vec::<(SagaEvent, &'static str)>::new()));
-    live::follow_all({
+    // The stream starts where the fetched list is current, once it is in place: a saga that
+    // starts, or finishes, between the two is neither missed nor shown as new. Without the
+    // list (the fetch failed) it follows from now on.
+    spawn_local({
         let arrived = arrived.clone();
-        move |event| {
-            if let Some(status) = status_after(&event.kind) {
-                arrived.borrow_mut().push((event, status));
-            }
+        async move {
+            let after = match api::sagas(ROWS).await {
+                Ok((list, position)) => {
+                    sagas.set(list);
+                    position
+                }
+                Err(e) => {
+                    leptos::logging::error!("cannot list the sagas: {}", e.message);
+                    None
+                }
+            };
+            live::follow_all(after, move |event| {
+                if let Some(status) = status_after(&event.kind) {
+                    arrived.borrow_mut().push((event, status));
+                }
+            });
         }
     });
     if let Ok(handle) = set_interval_with_handle(
         move || {
-            if !loaded.get() {
-                return;
-            }
             let batch = std::mem::take(&mut *arrived.borrow_mut());
             if !batch.is_empty() {
                 sagas.update(|list| {
