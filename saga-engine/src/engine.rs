@@ -32,6 +32,10 @@ pub struct EngineConfig {
     pub event_buffer: usize,
     /// How long a claim on an unfinished saga lasts.
     pub lease: Duration,
+    /// How often a subscriber to one saga that this engine is not driving reads the log for
+    /// its new records. Another node on a shared database may be driving it, and a record is
+    /// announced live only on the node that wrote it.
+    pub elsewhere_poll: Duration,
 }
 
 impl Default for EngineConfig {
@@ -40,6 +44,7 @@ impl Default for EngineConfig {
             node_id: format!("node-{}", uuid::Uuid::new_v4().simple()),
             event_buffer: 16_384,
             lease: Duration::from_secs(30),
+            elsewhere_poll: Duration::from_millis(250),
         }
     }
 }
@@ -252,10 +257,29 @@ impl Engine {
 
     /// One saga's records after `after_seq`: its history from the log, then live, ending
     /// after the terminal record. No gap and no duplicate, however far behind the reader is.
+    /// While this engine is not driving the saga (another node on the same database is, or
+    /// nobody is yet), the log is read for its new records every
+    /// [`EngineConfig::elsewhere_poll`] instead.
     pub fn subscribe(&self, saga_id: SagaId, after_seq: u64) -> EventStream {
         let live = self.inner.events.subscribe();
         self.inner.stats.watched.store(true, Ordering::SeqCst);
-        events::saga_stream(self.inner.store.clone(), live, saga_id, after_seq)
+        // Weak: a subscriber must not keep the engine (and its live channel) alive.
+        let engine = Arc::downgrade(&self.inner);
+        let elsewhere = events::Elsewhere {
+            every: self.inner.config.elsewhere_poll,
+            driven_here: Box::new(move || {
+                engine
+                    .upgrade()
+                    .is_some_and(|inner| inner.running.contains(saga_id))
+            }),
+        };
+        events::saga_stream(
+            self.inner.store.clone(),
+            live,
+            saga_id,
+            after_seq,
+            elsewhere,
+        )
     }
 
     /// Every saga's records: from `after_position` in the log if given, else from now on.

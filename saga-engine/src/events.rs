@@ -12,8 +12,11 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use std::time::Duration;
+
 use futures_util::Stream;
 use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::time::Instant;
 
 use crate::error::EngineError;
 use crate::record::{SagaId, SagaRecord};
@@ -28,6 +31,15 @@ const COALESCE_FROM_SUBSCRIBERS: usize = 100;
 /// Page size when catching up on the whole log.
 const FEED_PAGE: u32 = 1000;
 
+/// How a subscriber to one saga learns of records written by another node: a saga's records
+/// are announced live only on the node driving it, so while it is not driven here the log is
+/// read every `every`.
+pub(crate) struct Elsewhere {
+    pub every: Duration,
+    /// Whether this node is driving the saga now.
+    pub driven_here: Box<dyn Fn() -> bool + Send>,
+}
+
 struct SagaCursor {
     store: Arc<dyn SagaStore>,
     live: broadcast::Receiver<Arc<Committed>>,
@@ -37,6 +49,10 @@ struct SagaCursor {
     backlog: VecDeque<SagaRecord>,
     need_log_read: bool,
     finished: bool,
+    elsewhere: Elsewhere,
+    /// When to read the log next while the saga is driven elsewhere. A deadline, not a
+    /// timeout per wait: other sagas' records keep arriving on the live channel.
+    next_poll: Option<Instant>,
 }
 
 impl SagaCursor {
@@ -73,7 +89,18 @@ impl SagaCursor {
                 }
                 continue;
             }
-            match self.live.recv().await {
+            let received = match self.poll_deadline() {
+                None => self.live.recv().await,
+                Some(at) => match tokio::time::timeout_at(at, self.live.recv()).await {
+                    Ok(received) => received,
+                    Err(_) => {
+                        self.next_poll = None;
+                        self.need_log_read = true;
+                        continue;
+                    }
+                },
+            };
+            match received {
                 Ok(c) if c.record.saga_id == self.saga_id => {
                     if c.record.seq <= self.last_seq {
                         continue;
@@ -91,6 +118,19 @@ impl SagaCursor {
         }
     }
 
+    /// `None` while this node drives the saga: every record then comes on the live channel.
+    fn poll_deadline(&mut self) -> Option<Instant> {
+        if (self.elsewhere.driven_here)() {
+            self.next_poll = None;
+            return None;
+        }
+        Some(
+            *self
+                .next_poll
+                .get_or_insert_with(|| Instant::now() + self.elsewhere.every),
+        )
+    }
+
     fn hand_out(&mut self, r: SagaRecord) -> SagaRecord {
         self.last_seq = r.seq;
         if r.kind.is_terminal() {
@@ -105,6 +145,7 @@ pub(crate) fn saga_stream(
     live: broadcast::Receiver<Arc<Committed>>,
     saga_id: SagaId,
     after_seq: u64,
+    elsewhere: Elsewhere,
 ) -> EventStream {
     let cursor = SagaCursor {
         store,
@@ -114,6 +155,8 @@ pub(crate) fn saga_stream(
         backlog: VecDeque::new(),
         need_log_read: true,
         finished: false,
+        elsewhere,
+        next_poll: None,
     };
     Box::pin(futures_util::stream::unfold(cursor, |mut c| async move {
         c.next().await.map(|item| (item, c))

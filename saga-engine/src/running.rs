@@ -21,6 +21,10 @@ impl RunningSet {
         self.sagas.lock(id).remove(&id);
     }
 
+    pub(crate) fn contains(&self, id: SagaId) -> bool {
+        self.sagas.lock(id).contains(&id)
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.sagas.each().map(|shard| shard.len()).sum()
     }
@@ -44,6 +48,7 @@ mod tests {
             set.remove(id);
         }
         assert_eq!(set.len(), 60);
+        assert!(!set.contains(ids[0]) && set.contains(ids[40]));
         assert!(set.insert(ids[0]), "a finished saga can be driven again");
     }
 }

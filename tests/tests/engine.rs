@@ -321,6 +321,43 @@ async fn subscribers_get_history_then_live_with_no_gap_or_duplicate(backend: Bac
     ));
 }
 
+/// Two nodes on one database: a saga's records are announced live only on the node driving
+/// it, so a subscriber on the other node must still get every record, through the end,
+/// from the log. With two slow steps, most of them come after it subscribed.
+async fn a_subscriber_on_another_node_follows_the_saga_to_its_end(backend: Backend) {
+    let Some(h) = harness(backend, "elsewhere", EngineConfig::default()).await else {
+        return;
+    };
+    let other_node = Engine::with_shared_store(
+        Arc::clone(&h._store),
+        EngineConfig {
+            elsewhere_poll: Duration::from_millis(50),
+            ..EngineConfig::default()
+        },
+    );
+    let plan = FaultPlan::default()
+        .with(1, A::SlowOnce(300))
+        .with(2, A::SlowOnce(300));
+    let id = h
+        .engine
+        .start("test_saga", &TestInput { plan })
+        .await
+        .unwrap();
+    let followed = tokio::time::timeout(
+        Duration::from_secs(30),
+        other_node
+            .subscribe(id, 0)
+            .map(|r| r.unwrap())
+            .collect::<Vec<_>>(),
+    )
+    .await
+    .expect("the other node's stream reaches the saga's end");
+    let log = h.engine.store().saga_records(id, 0).await.unwrap();
+    assert_contiguous(&followed, 0);
+    assert_eq!(followed, log);
+    assert_eq!(log.last().map(|r| r.kind), Some(RecordKind::SagaCompleted));
+}
+
 async fn a_subscriber_that_falls_behind_catches_up_from_the_log(backend: Backend) {
     let config = EngineConfig {
         event_buffer: 16,
@@ -586,6 +623,7 @@ engine_suite!(
     a_compensation_that_keeps_failing_leaves_the_saga_stuck,
     a_saga_id_is_started_once,
     subscribers_get_history_then_live_with_no_gap_or_duplicate,
+    a_subscriber_on_another_node_follows_the_saga_to_its_end,
     a_subscriber_that_falls_behind_catches_up_from_the_log,
     the_feed_resumes_from_a_position_with_every_record_once,
     a_thousand_concurrent_sagas_with_random_faults_end_as_their_faults_imply,
