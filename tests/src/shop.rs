@@ -60,15 +60,14 @@ impl Shop {
         Ok(response.json().await?)
     }
 
+    /// `GET path`: the response as it came, whatever its status.
+    pub async fn request(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        Ok(self.http.get(format!("{}{path}", self.url)).send().await?)
+    }
+
     /// `GET path`, its body read as JSON.
     async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        Ok(self
-            .http
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await?
-            .json()
-            .await?)
+        Ok(self.request(path).await?.json().await?)
     }
 
     pub async fn catalog(&self) -> anyhow::Result<Vec<CatalogItem>> {

@@ -478,6 +478,21 @@ impl Wire {
     }
 }
 
+/// `request` sent on a fresh connection, which the listener's fast path serves, and on a
+/// kept-alive one after a first request, which goes through the HTTP stack.
+async fn fresh_and_reused(url: &str, request: &str) -> (Wire, Wire) {
+    let mut fresh = Wire::open(url).await;
+    fresh.send(request).await;
+    let mut reused = Wire::open(url).await;
+    reused
+        .send("GET /healthz HTTP/1.1\r\nHost: shop\r\n\r\n")
+        .await;
+    reused.read_until("\r\n\r\nok").await;
+    reused.1.clear();
+    reused.send(request).await;
+    (fresh, reused)
+}
+
 /// `(id, event)` of each SSE event of `saga` in a response, whatever its framing.
 fn sse_events_of(text: &str, saga: &str) -> Vec<(i64, String)> {
     text.split("\n\n")
@@ -501,15 +516,7 @@ fn sse_events_of(text: &str, saga: &str) -> Vec<(i64, String)> {
 async fn the_all_sagas_stream_is_the_same_on_a_fresh_and_on_a_reused_connection() {
     let (_server, shop) = start();
     let get = "GET /api/events HTTP/1.1\r\nHost: shop\r\nAccept: text/event-stream\r\n\r\n";
-    let mut fresh = Wire::open(&shop.url).await;
-    fresh.send(get).await;
-    let mut reused = Wire::open(&shop.url).await;
-    reused
-        .send("GET /healthz HTTP/1.1\r\nHost: shop\r\n\r\n")
-        .await;
-    reused.read_until("\r\n\r\nok").await;
-    reused.1.clear();
-    reused.send(get).await;
+    let (mut fresh, mut reused) = fresh_and_reused(&shop.url, get).await;
     // Both streams are open (their heads came back) before the saga starts.
     let fresh_head = fresh.read_until("\r\n\r\n").await;
     let reused_head = reused.read_until("\r\n\r\n").await;
@@ -553,12 +560,7 @@ async fn the_list_says_where_the_stream_resumes_so_nothing_between_them_is_misse
     let before = shop.buy(&order("CB-12", 1, json!({}))).await.unwrap();
     shop.finish(&before.saga_id).await.unwrap();
 
-    let listed = shop
-        .http
-        .get(format!("{}/api/sagas?limit=50", shop.url))
-        .send()
-        .await
-        .unwrap();
+    let listed = shop.request("/api/sagas?limit=50").await.unwrap();
     assert_eq!(listed.status(), 200);
     let position: i64 = listed
         .headers()
@@ -580,15 +582,7 @@ async fn the_list_says_where_the_stream_resumes_so_nothing_between_them_is_misse
     shop.finish(&between.saga_id).await.unwrap();
 
     let get = format!("GET /api/events?after={position} HTTP/1.1\r\nHost: shop\r\n\r\n");
-    let mut fresh = Wire::open(&shop.url).await;
-    fresh.send(&get).await;
-    let mut reused = Wire::open(&shop.url).await;
-    reused
-        .send("GET /healthz HTTP/1.1\r\nHost: shop\r\n\r\n")
-        .await;
-    reused.read_until("\r\n\r\nok").await;
-    reused.1.clear();
-    reused.send(&get).await;
+    let (mut fresh, mut reused) = fresh_and_reused(&shop.url, &get).await;
     for wire in [&mut fresh, &mut reused] {
         let text = wire.read_until("saga_completed").await;
         assert!(text.starts_with("HTTP/1.1 200"), "{text}");
@@ -603,12 +597,7 @@ async fn the_list_says_where_the_stream_resumes_so_nothing_between_them_is_misse
         ("/api/events?after=soon", "after"),
         ("/api/sagas?limit=many", "query"),
     ] {
-        let refused = shop
-            .http
-            .get(format!("{}{path}", shop.url))
-            .send()
-            .await
-            .unwrap();
+        let refused = shop.request(path).await.unwrap();
         assert_eq!(refused.status(), 400, "{path}");
         let body: Value = refused.json().await.unwrap();
         assert_eq!(body["field"], field, "{path}: {body}");

@@ -99,12 +99,7 @@ async fn sigkill_in_the_middle_of_a_slow_step_and_a_restart_finish_the_saga() {
 async fn sigterm_stops_the_server_even_with_streams_open() {
     let mut server = ShopServer::start(&[]).unwrap();
     let shop = Shop::new(&server.url);
-    let _feed = shop
-        .http
-        .get(format!("{}/api/events", shop.url))
-        .send()
-        .await
-        .unwrap();
+    let _feed = shop.request("/api/events").await.unwrap();
     server.terminate().unwrap();
     let status = server
         .wait_exit(Duration::from_secs(20))
