@@ -11,7 +11,6 @@ use std::collections::{HashSet, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
-
 use std::time::Duration;
 
 use futures_util::Stream;
