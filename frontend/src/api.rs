@@ -53,12 +53,12 @@ async fn decode<T: DeserializeOwned>(response: Response) -> Result<T, ApiFailure
     }
 }
 
+async fn fetch(url: &str) -> Result<Response, ApiFailure> {
+    Request::get(url).send().await.map_err(ApiFailure::network)
+}
+
 async fn get<T: DeserializeOwned>(url: &str) -> Result<T, ApiFailure> {
-    let response = Request::get(url)
-        .send()
-        .await
-        .map_err(ApiFailure::network)?;
-    decode(response).await
+    decode(fetch(url).await?).await
 }
 
 pub async fn catalog() -> Result<Vec<CatalogItem>, ApiFailure> {
@@ -69,10 +69,7 @@ pub async fn catalog() -> Result<Vec<CatalogItem>, ApiFailure> {
 /// `x-log-position` header; `None` if it is missing): `/api/events?after=` it brings what the
 /// list does not show yet.
 pub async fn sagas(limit: usize) -> Result<(Vec<SagaListItem>, Option<i64>), ApiFailure> {
-    let response = Request::get(&format!("/api/sagas?limit={limit}"))
-        .send()
-        .await
-        .map_err(ApiFailure::network)?;
+    let response = fetch(&format!("/api/sagas?limit={limit}")).await?;
     let position = response
         .headers()
         .get("x-log-position")

@@ -63,7 +63,8 @@ pub(crate) struct Inner {
     stats: Arc<LogStats>,
     config: EngineConfig,
     definitions: RwLock<HashMap<String, Arc<SagaDefinition>>>,
-    running: RunningSet,
+    /// Shared with per-saga subscribers, which ask it whether the saga is driven here.
+    running: Arc<RunningSet>,
 }
 
 impl Engine {
@@ -88,7 +89,7 @@ impl Engine {
                 stats,
                 config,
                 definitions: RwLock::new(HashMap::new()),
-                running: RunningSet::default(),
+                running: Arc::default(),
             }),
         }
     }
@@ -263,15 +264,9 @@ impl Engine {
     pub fn subscribe(&self, saga_id: SagaId, after_seq: u64) -> EventStream {
         let live = self.inner.events.subscribe();
         self.inner.stats.watched.store(true, Ordering::SeqCst);
-        // Weak: a subscriber must not keep the engine (and its live channel) alive.
-        let engine = Arc::downgrade(&self.inner);
         let elsewhere = events::Elsewhere {
             every: self.inner.config.elsewhere_poll,
-            driven_here: Box::new(move || {
-                engine
-                    .upgrade()
-                    .is_some_and(|inner| inner.running.contains(saga_id))
-            }),
+            running: self.inner.running.clone(),
         };
         events::saga_stream(
             self.inner.store.clone(),

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::error::EngineError;
 use crate::record::{SagaId, SagaRecord};
+use crate::running::RunningSet;
 use crate::store::{Committed, SagaStore};
 
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<SagaRecord, EngineError>> + Send>>;
@@ -35,8 +36,8 @@ const FEED_PAGE: u32 = 1000;
 /// read every `every`.
 pub(crate) struct Elsewhere {
     pub every: Duration,
-    /// Whether this node is driving the saga now.
-    pub driven_here: Box<dyn Fn() -> bool + Send>,
+    /// The sagas this node is driving now.
+    pub running: Arc<RunningSet>,
 }
 
 struct SagaCursor {
@@ -119,7 +120,7 @@ impl SagaCursor {
 
     /// `None` while this node drives the saga: every record then comes on the live channel.
     fn poll_deadline(&mut self) -> Option<Instant> {
-        if (self.elsewhere.driven_here)() {
+        if self.elsewhere.running.contains(self.saga_id) {
             self.next_poll = None;
             return None;
         }

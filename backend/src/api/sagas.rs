@@ -140,16 +140,20 @@ pub async fn get_saga(
     }))
 }
 
+/// A number where a stream should resume, or a 400 saying what `field` must be.
+fn resume_point(field: &str, value: &str, must_be: &str) -> Result<i64, ApiError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| ApiError::invalid(field, format!("{field} must be a number, {must_be}")))
+}
+
 fn last_event_id(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
-    match headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
-        None => Ok(None),
-        Some(v) => v.trim().parse::<i64>().map(Some).map_err(|_| {
-            ApiError::invalid(
-                "Last-Event-ID",
-                "Last-Event-ID must be a number, the id of the last event received",
-            )
-        }),
-    }
+    headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| resume_point("Last-Event-ID", v, "the id of the last event received"))
+        .transpose()
 }
 
 /// `GET /api/sagas/{id}/events`: history, then live; `id` is `seq`; ends after the final event.
@@ -181,15 +185,6 @@ pub struct EventsQuery {
     after: Option<String>,
 }
 
-fn after_position(value: &str) -> Result<i64, ApiError> {
-    value.trim().parse::<i64>().map_err(|_| {
-        ApiError::invalid(
-            "after",
-            "after must be a number, a log position such as an event's id or the list's x-log-position",
-        )
-    })
-}
-
 /// `GET /api/events`: every saga's events, live. Here `id` is the event's position in the whole
 /// log (a per-saga `seq` cannot say where a stream of all sagas stopped), so `Last-Event-ID`
 /// resumes this stream too. `?after=N` starts it after position N, the way a page that has
@@ -206,7 +201,17 @@ pub async fn all_events(
     let Query(q) = query.map_err(bad_query)?;
     let after = match last_event_id(&headers)? {
         Some(id) => Some(id),
-        None => q.after.as_deref().map(after_position).transpose()?,
+        None => q
+            .after
+            .as_deref()
+            .map(|a| {
+                resume_point(
+                    "after",
+                    a,
+                    "a log position such as an event's id or the list's x-log-position",
+                )
+            })
+            .transpose()?,
     };
     Ok(sse::response(state.events.frames(after)))
 }
