@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -45,10 +46,45 @@ pub struct Config {
     #[arg(long, env = "SAGA_SHOP_SERVICE", value_parser = parse_service)]
     pub service: Option<ServiceName>,
 
+    /// Open connections at most; past it a connection is answered 503 and closed. Lowered to
+    /// fit the process's descriptor limit.
+    #[arg(long, env = "SAGA_SHOP_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Seconds a connection has to send a whole request head, from when it opens or finished
+    /// its previous response; an idle kept-alive connection is closed after it.
+    #[arg(long, env = "SAGA_SHOP_REQUEST_HEAD_TIMEOUT", default_value_t = 20.0, value_parser = parse_seconds)]
+    pub request_head_timeout: f64,
+
+    /// Seconds a write may wait on a peer that takes nothing (an event-stream subscriber that
+    /// stopped reading) before its connection is dropped; it resumes from its last event id.
+    #[arg(long, env = "SAGA_SHOP_WRITE_TIMEOUT", default_value_t = 30.0, value_parser = parse_seconds)]
+    pub write_timeout: f64,
+
     /// Use the service at URL instead of hosting it here, as NAME=URL (repeatable, or
     /// comma-separated in the environment variable), e.g. `payments=http://10.0.0.7:4000`.
     #[arg(long = "service-url", env = "SAGA_SHOP_SERVICE_URLS", value_delimiter = ',', value_parser = parse_service_url)]
     pub service_urls: Vec<(ServiceName, String)>,
+}
+
+impl Config {
+    /// The connection limits of [`crate::connections`].
+    pub fn limits(&self) -> crate::connections::Limits {
+        crate::connections::Limits {
+            max_connections: self.max_connections.max(1),
+            request_head_timeout: Duration::from_secs_f64(self.request_head_timeout),
+            write_timeout: Duration::from_secs_f64(self.write_timeout),
+        }
+    }
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 86_400.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds between 0 and 86400"
+        )),
+    }
 }
 
 fn parse_service(s: &str) -> Result<ServiceName, String> {

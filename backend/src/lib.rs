@@ -7,9 +7,8 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod connections;
 pub mod error;
-pub mod events_lanes;
-pub mod events_listener;
 pub mod metrics;
 pub mod purchase;
 pub mod server;

@@ -64,7 +64,6 @@ pub struct Metrics {
     started: AtomicU64,
     retries: AtomicU64,
     sse_subscribers: AtomicI64,
-    sse_in_lanes: AtomicI64,
 }
 
 /// Counts one SSE subscriber while it lives.
@@ -132,19 +131,6 @@ impl Metrics {
         self.sse_subscribers.load(Ordering::Relaxed).max(0) as usize
     }
 
-    /// Of those, how many a lane writes to (the rest have a task of their own).
-    pub fn sse_in_lanes(&self) -> usize {
-        self.sse_in_lanes.load(Ordering::Relaxed).max(0) as usize
-    }
-
-    /// A lane's count of members went from `from` to `to`.
-    pub fn lane_members_changed(&self, from: usize, to: usize) {
-        if from != to {
-            self.sse_in_lanes
-                .fetch_add(to as i64 - from as i64, Ordering::Relaxed);
-        }
-    }
-
     pub fn sse_subscriber(self: &Arc<Self>) -> SubscriberGuard {
         self.sse_subscribers.fetch_add(1, Ordering::Relaxed);
         SubscriberGuard(self.clone())
@@ -203,8 +189,6 @@ impl Metrics {
             "sse_subscribers {}",
             self.sse_subscribers.load(Ordering::Relaxed)
         );
-        out.push_str("# HELP sse_subscribers_in_lanes Of those, the ones written by a lane (following the stream, caught up).\n# TYPE sse_subscribers_in_lanes gauge\n");
-        let _ = writeln!(out, "sse_subscribers_in_lanes {}", self.sse_in_lanes());
         out
     }
 }

@@ -11,7 +11,6 @@ use tokio::sync::watch;
 use crate::api::sse::EventsFeed;
 use crate::app::{AppState, router};
 use crate::config::Config;
-use crate::events_listener::EventsListener;
 use crate::metrics::Metrics;
 use crate::purchase::{ServiceClient, ServiceUrls, purchase_saga};
 use crate::services::{
@@ -77,29 +76,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = watch::channel(false);
 
-    let (app, events) = match config.service {
+    let app = match config.service {
         Some(service) => {
             let healthz = Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
-            (service_router(service, &config).await?.merge(healthz), None)
+            service_router(service, &config).await?.merge(healthz)
         }
-        None => {
-            let (app, events) = shop(&config, &addr.to_string(), stop_rx).await?;
-            (app, Some(events))
-        }
+        None => shop(&config, &addr.to_string(), stop_rx).await?,
     };
-    let listener = EventsListener::new(listener, events);
+    let limits = config.limits().fit_to_descriptors();
 
-    let server = tokio::spawn(async move {
-        // `into_make_service`: each connection shares the router. Serving a `Router` directly
-        // rebuilds its route table per connection (16 KiB each, measured with DHAT), which ten
-        // thousand SSE subscribers pay for in memory.
-        axum::serve(listener, app.into_make_service())
-            .with_graceful_shutdown(async move {
-                shutdown_signal().await;
-                let _ = stop_tx.send(true);
-            })
-            .await
-    });
+    let server = tokio::spawn(crate::connections::serve(
+        listener,
+        app,
+        limits,
+        async move {
+            shutdown_signal().await;
+            // Event streams end on this, so that the connections can drain.
+            let _ = stop_tx.send(true);
+        },
+    ));
     // Tests and `cargo xtask serve` read this line to find the server.
     match config.service {
         Some(service) => println!(
@@ -107,21 +102,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ),
         None => println!("saga-shop listening on http://{addr}"),
     }
-    server
-        .await
-        .context("the server task failed")?
-        .context("serving HTTP")?;
+    server.await.context("the server task failed")?;
     tracing::info!("stopped; unfinished sagas resume at the next start");
     Ok(())
 }
 
 /// The whole shop: the engine with the purchase saga, the API and page, and every service not
 /// pointed elsewhere by `--service-url`.
-async fn shop(
-    config: &Config,
-    addr: &str,
-    stop: watch::Receiver<bool>,
-) -> anyhow::Result<(Router, EventsFeed)> {
+async fn shop(config: &Config, addr: &str, stop: watch::Receiver<bool>) -> anyhow::Result<Router> {
     let store = open_store(&config.database).await?;
     let engine = Engine::with_shared_store(store, EngineConfig::default());
     let mut urls = ServiceUrls::local(&format!("http://{addr}"));
@@ -132,13 +120,15 @@ async fn shop(
     engine.register(purchase_saga(client.clone(), config.allow_crash_faults));
     let metrics = Arc::new(Metrics::default());
     metrics.spawn_collector(&engine);
-    let events = EventsFeed::new(&engine, metrics.clone(), stop.clone());
+    let events = EventsFeed::start(&engine, metrics.clone(), stop.clone())
+        .await
+        .context("reading the saga log's position")?;
     let state = AppState {
         engine: engine.clone(),
         client,
         allow_crash_faults: config.allow_crash_faults,
         metrics,
-        events: events.clone(),
+        events,
         shutdown: stop,
     };
     let mut app = router(state, &config.static_dir);
@@ -156,7 +146,7 @@ async fn shop(
             Err(e) => tracing::error!(error = %e, "recovering unfinished sagas failed"),
         }
     });
-    Ok((app, events))
+    Ok(app)
 }
 
 async fn shutdown_signal() {

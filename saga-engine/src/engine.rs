@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::definition::SagaDefinition;
 use crate::error::EngineError;
-use crate::events::{self, EventStream, FeedStream, FeedView};
+use crate::events::{self, EventStream, FeedStream};
 use crate::executor::SagaRun;
 use crate::log_writer::{LogStats, LogWriter};
 use crate::progress::SagaProgress;
@@ -284,27 +284,6 @@ impl Engine {
         self.inner.stats.watched.store(true, Ordering::SeqCst);
         let now = self.inner.stats.last_announced.load(Ordering::SeqCst);
         events::feed_stream(self.inner.store.clone(), live, after_position, now)
-    }
-
-    /// A view of the whole log in which `render` runs once per record, however many
-    /// subscribers follow it, records within `window` of each other sent together as one item,
-    /// their renderings put together by `join` (see [`FeedView`]). Needs a tokio runtime: it
-    /// starts the task that renders.
-    pub fn feed_view<T: Send + Sync + 'static>(
-        &self,
-        window: Duration,
-        render: impl Fn(&Committed) -> T + Send + Sync + 'static,
-        join: impl Fn(Vec<T>) -> T + Send + Sync + 'static,
-    ) -> FeedView<T> {
-        let engine = self.clone();
-        FeedView::start(
-            self.inner.store.clone(),
-            move |after| engine.subscribe_all(after),
-            self.inner.config.event_buffer,
-            window,
-            Arc::new(render),
-            Box::new(join),
-        )
     }
 
     /// Wait until a saga reaches a final state.

@@ -54,7 +54,7 @@ pub use definition::{
 };
 pub use engine::{Engine, EngineConfig};
 pub use error::EngineError;
-pub use events::{EventStream, FeedStream, FeedView, Positioned, Rendered, ViewStream};
+pub use events::{EventStream, FeedStream};
 pub use log_writer::LogStats;
 pub use record::{RecordKind, SagaId, SagaRecord, SagaStatus};
 pub use store::{Committed, MemoryStore, PgStore, SagaStore, SagaSummary, SqliteStore, StoreError};

@@ -415,6 +415,27 @@ async fn a_subscriber_that_falls_behind_catches_up_from_the_log(backend: Backend
     );
 }
 
+/// A reader resumed at a finished saga's last record, or past it, is owed nothing: its stream
+/// ends at once instead of waiting (and polling the log) forever.
+async fn a_subscriber_resumed_at_a_finished_sagas_end_gets_nothing_and_ends(backend: Backend) {
+    let Some(h) = harness(backend, "resumed_at_end", EngineConfig::default()).await else {
+        return;
+    };
+    let id = h.run(&FaultPlan::default()).await;
+    let last = h.engine.store().saga_records(id, 0).await.unwrap().len() as u64;
+    for after in [last, last + 10] {
+        let rest: Vec<_> = tokio::time::timeout(
+            Duration::from_secs(10),
+            h.engine.subscribe(id, after).collect::<Vec<_>>(),
+        )
+        .await
+        .expect("the stream ends at once");
+        assert!(rest.is_empty(), "nothing after {after} of {last}");
+    }
+    let tail: Vec<_> = h.engine.subscribe(id, last - 1).collect().await;
+    assert_eq!(tail.len(), 1, "one before the end: the terminal record");
+}
+
 async fn the_feed_resumes_from_a_position_with_every_record_once(backend: Backend) {
     let Some(h) = harness(backend, "feed", EngineConfig::default()).await else {
         return;
@@ -626,6 +647,7 @@ engine_suite!(
     a_subscriber_on_another_node_follows_the_saga_to_its_end,
     a_subscriber_that_falls_behind_catches_up_from_the_log,
     the_feed_resumes_from_a_position_with_every_record_once,
+    a_subscriber_resumed_at_a_finished_sagas_end_gets_nothing_and_ends,
     a_thousand_concurrent_sagas_with_random_faults_end_as_their_faults_imply,
     a_run_whose_caller_stops_waiting_still_finishes,
 );

@@ -478,8 +478,8 @@ impl Wire {
     }
 }
 
-/// `request` sent on a fresh connection, which the listener's fast path serves, and on a
-/// kept-alive one after a first request, which goes through the HTTP stack.
+/// `request` sent on a fresh connection, and on a kept-alive one after a first request: the
+/// two ways a browser's stream arrives.
 async fn fresh_and_reused(url: &str, request: &str) -> (Wire, Wire) {
     let mut fresh = Wire::open(url).await;
     fresh.send(request).await;
@@ -508,10 +508,9 @@ fn sse_events_of(text: &str, saga: &str) -> Vec<(i64, String)> {
         .collect()
 }
 
-/// Most subscribers of `/api/events` are served by the listener's fast path (a fresh
-/// connection whose first request is the stream); a stream asked for on a kept-alive
-/// connection goes through the HTTP stack. Both must carry the same events with the same ids,
-/// resume from `Last-Event-ID`, and a bad `Last-Event-ID` is refused either way.
+/// A subscriber of `/api/events` on a fresh connection and one on a kept-alive connection must
+/// carry the same events with the same ids, resume from `Last-Event-ID`, and a bad
+/// `Last-Event-ID` is refused either way.
 #[tokio::test]
 async fn the_all_sagas_stream_is_the_same_on_a_fresh_and_on_a_reused_connection() {
     let (_server, shop) = start();
@@ -552,8 +551,8 @@ async fn the_all_sagas_stream_is_the_same_on_a_fresh_and_on_a_reused_connection(
 
 /// The page reads the list, then follows `/api/events?after=` the list's `x-log-position`.
 /// A saga that starts and finishes between the two must come on the stream, whole; one the
-/// list already shows finished must not come again. On the fast path and through the HTTP
-/// stack alike.
+/// list already shows finished must not come again. On a fresh and a kept-alive connection
+/// alike.
 #[tokio::test]
 async fn the_list_says_where_the_stream_resumes_so_nothing_between_them_is_missed() {
     let (_server, shop) = start();

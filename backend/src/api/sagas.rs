@@ -3,8 +3,8 @@
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderName};
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderName, StatusCode};
+use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use saga_engine::{RecordKind, SagaId, SagaRecord, SagaStatus, SagaSummary};
 use serde::Deserialize;
@@ -157,16 +157,24 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
 }
 
 /// `GET /api/sagas/{id}/events`: history, then live; `id` is `seq`; ends after the final event.
+/// Resumed past the end of a finished saga, it answers 204 No Content at once.
 pub async fn saga_events(
     State(state): State<SharedState>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let saga_id = parse_saga_id(&id)?;
-    if state.store().saga(saga_id).await?.is_none() {
+    let Some(summary) = state.store().saga(saga_id).await? else {
         return Err(ApiError::NotFound(format!("there is no saga {id}")));
-    }
+    };
     let after = last_event_id(&headers)?.unwrap_or(0).max(0) as u64;
+    // A finished saga resumed at (or past) its last record has nothing more to send. An
+    // EventSource reconnects after the stream ends with the terminal event, landing exactly
+    // here; 204 is what tells it to stop, where an empty stream would bring it back forever.
+    if summary.status.is_finished() && state.store().saga_records(saga_id, after).await?.is_empty()
+    {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
     let guard = state.metrics.sse_subscriber();
     let frames = state
         .engine
@@ -191,8 +199,7 @@ pub struct EventsQuery {
 /// just read the list asks for what came since (see [`list_sagas`]); a browser's
 /// `EventSource` cannot send `Last-Event-ID` on its first request, only when it reconnects,
 /// and then that header, the later position, wins. Frames come from one shared rendering
-/// (see [`sse`]); most subscribers never reach this handler but the listener's fast path,
-/// which serves the same frames ([`crate::events_listener`]).
+/// (see [`sse::EventsFeed`]).
 pub async fn all_events(
     State(state): State<SharedState>,
     query: Result<Query<EventsQuery>, QueryRejection>,

@@ -1,22 +1,26 @@
 //! Server-sent events on the wire: frames made once, a keep-alive comment when idle.
 //!
-//! axum's `Sse` formats every event for every subscriber. `/api/events` may have ten thousand
-//! subscribers, so its frames are rendered once per record (by a [`FeedView`]) and handed to
-//! each connection as the same reference-counted bytes; this module turns such a stream into
-//! the `text/event-stream` response.
+//! `/api/events` may have thousands of subscribers, so each committed record is rendered into
+//! its frame once, by one task ([`EventsFeed`]), and every subscriber is handed the same
+//! reference-counted bytes. A subscriber that falls behind the shared channel (a slow reader,
+//! or one resuming with `Last-Event-ID`) reads what it missed from the log and renders that
+//! itself, then rejoins the channel: nothing lost, nothing twice, and a lagging reader holds no
+//! copy of what it is owed.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use std::sync::Arc;
-
 use futures_util::{Stream, StreamExt};
-use saga_engine::{Committed, Engine, FeedView, Rendered};
+use saga_engine::{Committed, Engine, StoreError};
 use shared::SagaEvent;
+use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
@@ -25,12 +29,15 @@ use crate::metrics::{Metrics, SubscriberGuard};
 /// A comment line every this often when nothing else was sent, so proxies and browsers keep
 /// an idle stream open.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
-/// With many subscribers, commits this close together go out to `/api/events` together (a
-/// purchase's five commits come a few milliseconds apart; each separate one costs every
-/// subscriber a write). With few, each goes out at once.
-const COALESCE: Duration = Duration::from_millis(10);
 
 pub const KEEP_ALIVE_COMMENT: &[u8] = b":keep-alive\n\n";
+
+/// Records rendered for the shared channel that a subscriber may be behind before it reads
+/// from the log instead.
+const CHANNEL_CAPACITY: usize = 4096;
+
+/// Records read from the log at a time by a subscriber catching up.
+const LOG_PAGE: u32 = 500;
 
 /// One event as it goes on the wire. `id` is what `Last-Event-ID` brings back.
 pub fn frame(id: i64, event: &SagaEvent) -> Bytes {
@@ -38,74 +45,163 @@ pub fn frame(id: i64, event: &SagaEvent) -> Bytes {
     Bytes::from(format!("id: {id}\nevent: {}\ndata: {data}\n\n", event.kind))
 }
 
-/// What every subscriber of `/api/events` follows, whichever way it connected (the axum route
-/// or the listener's fast path, [`crate::events_listener`]).
+/// A committed record's `/api/events` frame (its id is the log position).
+fn render(c: &Committed) -> Bytes {
+    frame(c.position, &super::sagas::event(&c.record))
+}
+
+/// A rendered record on the shared channel.
+#[derive(Clone)]
+struct Frame {
+    position: i64,
+    bytes: Bytes,
+}
+
+/// `/api/events`: every committed record rendered once and shared by all subscribers.
 #[derive(Clone)]
 pub struct EventsFeed {
-    frames: FeedView<Bytes>,
+    inner: Arc<FeedInner>,
+}
+
+struct FeedInner {
+    engine: Engine,
+    live: broadcast::Sender<Frame>,
+    /// The position of the last record the render task took in: "now" for a new subscriber.
+    now: AtomicI64,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
 }
 
 impl EventsFeed {
-    /// The whole log as `/api/events` frames, each rendered once for every subscriber; the
-    /// frames of a window sent together go out as one buffer, so that each subscriber takes
-    /// them in one piece.
-    pub fn new(engine: &Engine, metrics: Arc<Metrics>, shutdown: watch::Receiver<bool>) -> Self {
-        let frames = engine.feed_view(
-            COALESCE,
-            |c: &Committed| frame(c.position, &super::sagas::event(&c.record)),
-            |frames: Vec<Bytes>| Bytes::from(frames.concat()),
-        );
-        // The lanes of the listener's fast path each hold one subscription for thousands.
-        let counted = metrics.clone();
-        frames.set_audience(move || counted.sse_subscribers());
-        EventsFeed {
-            frames,
+    /// Starts the task that renders each record committed from now on (needs a runtime).
+    pub async fn start(
+        engine: &Engine,
+        metrics: Arc<Metrics>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Self, StoreError> {
+        let now = engine.store().last_position().await?;
+        let (live, _) = broadcast::channel(CHANNEL_CAPACITY);
+        let inner = Arc::new(FeedInner {
+            engine: engine.clone(),
+            live,
+            now: AtomicI64::new(now),
             metrics,
             shutdown,
-        }
+        });
+        tokio::spawn(render_from(Arc::downgrade(&inner), now));
+        Ok(EventsFeed { inner })
     }
 
     /// Frames after `after` (a log position) if given, else from now on; counted as a
     /// subscriber while the stream lives; ends when the server stops.
     pub fn frames(&self, after: Option<i64>) -> impl Stream<Item = Bytes> + Send + 'static {
-        let counted = self.subscriber();
-        self.items(after).map(move |item| {
-            let _held = &counted;
-            item.value.clone()
+        // Subscribe before reading "now": a record taken in after the read arrives live.
+        let live = self.inner.live.subscribe();
+        let now = self.inner.now.load(Ordering::SeqCst);
+        let cursor = FeedCursor {
+            engine: self.inner.engine.clone(),
+            live,
+            last: after.unwrap_or(now),
+            backlog: VecDeque::new(),
+            read_log: after.is_some(),
+            _counted: self.inner.metrics.sse_subscriber(),
+        };
+        let mut stop = self.inner.shutdown.clone();
+        futures_util::stream::unfold(cursor, |mut c| async move {
+            c.next().await.map(|bytes| (bytes, c))
+        })
+        .take_until(async move {
+            let _ = stop.wait_for(|stopping| *stopping).await;
         })
     }
+}
 
-    /// Like [`Self::frames`], but each item with the log positions it covers, and not
-    /// counted: for a writer that serves many subscribers from one stream.
-    pub fn items(
-        &self,
-        after: Option<i64>,
-    ) -> impl Stream<Item = Arc<Rendered<Bytes>>> + Send + 'static {
-        let mut stop = self.shutdown.clone();
-        self.frames
-            .subscribe(after)
-            .take_while(|r| std::future::ready(r.is_ok()))
-            .filter_map(|r| std::future::ready(r.ok()))
-            .take_until(async move {
-                let _ = stop.wait_for(|stopping| *stopping).await;
-            })
+/// The render task: follows the engine's feed from `after` and puts each record's frame on the
+/// shared channel, for as long as the feed is wanted. Renders nothing while nobody listens.
+async fn render_from(feed: std::sync::Weak<FeedInner>, mut after: i64) {
+    loop {
+        let Some(engine) = feed.upgrade().map(|f| f.engine.clone()) else {
+            return;
+        };
+        let mut records = engine.subscribe_all(Some(after));
+        drop(engine);
+        while let Some(next) = records.next().await {
+            let Some(inner) = feed.upgrade() else { return };
+            match next {
+                Ok(c) => {
+                    after = c.position;
+                    if inner.live.receiver_count() > 0 {
+                        let _ = inner.live.send(Frame {
+                            position: c.position,
+                            bytes: render(&c),
+                        });
+                    }
+                    inner.now.store(c.position, Ordering::SeqCst);
+                }
+                Err(e) => {
+                    // The log could not be read: try again from the last record taken in.
+                    tracing::warn!(error = %e, "the event feed could not read the log; retrying");
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
 
-    /// Whether the server is stopping (the streams of [`Self::items`] end then).
-    pub fn stopping(&self) -> bool {
-        *self.shutdown.borrow()
-    }
+/// One subscriber of `/api/events`: the log from `last` on while behind, the shared channel
+/// once caught up, stitched by position.
+struct FeedCursor {
+    engine: Engine,
+    live: broadcast::Receiver<Frame>,
+    /// The position of the last frame handed out (or where the subscriber starts).
+    last: i64,
+    /// Frames read from the log, not yet handed out.
+    backlog: VecDeque<Frame>,
+    read_log: bool,
+    _counted: SubscriberGuard,
+}
 
-    /// A lane's count of members went from `from` to `to` (for the metrics).
-    pub fn lane_members_changed(&self, from: usize, to: usize) {
-        self.metrics.lane_members_changed(from, to);
-    }
-
-    /// Counts one subscriber (in the metrics) while the guard lives.
-    pub fn subscriber(&self) -> SubscriberGuard {
-        self.metrics.sse_subscriber()
+impl FeedCursor {
+    async fn next(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(f) = self.backlog.pop_front() {
+                if f.position > self.last {
+                    self.last = f.position;
+                    return Some(f.bytes);
+                }
+                continue;
+            }
+            if self.read_log {
+                match self.engine.store().records_after(self.last, LOG_PAGE).await {
+                    Ok(page) => {
+                        // A full page means there may be more: keep reading before going live.
+                        self.read_log = page.len() == LOG_PAGE as usize;
+                        self.backlog.extend(page.iter().map(|c| Frame {
+                            position: c.position,
+                            bytes: render(c),
+                        }));
+                    }
+                    Err(e) => {
+                        // The client resumes from its last id once the stream ends.
+                        tracing::warn!(error = %e, "an event-stream subscriber could not read the log");
+                        return None;
+                    }
+                }
+                continue;
+            }
+            match self.live.recv().await {
+                Ok(f) if f.position > self.last => {
+                    self.last = f.position;
+                    return Some(f.bytes);
+                }
+                Ok(_) => {}
+                // Positions are committed in order on this node, so what was missed comes
+                // right after the last one handed out: read it from the log.
+                Err(RecvError::Lagged(_)) => self.read_log = true,
+                Err(RecvError::Closed) => return None,
+            }
+        }
     }
 }
 
@@ -125,8 +221,7 @@ where
         .into_response()
 }
 
-/// `frames`, with a keep-alive comment after [`KEEP_ALIVE`] without one. Used by both the
-/// route and the listener's fast path.
+/// `frames`, with a keep-alive comment after [`KEEP_ALIVE`] without one.
 ///
 /// Ten thousand subscribers go through this for every committed round, so no timer is re-armed
 /// per frame: when the timer fires, it looks at when the last frame went and waits the rest.

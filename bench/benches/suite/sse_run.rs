@@ -12,7 +12,7 @@ use tokio::sync::broadcast;
 use crate::http::{binary, post, start};
 use crate::report::Report;
 use crate::sqlite::scratch;
-use crate::sse::{Target, measure};
+use crate::sse::{Target, bars, measure};
 
 #[derive(serde::Deserialize)]
 struct Publish {
@@ -86,7 +86,12 @@ pub async fn run(report: &mut Report, quick: bool) -> anyhow::Result<()> {
         (10_000, 100, 500)
     };
 
-    let shop = start(&format!("sqlite://{}", scratch("sse").display()), &[])?;
+    // Every subscriber is a connection, and the shop's own service calls need some besides.
+    let cap = [
+        "--max-connections".to_string(),
+        (subscribers * 2).to_string(),
+    ];
+    let shop = start(&format!("sqlite://{}", scratch("sse").display()), &cap)?;
     let url = shop.url.clone();
     let http = reqwest::Client::new();
     let target = Target {
@@ -117,7 +122,7 @@ pub async fn run(report: &mut Report, quick: bool) -> anyhow::Result<()> {
             })
         }),
     };
-    measure(report, target, subscribers, paced, burst).await?;
+    let ours = measure(report, target, subscribers, paced, burst).await?;
     drop(shop);
 
     let mut child = Command::new(std::env::current_exe()?)
@@ -161,8 +166,9 @@ pub async fn run(report: &mut Report, quick: bool) -> anyhow::Result<()> {
             })
         }),
     };
-    let result = measure(report, target, subscribers, paced, burst).await;
+    let example = measure(report, target, subscribers, paced, burst).await;
     let _ = child.kill();
     let _ = child.wait();
-    result
+    bars(report, &ours, &example?);
+    Ok(())
 }

@@ -1,0 +1,337 @@
+//! Accepting and serving connections: every request, event streams included, goes through
+//! hyper and the router's tower layers; this module adds what a public server needs around
+//! them.
+//!
+//! - **A cap on open connections** ([`Limits::max_connections`]). Each holds a descriptor and
+//!   some memory; past the cap, a connection is answered `503` with the API's JSON error and
+//!   closed, so the accept loop never stalls on a full descriptor table and `/healthz` keeps
+//!   answering once load falls. The process's descriptor limit is raised to its hard limit at
+//!   start, and the cap is lowered to fit under it.
+//! - **A deadline for a request head** ([`Limits::request_head_timeout`]): from the moment a
+//!   connection opens, or finished its previous response, it has this long to send a whole
+//!   request head. This closes connections that never send anything, idle kept-alive ones and
+//!   slowloris heads alike (hyper's header-read timer, which runs whenever the connection waits
+//!   for a head). A response in progress (an event stream) is not idle.
+//! - **A write deadline** ([`Limits::write_timeout`]): a peer that stops reading is dropped once
+//!   no byte could be written for this long. An event stream's subscriber then resumes from the
+//!   last id it received; meanwhile hyper stops pulling the stream, so what it is owed stays in
+//!   the log, not in memory.
+//! - **Graceful shutdown**: the listener closes, idle connections close at once, requests in
+//!   flight finish (event streams end on the shutdown signal, see [`crate::app::AppState`]).
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Response, StatusCode, header};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::{Instant, Sleep};
+
+/// How many refused connections may be answered at once; beyond that they are closed unanswered.
+const REFUSALS_AT_ONCE: usize = 64;
+/// A refused connection's request head must arrive within this.
+const REFUSAL_HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+/// Descriptors kept free of connections: databases, their WAL files, outgoing service calls.
+const DESCRIPTOR_RESERVE: u64 = 256;
+/// How long to wait for in-flight requests at shutdown before closing them.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// The limits a connection is held to (flags in [`crate::config::Config`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub request_head_timeout: Duration,
+    pub write_timeout: Duration,
+}
+
+impl Limits {
+    /// Raise the process's descriptor limit as far as allowed, and lower the connection cap to
+    /// fit under it with [`DESCRIPTOR_RESERVE`] to spare.
+    pub fn fit_to_descriptors(mut self) -> Self {
+        if let Some(available) = raise_descriptor_limit() {
+            let fits = available.saturating_sub(DESCRIPTOR_RESERVE).max(16) as usize;
+            if fits < self.max_connections {
+                tracing::warn!(
+                    requested = self.max_connections,
+                    capped = fits,
+                    descriptors = available,
+                    "the descriptor limit leaves room for fewer connections than asked; capping"
+                );
+                self.max_connections = fits;
+            }
+        }
+        self
+    }
+}
+
+/// Serve `app` on `listener` until `shutdown` completes, then drain.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let refusals = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
+    let graceful = GracefulShutdown::new();
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.request_head_timeout);
+    let mut refuse = http1::Builder::new();
+    refuse
+        .timer(TokioTimer::new())
+        .header_read_timeout(REFUSAL_HEAD_TIMEOUT)
+        .keep_alive(false);
+    let limit = limits.max_connections;
+
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut last_accept_warning: Option<Instant> = None;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(e) => {
+                // Out of descriptors (or a connection reset before it was taken): never a
+                // reason to stop accepting. Wait a little for connections to close.
+                if last_accept_warning.is_none_or(|at| at.elapsed() > Duration::from_secs(1)) {
+                    tracing::warn!(error = %e, "accepting a connection failed; retrying");
+                    last_accept_warning = Some(Instant::now());
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(50)) => continue,
+                    () = &mut shutdown => break,
+                }
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        match permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let io = TokioIo::new(WriteDeadline::new(stream, limits.write_timeout));
+                let service = TowerToHyperService::new(app.clone());
+                let connection = graceful.watch(http.serve_connection(io, service));
+                tokio::spawn(async move {
+                    // A peer that goes away or breaks the protocol is its own business.
+                    let _ = connection.await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                let Ok(refusing) = refusals.clone().try_acquire_owned() else {
+                    // Flooded: closing at once is all there is room for.
+                    continue;
+                };
+                let io = TokioIo::new(WriteDeadline::new(stream, REFUSAL_HEAD_TIMEOUT));
+                let service = hyper::service::service_fn(move |_request| {
+                    std::future::ready(Ok::<_, std::convert::Infallible>(at_capacity(limit)))
+                });
+                let connection = refuse.serve_connection(io, service);
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                    drop(refusing);
+                });
+            }
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still running after {DRAIN:?}; closing them");
+    }
+}
+
+/// The answer past the cap: the API's JSON error, and a hint to come back.
+fn at_capacity(limit: usize) -> Response<Body> {
+    let body = serde_json::json!({
+        "error": format!("the server is at its limit of {limit} open connections; try again in a moment"),
+        "field": null,
+    });
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    headers.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    response
+}
+
+/// Raise the soft descriptor limit to the hard one; returns the limit now in force.
+#[cfg(unix)]
+fn raise_descriptor_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return None;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    Some(limit.rlim_cur)
+}
+
+#[cfg(not(unix))]
+fn raise_descriptor_limit() -> Option<u64> {
+    None
+}
+
+/// A socket whose writes fail once none could make progress for `limit`: a peer that stops
+/// reading is dropped instead of holding its connection (and what hyper buffered for it)
+/// forever. The timer is armed only while a write waits, and re-used.
+struct WriteDeadline {
+    stream: TcpStream,
+    limit: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl WriteDeadline {
+    fn new(stream: TcpStream, limit: Duration) -> Self {
+        WriteDeadline {
+            stream,
+            limit,
+            timer: None,
+            armed: false,
+        }
+    }
+
+    /// The write is pending: start the clock if it is not running; an error once it ran out.
+    fn waiting(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let deadline = Instant::now() + self.limit;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.armed {
+            timer.as_mut().reset(deadline);
+            self.armed = true;
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the peer took nothing for the write timeout",
+            )),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn progress<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        match polled {
+            Poll::Ready(result) => {
+                self.armed = false;
+                Poll::Ready(result)
+            }
+            Poll::Pending => self.waiting(cx).map(Err),
+        }
+    }
+}
+
+impl AsyncRead for WriteDeadline {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WriteDeadline {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.progress(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.progress(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_flush(cx);
+        this.progress(cx, polled)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_shutdown(cx);
+        this.progress(cx, polled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// A peer that never reads: writes stop making progress, and the deadline turns that into
+    /// an error instead of a wait forever.
+    #[tokio::test]
+    async fn a_write_the_peer_never_takes_fails_after_the_deadline() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let _peer = TcpStream::connect(addr).await.expect("connect");
+        let (server_side, _) = listener.accept().await.expect("accept");
+        let mut stream = WriteDeadline::new(server_side, Duration::from_millis(200));
+        let chunk = vec![0u8; 64 * 1024];
+        let outcome = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if let Err(e) = stream.write_all(&chunk).await {
+                    return e;
+                }
+            }
+        })
+        .await
+        .expect("the write failed within the test's patience");
+        assert_eq!(outcome.kind(), io::ErrorKind::TimedOut);
+    }
+}
