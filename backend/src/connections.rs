@@ -19,10 +19,11 @@
 //! - **Graceful shutdown**: the listener closes, idle connections close at once, requests in
 //!   flight finish (event streams end on the shutdown signal, see [`crate::app::AppState`]).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -31,11 +32,10 @@ use axum::body::Body;
 use axum::http::{Response, StatusCode, header};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 use tokio::time::{Instant, Sleep};
 
 /// How many refused connections may be answered at once; beyond that they are closed unanswered.
@@ -84,7 +84,7 @@ pub async fn serve(
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let refusals = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
-    let graceful = GracefulShutdown::new();
+    let open = Arc::new(Open::default());
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.request_head_timeout);
@@ -122,10 +122,20 @@ pub async fn serve(
             Ok(permit) => {
                 let io = TokioIo::new(WriteDeadline::new(stream, limits.write_timeout));
                 let service = TowerToHyperService::new(app.clone());
-                let connection = graceful.watch(http.serve_connection(io, service));
+                let connection = http.serve_connection(io, service);
+                let (id, stop) = open.add();
+                let open = open.clone();
                 tokio::spawn(async move {
+                    let mut connection = std::pin::pin!(connection);
                     // A peer that goes away or breaks the protocol is its own business.
-                    let _ = connection.await;
+                    tokio::select! {
+                        _ = connection.as_mut() => {}
+                        _ = stop => {
+                            connection.as_mut().graceful_shutdown();
+                            let _ = connection.await;
+                        }
+                    }
+                    open.remove(id);
                     drop(permit);
                 });
             }
@@ -147,11 +157,45 @@ pub async fn serve(
         }
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN, graceful.shutdown())
+    open.stop_all();
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(DRAIN, permits.acquire_many(all))
         .await
         .is_err()
     {
         tracing::warn!("requests still running after {DRAIN:?}; closing them");
+    }
+}
+
+/// The open connections, each with a way to ask it to finish: at shutdown an idle connection
+/// closes at once and a busy one after its response. A signal of its own per connection, not
+/// one shared watch: every poll of a connection would check a shared one, under its lock, and
+/// an event stream's connection is polled for every event it is sent.
+#[derive(Default)]
+struct Open {
+    stops: Mutex<(u64, HashMap<u64, oneshot::Sender<()>>)>,
+}
+
+impl Open {
+    fn add(&self) -> (u64, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        let mut stops = self.stops.lock().unwrap_or_else(|e| e.into_inner());
+        stops.0 += 1;
+        let id = stops.0;
+        stops.1.insert(id, tx);
+        (id, rx)
+    }
+
+    fn remove(&self, id: u64) {
+        let mut stops = self.stops.lock().unwrap_or_else(|e| e.into_inner());
+        stops.1.remove(&id);
+    }
+
+    fn stop_all(&self) {
+        let stops = std::mem::take(&mut self.stops.lock().unwrap_or_else(|e| e.into_inner()).1);
+        for (_, stop) in stops {
+            let _ = stop.send(());
+        }
     }
 }
 

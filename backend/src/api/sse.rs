@@ -9,8 +9,8 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -65,15 +65,19 @@ pub struct EventsFeed {
 
 struct FeedInner {
     engine: Engine,
-    live: broadcast::Sender<Frame>,
+    /// For new subscribers; `None` once the server is stopping. The render task holds the
+    /// other sender: when both are gone every subscriber's stream ends, after what it was
+    /// already sent. (Ending streams this way costs them nothing per event, where watching a
+    /// shutdown signal in each stream would take a shared lock on every poll.)
+    live: Mutex<Option<broadcast::Sender<Frame>>>,
     /// The position of the last record the render task took in: "now" for a new subscriber.
     now: AtomicI64,
     metrics: Arc<Metrics>,
-    shutdown: watch::Receiver<bool>,
 }
 
 impl EventsFeed {
-    /// Starts the task that renders each record committed from now on (needs a runtime).
+    /// Starts the task that renders each record committed from now on (needs a runtime); it
+    /// ends, and with it every subscriber's stream, when `shutdown` turns true.
     pub async fn start(
         engine: &Engine,
         metrics: Arc<Metrics>,
@@ -83,12 +87,11 @@ impl EventsFeed {
         let (live, _) = broadcast::channel(CHANNEL_CAPACITY);
         let inner = Arc::new(FeedInner {
             engine: engine.clone(),
-            live,
+            live: Mutex::new(Some(live.clone())),
             now: AtomicI64::new(now),
             metrics,
-            shutdown,
         });
-        tokio::spawn(render_from(Arc::downgrade(&inner), now));
+        tokio::spawn(render_from(Arc::downgrade(&inner), live, now, shutdown));
         Ok(EventsFeed { inner })
     }
 
@@ -96,7 +99,13 @@ impl EventsFeed {
     /// subscriber while the stream lives; ends when the server stops.
     pub fn frames(&self, after: Option<i64>) -> impl Stream<Item = Bytes> + Send + 'static {
         // Subscribe before reading "now": a record taken in after the read arrives live.
-        let live = self.inner.live.subscribe();
+        let live = self
+            .inner
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|sender| sender.subscribe());
         let now = self.inner.now.load(Ordering::SeqCst);
         let cursor = FeedCursor {
             engine: self.inner.engine.clone(),
@@ -106,32 +115,47 @@ impl EventsFeed {
             read_log: after.is_some(),
             _counted: self.inner.metrics.sse_subscriber(),
         };
-        let mut stop = self.inner.shutdown.clone();
         futures_util::stream::unfold(cursor, |mut c| async move {
             c.next().await.map(|bytes| (bytes, c))
-        })
-        .take_until(async move {
-            let _ = stop.wait_for(|stopping| *stopping).await;
         })
     }
 }
 
 /// The render task: follows the engine's feed from `after` and puts each record's frame on the
-/// shared channel, for as long as the feed is wanted. Renders nothing while nobody listens.
-async fn render_from(feed: std::sync::Weak<FeedInner>, mut after: i64) {
+/// shared channel, until the server stops. Renders nothing while nobody listens.
+async fn render_from(
+    feed: Weak<FeedInner>,
+    live: broadcast::Sender<Frame>,
+    mut after: i64,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let stopping = async move {
+        let _ = shutdown.wait_for(|stopping| *stopping).await;
+    };
+    let mut stopping = std::pin::pin!(stopping);
     loop {
         let Some(engine) = feed.upgrade().map(|f| f.engine.clone()) else {
             return;
         };
         let mut records = engine.subscribe_all(Some(after));
         drop(engine);
-        while let Some(next) = records.next().await {
+        loop {
+            let next = tokio::select! {
+                next = records.next() => next,
+                () = &mut stopping => {
+                    if let Some(inner) = feed.upgrade() {
+                        inner.live.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    }
+                    return;
+                }
+            };
+            let Some(next) = next else { break };
             let Some(inner) = feed.upgrade() else { return };
             match next {
                 Ok(c) => {
                     after = c.position;
-                    if inner.live.receiver_count() > 0 {
-                        let _ = inner.live.send(Frame {
+                    if live.receiver_count() > 0 {
+                        let _ = live.send(Frame {
                             position: c.position,
                             bytes: render(&c),
                         });
@@ -153,7 +177,8 @@ async fn render_from(feed: std::sync::Weak<FeedInner>, mut after: i64) {
 /// once caught up, stitched by position.
 struct FeedCursor {
     engine: Engine,
-    live: broadcast::Receiver<Frame>,
+    /// `None`: the server is stopping.
+    live: Option<broadcast::Receiver<Frame>>,
     /// The position of the last frame handed out (or where the subscriber starts).
     last: i64,
     /// Frames read from the log, not yet handed out.
@@ -190,7 +215,8 @@ impl FeedCursor {
                 }
                 continue;
             }
-            match self.live.recv().await {
+            let live = self.live.as_mut()?;
+            match live.recv().await {
                 Ok(f) if f.position > self.last => {
                     self.last = f.position;
                     return Some(f.bytes);

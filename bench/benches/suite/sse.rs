@@ -241,10 +241,21 @@ pub async fn measure(
     }
     let delivered = tally.deliveries.load(Ordering::Relaxed) - before;
     let per_s = delivered as f64 / started.elapsed().as_secs_f64();
-    let orderly = samples.iter().all(|s| {
+    let made = warm_made + paced_made + burst_made;
+    let mut orderly = true;
+    for (i, s) in samples.iter().enumerate() {
         let s = s.lock().unwrap_or_else(|e| e.into_inner());
-        s.ids.windows(2).all(|w| w[0] < w[1]) && s.ids.len() == warm_made + paced_made + burst_made
-    });
+        let ordered = s.ids.windows(2).all(|w| w[0] < w[1]);
+        if !ordered || s.ids.len() != made {
+            orderly = false;
+            report.note(format!(
+                "{}: sampled subscriber {i} got {} of {made} events, {}",
+                t.name,
+                s.ids.len(),
+                if ordered { "in order" } else { "out of order" }
+            ));
+        }
+    }
     stop.notify_waiters();
     for task in tasks {
         task.abort();
