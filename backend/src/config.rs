@@ -42,6 +42,12 @@ pub struct Config {
     #[arg(long, env = "SAGA_SHOP_SEED_STOCK")]
     pub seed_stock: Option<i64>,
 
+    /// How long, in seconds, this server's claim on a saga outlives it: after a crash, another
+    /// server (or this one restarted, which is a new node) takes its unfinished sagas over once
+    /// their lease expired. Claims are renewed every third of it. Short leases are for tests.
+    #[arg(long, env = "SAGA_SHOP_LEASE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub lease_secs: u64,
+
     /// Run only this shop service (orders, billing, payments or shipping), not the shop.
     #[arg(long, env = "SAGA_SHOP_SERVICE", value_parser = parse_service)]
     pub service: Option<ServiceName>,

@@ -2,11 +2,13 @@
 //! and shut down gracefully on SIGTERM or ctrl-c.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
 use saga_engine::{Engine, EngineConfig, PgStore, SagaStore, SqliteStore};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::api::sse::EventsFeed;
 use crate::app::{AppState, router};
@@ -14,7 +16,8 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::purchase::{ServiceClient, ServiceUrls, purchase_saga};
 use crate::services::{
-    ServiceName, billing::Billing, orders::Orders, payments::Payments, shipping::Shipping,
+    ServiceDb, ServiceName, billing::Billing, orders::Orders, payments::Payments,
+    shipping::Shipping,
 };
 
 /// Open the saga log named by a `sqlite://` or `postgres://` URL.
@@ -36,28 +39,60 @@ pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn SagaStore>> {
     }
 }
 
-/// The router of one service, mounted at `/svc/{name}`.
-async fn service_router(service: ServiceName, config: &Config) -> anyhow::Result<Router> {
+/// What is closed once the server has stopped serving: the saga log and every service's
+/// database (see `SagaStore::close`, `ServiceDb::close`), after the claims stop. Sagas still
+/// running then are left to recovery, as after a crash: whatever they logged stands.
+#[derive(Default)]
+struct Databases {
+    saga_log: Option<Arc<dyn SagaStore>>,
+    recovery: Option<JoinHandle<()>>,
+    services: Vec<ServiceDb>,
+}
+
+impl Databases {
+    async fn close(self) {
+        if let Some(recovery) = self.recovery {
+            recovery.abort();
+            let _ = recovery.await;
+        }
+        for db in &self.services {
+            db.close().await;
+        }
+        if let Some(log) = self.saga_log {
+            log.close().await;
+        }
+    }
+}
+
+/// The router of one service, mounted at `/svc/{name}`; its database joins `databases`.
+async fn service_router(
+    service: ServiceName,
+    config: &Config,
+    databases: &mut Databases,
+) -> anyhow::Result<Router> {
     let database = config.database.as_str();
     let context = || format!("opening the {service} service's database");
-    let router = match service {
-        ServiceName::Orders => Orders::open(database, config.seed_stock)
-            .await
-            .with_context(context)?
-            .router(),
-        ServiceName::Billing => Billing::open(database)
-            .await
-            .with_context(context)?
-            .router(),
-        ServiceName::Payments => Payments::open(database)
-            .await
-            .with_context(context)?
-            .router(),
-        ServiceName::Shipping => Shipping::open(database)
-            .await
-            .with_context(context)?
-            .router(),
+    let (db, router) = match service {
+        ServiceName::Orders => {
+            let s = Orders::open(database, config.seed_stock)
+                .await
+                .with_context(context)?;
+            (s.db().clone(), s.router())
+        }
+        ServiceName::Billing => {
+            let s = Billing::open(database).await.with_context(context)?;
+            (s.db().clone(), s.router())
+        }
+        ServiceName::Payments => {
+            let s = Payments::open(database).await.with_context(context)?;
+            (s.db().clone(), s.router())
+        }
+        ServiceName::Shipping => {
+            let s = Shipping::open(database).await.with_context(context)?;
+            (s.db().clone(), s.router())
+        }
     };
+    databases.services.push(db);
     Ok(Router::new().nest(&format!("/svc/{service}"), router))
 }
 
@@ -75,13 +110,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let mut databases = Databases::default();
 
     let app = match config.service {
         Some(service) => {
             let healthz = Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
-            service_router(service, &config).await?.merge(healthz)
+            service_router(service, &config, &mut databases)
+                .await?
+                .merge(healthz)
         }
-        None => shop(&config, &addr.to_string(), stop_rx).await?,
+        None => shop(&config, &addr.to_string(), stop_rx, &mut databases).await?,
     };
     let limits = config.limits().fit_to_descriptors();
 
@@ -102,16 +140,32 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ),
         None => println!("saga-shop listening on http://{addr}"),
     }
-    server.await.context("the server task failed")?;
+    let served = server.await;
+    databases.close().await;
+    served.context("the server task failed")?;
     tracing::info!("stopped; unfinished sagas resume at the next start");
     Ok(())
 }
 
 /// The whole shop: the engine with the purchase saga, the API and page, and every service not
 /// pointed elsewhere by `--service-url`.
-async fn shop(config: &Config, addr: &str, stop: watch::Receiver<bool>) -> anyhow::Result<Router> {
+async fn shop(
+    config: &Config,
+    addr: &str,
+    stop: watch::Receiver<bool>,
+    databases: &mut Databases,
+) -> anyhow::Result<Router> {
     let store = open_store(&config.database).await?;
-    let engine = Engine::with_shared_store(store, EngineConfig::default());
+    databases.saga_log = Some(store.clone());
+    let lease = Duration::from_secs(config.lease_secs);
+    let engine = Engine::with_shared_store(
+        store,
+        EngineConfig {
+            lease,
+            claim_every: lease / 3,
+            ..EngineConfig::default()
+        },
+    );
     let mut urls = ServiceUrls::local(&format!("http://{addr}"));
     for (service, url) in &config.service_urls {
         urls.set(*service, url);
@@ -134,18 +188,14 @@ async fn shop(config: &Config, addr: &str, stop: watch::Receiver<bool>) -> anyho
     let mut app = router(state, &config.static_dir);
     for service in ServiceName::ALL {
         if !config.service_urls.iter().any(|(s, _)| *s == service) {
-            app = app.merge(service_router(service, config).await?);
+            app = app.merge(service_router(service, config, databases).await?);
         }
     }
     // Recover once the listener is up (the participants call this very server), but do not
-    // hold up the start: a slow recovery must not make the server look dead.
-    tokio::spawn(async move {
-        match engine.recover().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(resumed = n, "resumed unfinished sagas"),
-            Err(e) => tracing::error!(error = %e, "recovering unfinished sagas failed"),
-        }
-    });
+    // hold up the start: a slow recovery must not make the server look dead. Then keep
+    // claiming while the server runs, so sagas whose lease a dead process still held are taken
+    // over once it expires (see `Engine::keep_recovering`); stopped before the log is closed.
+    databases.recovery = Some(tokio::spawn(async move { engine.keep_recovering().await }));
     Ok(app)
 }
 

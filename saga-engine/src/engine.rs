@@ -20,7 +20,7 @@ use crate::log_writer::{LogStats, LogWriter};
 use crate::progress::SagaProgress;
 use crate::record::{SagaId, SagaStatus};
 use crate::running::RunningSet;
-use crate::store::{Committed, SagaStore};
+use crate::store::{Committed, SagaStore, StoreError};
 
 /// Tuning knobs; the defaults suit one node.
 #[derive(Debug, Clone)]
@@ -30,8 +30,15 @@ pub struct EngineConfig {
     /// How many committed records the live broadcast buffers; a subscriber further behind
     /// catches up from the log instead, so this bounds memory, not correctness.
     pub event_buffer: usize,
-    /// How long a claim on an unfinished saga lasts.
+    /// How long a claim on an unfinished saga lasts. A node that dies (or is killed) keeps its
+    /// sagas this long; then any node takes them over ([`Engine::keep_recovering`]). Node ids
+    /// are new in every process, so a restarted node waits out its predecessor's leases too.
     pub lease: Duration,
+    /// How often [`Engine::keep_recovering`] claims again: renewing the leases of the sagas
+    /// this node drives and taking over those whose lease expired. Well under `lease` (a third
+    /// by default), so a node's leases do not lapse while it drives the sagas, even if one
+    /// renewal fails or comes late.
+    pub claim_every: Duration,
     /// How often a subscriber to one saga that this engine is not driving reads the log for
     /// its new records. Another node on a shared database may be driving it, and a record is
     /// announced live only on the node that wrote it.
@@ -44,6 +51,7 @@ impl Default for EngineConfig {
             node_id: format!("node-{}", uuid::Uuid::new_v4().simple()),
             event_buffer: 16_384,
             lease: Duration::from_secs(30),
+            claim_every: Duration::from_secs(10),
             elsewhere_poll: Duration::from_millis(250),
         }
     }
@@ -180,7 +188,11 @@ impl Engine {
 
     /// Resume every unfinished saga in the store that this node can claim: forward if it was
     /// going forward, backward if it was compensating, with the same idempotency keys.
-    /// Returns how many were resumed. Safe to call again; sagas already running are skipped.
+    /// Returns how many were resumed. Safe to call again; sagas already running here are
+    /// skipped.
+    ///
+    /// The claim (see [`SagaStore::claim_unfinished`]) takes the sagas nobody holds, those
+    /// whose lease expired, and those this node holds already, whose leases it so renews.
     pub async fn recover(&self) -> Result<usize, EngineError> {
         let ids = self
             .inner
@@ -189,40 +201,88 @@ impl Engine {
             .await?;
         let mut resumed = 0;
         for id in ids {
-            let records = self.inner.store.saga_records(id, 0).await?;
-            let Some(name) = records
-                .first()
-                .and_then(|r| r.detail.get("saga"))
-                .and_then(|v| v.as_str())
-            else {
-                tracing::error!(saga_id = %id, "unfinished saga has no saga_started record; left alone");
+            // Marked as driven here before its log is read, so there is one driver per saga: a
+            // saga driven here right now is skipped, and one whose driver has just returned is
+            // read with every record it wrote (a driver leaves the set only after its last
+            // commit), so its replay is finished and nothing is written twice.
+            if !self.mark_running(id) {
                 continue;
-            };
-            let definition = match self.definition(name) {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::error!(saga_id = %id, error = %e, "cannot recover saga; left alone");
-                    continue;
+            }
+            match self.resumable(id).await {
+                Ok(Some(run)) => {
+                    let (records, unwinding) = (run.progress.next_seq - 1, run.progress.unwinding);
+                    tracing::info!(saga_id = %id, records, unwinding, "resuming saga");
+                    self.drive_marked(run, None);
+                    resumed += 1;
                 }
-            };
-            let progress = match SagaProgress::replay(&definition, &records) {
-                Ok(p) => p,
+                Ok(None) => self.inner.running.remove(id),
                 Err(e) => {
-                    tracing::error!(saga_id = %id, error = %e, "cannot replay saga log; left alone");
-                    continue;
+                    self.inner.running.remove(id);
+                    return Err(e);
                 }
-            };
-            tracing::info!(saga_id = %id, records = records.len(), unwinding = progress.unwinding, "resuming saga");
-            if self.spawn(SagaRun::new(
-                id,
-                definition,
-                progress,
-                self.inner.writer.clone(),
-            )) {
-                resumed += 1;
             }
         }
         Ok(resumed)
+    }
+
+    /// [`recover`](Self::recover) now, then again every [`EngineConfig::claim_every`], for as
+    /// long as the returned future is polled (a server runs it until it stops).
+    ///
+    /// Recovering only at start-up leaves orphans: a process killed during its own recovery
+    /// holds the leases it had just taken, the next process finds them live at its start and
+    /// skips them, and nobody ever comes back for them. Claiming again takes them over once
+    /// their lease expired; the same claim renews this node's own leases, so nobody takes over
+    /// a saga this node still drives, and it resumes one of its own whose driver stopped on a
+    /// failed commit.
+    pub async fn keep_recovering(&self) {
+        let mut every = tokio::time::interval(self.inner.config.claim_every);
+        // Late (a slow claim, a busy log): claim once, not a burst of catch-up claims.
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            match self.recover().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(resumed = n, "resumed unfinished sagas"),
+                Err(e) => tracing::error!(error = %e, "claiming unfinished sagas failed"),
+            }
+        }
+    }
+
+    /// A claimed saga, replayed from its log and ready to drive; `None` if it is finished
+    /// already or cannot be resumed (then it is left alone, and said so).
+    async fn resumable(&self, id: SagaId) -> Result<Option<SagaRun>, EngineError> {
+        let records = self.inner.store.saga_records(id, 0).await?;
+        let Some(name) = records
+            .first()
+            .and_then(|r| r.detail.get("saga"))
+            .and_then(|v| v.as_str())
+        else {
+            tracing::error!(saga_id = %id, "unfinished saga has no saga_started record; left alone");
+            return Ok(None);
+        };
+        let definition = match self.definition(name) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(saga_id = %id, error = %e, "cannot recover saga; left alone");
+                return Ok(None);
+            }
+        };
+        let progress = match SagaProgress::replay(&definition, &records) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(saga_id = %id, error = %e, "cannot replay saga log; left alone");
+                return Ok(None);
+            }
+        };
+        if progress.finished.is_some() {
+            return Ok(None);
+        }
+        Ok(Some(SagaRun::new(
+            id,
+            definition,
+            progress,
+            self.inner.writer.clone(),
+        )))
     }
 
     /// Drive `run` on its own task, unless this process already drives that saga (then
@@ -236,11 +296,20 @@ impl Engine {
         run: SagaRun,
         done: Option<oneshot::Sender<Result<SagaStatus, EngineError>>>,
     ) -> bool {
-        let id = run.id;
-        if !self.mark_running(id) {
+        if !self.mark_running(run.id) {
             return false;
         }
-        let inner = self.inner.clone();
+        self.drive_marked(run, done);
+        true
+    }
+
+    /// Drive `run`, already marked as running here, on its own task.
+    fn drive_marked(
+        &self,
+        run: SagaRun,
+        done: Option<oneshot::Sender<Result<SagaStatus, EngineError>>>,
+    ) {
+        let (inner, id) = (self.inner.clone(), run.id);
         tokio::spawn(async move {
             let result = run.drive().await;
             finished(&inner, id, &result);
@@ -248,7 +317,6 @@ impl Engine {
                 let _ = done.send(result);
             }
         });
-        true
     }
 
     /// Note a saga as driven by this engine; false if it already is.
@@ -324,7 +392,11 @@ fn finished(inner: &Inner, id: SagaId, result: &Result<SagaStatus, EngineError>)
     match result {
         Ok(status) => tracing::debug!(saga_id = %id, %status, "saga finished"),
         Err(EngineError::DuplicateSaga(_)) => {}
-        // Whatever was logged stands; the saga resumes at the next recovery.
+        // The log was closed under it (the server is stopping): nothing wrong with the saga.
+        Err(EngineError::ShuttingDown | EngineError::Store(StoreError::Closed)) => {
+            tracing::debug!(saga_id = %id, "saga left to recovery: shutting down")
+        }
+        // Whatever was logged stands; the saga resumes at the next claim (`keep_recovering`).
         Err(e) => tracing::error!(saga_id = %id, error = %e, "saga stopped before finishing"),
     }
 }
@@ -371,5 +443,119 @@ impl Drop for Inline<'_> {
             // No runtime left (shutting down): the log holds what was done; recovery resumes it.
             Err(_) => finished(&inner, id, &Err(EngineError::ShuttingDown)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use serde_json::json;
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::record::{RecordKind, SagaRecord, now_ms};
+    use crate::{MemoryStore, Step, StepError};
+
+    /// An engine on `store` with a short lease, knowing `gate`: one step that waits until
+    /// `open` says so.
+    fn engine(store: Arc<dyn SagaStore>, lease: Duration, open: watch::Receiver<bool>) -> Engine {
+        let engine = Engine::with_shared_store(
+            store,
+            EngineConfig {
+                lease,
+                claim_every: lease / 4,
+                ..EngineConfig::default()
+            },
+        );
+        let step = Step::new("wait").action(move |_| {
+            let mut open = open.clone();
+            async move {
+                let _ = open.wait_for(|&open| open).await;
+                Ok::<_, StepError>(())
+            }
+        });
+        engine.register(SagaDefinition::new("gate", vec![step]).expect("valid"));
+        engine
+    }
+
+    /// A `gate` saga as a process that died right after starting it leaves it: logged, unowned.
+    async fn left_behind(store: &dyn SagaStore) -> SagaId {
+        let id = SagaId::new();
+        let started = SagaRecord {
+            saga_id: id,
+            seq: 1,
+            kind: RecordKind::SagaStarted,
+            at_ms: now_ms(),
+            step: None,
+            attempt: None,
+            detail: json!({ "saga": "gate", "input": {} }),
+        };
+        store.append(&[started]).await.expect("appended");
+        id
+    }
+
+    /// A process that claimed a saga and died still holds its lease when the next one starts:
+    /// recovery at start-up skips it, and the claims that follow take it over once it expired.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_saga_whose_lease_expired_is_taken_over_while_the_engine_runs() {
+        let store: Arc<dyn SagaStore> = Arc::new(MemoryStore::new());
+        let id = left_behind(&*store).await;
+        let dead = store
+            .claim_unfinished("a-node-that-died", Duration::from_millis(300))
+            .await;
+        assert_eq!(dead, Ok(vec![id]));
+        let (_, open) = watch::channel(true);
+        let engine = engine(store, Duration::from_secs(1), open);
+        let claims = tokio::spawn({
+            let engine = engine.clone();
+            async move { engine.keep_recovering().await }
+        });
+        let status = tokio::time::timeout(Duration::from_secs(10), engine.wait_finished(id)).await;
+        claims.abort();
+        assert_eq!(
+            status.expect("taken over and finished"),
+            Ok(SagaStatus::Completed)
+        );
+    }
+
+    /// While a node drives a saga its claims renew the lease, so another node claiming all the
+    /// while gets nothing, over several lease lengths; the saga ends driven by the one node.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_keeps_the_lease_of_a_saga_it_drives() {
+        let lease = Duration::from_millis(200);
+        let store: Arc<dyn SagaStore> = Arc::new(MemoryStore::new());
+        let id = left_behind(&*store).await;
+        let (release, open) = watch::channel(false);
+        let engine = engine(store.clone(), lease, open);
+        let claims = tokio::spawn({
+            let engine = engine.clone();
+            async move { engine.keep_recovering().await }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while engine.running() == 0 {
+            assert!(Instant::now() < deadline, "the engine claims the saga");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let watching = Instant::now();
+        while watching.elapsed() < 5 * lease {
+            let taken = store.claim_unfinished("another-node", lease).await;
+            assert_eq!(
+                taken,
+                Ok(vec![]),
+                "a saga driven here was handed to another node"
+            );
+            tokio::time::sleep(lease / 8).await;
+        }
+        release.send_replace(true);
+        let status = tokio::time::timeout(Duration::from_secs(10), engine.wait_finished(id)).await;
+        claims.abort();
+        assert_eq!(status.expect("finished"), Ok(SagaStatus::Completed));
+        let records = engine.store().saga_records(id, 0).await.expect("read");
+        let starts = records
+            .iter()
+            .filter(|r| r.kind == RecordKind::StepStarted)
+            .count();
+        assert_eq!(starts, 1, "one driver, one attempt");
     }
 }

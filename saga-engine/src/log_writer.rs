@@ -244,7 +244,10 @@ impl LogWriter {
                     }
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, records = records.len(), "saga log commit failed");
+                    // Closed: the server is stopping; its sagas are left to recovery.
+                    if e != StoreError::Closed {
+                        tracing::error!(error = %e, records = records.len(), "saga log commit failed");
+                    }
                     fail_all(waiters, e);
                     return;
                 }

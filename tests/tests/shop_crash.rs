@@ -107,6 +107,61 @@ async fn sigterm_stops_the_server_even_with_streams_open() {
     assert!(status.success(), "{status}");
 }
 
+/// The largest `-wal` file in `dir`, with its name.
+fn largest_wal(dir: &std::path::Path) -> (u64, String) {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap())
+        .filter(|entry| entry.file_name().to_string_lossy().ends_with("-wal"))
+        .map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            (entry.metadata().unwrap().len(), name)
+        })
+        .max()
+        .unwrap_or_default()
+}
+
+/// Three times on the same files, since a process that ends without closing its databases
+/// still leaves them checkpointed now and then, when their connections happen to close first.
+#[tokio::test]
+async fn sigterm_closes_every_database_and_leaves_no_write_ahead_log_behind() {
+    const MOST: u64 = 64 * 1024;
+    let dir = scratch_dir("sigterm-wal");
+    for _ in 0..3 {
+        let mut server = ShopServer::start_in(dir.clone(), &["--seed-stock", "1000"]).unwrap();
+        let shop = Shop::new(&server.url);
+        // A few dozen purchases, four at a time, each to its end.
+        for round in 0..9 {
+            let sagas = (0..4).map(|i| {
+                let shop = &shop;
+                async move {
+                    let sku = ["KB-01", "MS-02", "LP-09", "CB-12"][(round + i) % 4];
+                    let a = shop.buy(&order(sku, 1, json!({}))).await.unwrap();
+                    shop.finish(&a.saga_id).await.unwrap()
+                }
+            });
+            for events in futures_util::future::join_all(sagas).await {
+                assert_eq!(events.last().unwrap().kind, "saga_completed");
+            }
+        }
+        let (size, name) = largest_wal(&dir);
+        assert!(
+            size > MOST,
+            "the purchases grew a write-ahead log past {MOST} bytes (largest: {name}, {size})"
+        );
+        server.terminate().unwrap();
+        let status = server
+            .wait_exit(Duration::from_secs(20))
+            .expect("graceful shutdown ends");
+        assert!(status.success(), "{status}");
+        let (size, name) = largest_wal(&dir);
+        assert!(
+            size <= MOST,
+            "{name} is left at {size} bytes: a database was not closed, so not checkpointed"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_service_can_run_in_a_process_of_its_own() {
     let payments = ShopServer::start(&["--service", "payments"]).unwrap();

@@ -44,6 +44,11 @@ impl Billing {
         })
     }
 
+    /// Its database, for the server to close when it stops.
+    pub fn db(&self) -> &ServiceDb {
+        &self.db
+    }
+
     pub fn router(self) -> Router {
         Router::new()
             .route("/create_invoice", post(create_invoice))

@@ -63,7 +63,15 @@ pub fn service_url(database: &str, service: &str) -> Result<String, DbError> {
 #[derive(Debug, Clone)]
 pub struct ServiceDb {
     pub pool: AnyPool,
-    writer: mpsc::Sender<Job>,
+    writer: mpsc::Sender<Order>,
+}
+
+/// What the writer is asked to do.
+enum Order {
+    Write(Job),
+    /// Finish the batch at hand, close the connection, then say so. Writes queued behind it are
+    /// never run: their callers are told the writer is gone.
+    Close(oneshot::Sender<()>),
 }
 
 /// At most this many requests share one commit.
@@ -154,10 +162,23 @@ impl ServiceDb {
             reply,
         };
         self.writer
-            .send(job)
+            .send(Order::Write(job))
             .await
             .map_err(|_| DbError::WriterGone)?;
         answer.await.map_err(|_| DbError::WriterGone)?
+    }
+
+    /// Close the reading pool and the writer's connection, waiting for what is in use. For a
+    /// clean stop, once nothing writes any more: SQLite checkpoints the write-ahead log into the
+    /// database and deletes it only when the last connection closes, which the end of a process
+    /// does not do (it would leave a WAL file of up to a few MiB behind). The writer closes
+    /// last, as the one connection sure to be able to checkpoint.
+    pub async fn close(&self) {
+        self.pool.close().await;
+        let (closed, wait) = oneshot::channel();
+        if self.writer.send(Order::Close(closed)).await.is_ok() {
+            let _ = wait.await;
+        }
     }
 
     /// Run `work` in the writer's next batch; its answer comes back once the batch is durable.
@@ -186,14 +207,26 @@ async fn write_loop(
     options: AnyConnectOptions,
     sqlite: bool,
     service: &'static str,
-    mut jobs: mpsc::Receiver<Job>,
+    mut orders: mpsc::Receiver<Order>,
 ) {
     let mut conn = Some(conn);
-    while let Some(first) = jobs.recv().await {
-        let mut batch = vec![first];
+    let mut close = None;
+    while close.is_none() {
+        let mut batch = match orders.recv().await {
+            Some(Order::Write(job)) => vec![job],
+            Some(Order::Close(closed)) => {
+                close = Some(closed);
+                break;
+            }
+            None => break,
+        };
         while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
+            match orders.try_recv() {
+                Ok(Order::Write(job)) => batch.push(job),
+                Ok(Order::Close(closed)) => {
+                    close = Some(closed);
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -230,6 +263,14 @@ async fn write_loop(
                 conn = None;
             }
         }
+    }
+    if let Some(conn) = conn
+        && let Err(e) = conn.close().await
+    {
+        tracing::warn!(service, error = %e, "closing the writer's connection failed");
+    }
+    if let Some(closed) = close {
+        let _ = closed.send(());
     }
 }
 
@@ -353,12 +394,18 @@ mod tests {
     }
 
     async fn scratch_db() -> ServiceDb {
+        scratch_db_in().await.0
+    }
+
+    /// A payments database in a directory of its own, and its file.
+    async fn scratch_db_in() -> (ServiceDb, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("svc-db-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let url = format!("sqlite://{}", dir.join("t.db").display());
-        ServiceDb::open(&url, "payments", &crate::services::payments::MIGRATOR)
+        let db = ServiceDb::open(&url, "payments", &crate::services::payments::MIGRATOR)
             .await
-            .unwrap()
+            .unwrap();
+        (db, dir.join("t.payments.db"))
     }
 
     /// Insert a refunded order (a one-column table) and answer 200.
@@ -408,6 +455,26 @@ mod tests {
         let answers: Vec<_> = b.into_iter().map(|r| r.unwrap()).collect();
         assert!(answers.iter().all(|x| *x == answers[0]), "{answers:?}");
         assert_eq!(count(&db).await, 201);
+    }
+
+    /// Closed, the database is checkpointed and its write-ahead log gone; a later write is
+    /// refused, not lost in a queue nobody reads.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closing_checkpoints_the_write_ahead_log_and_refuses_later_writes() {
+        let (db, file) = scratch_db_in().await;
+        for i in 0..50 {
+            db.idempotent(&format!("k{i}"), insert(&format!("o{i}")))
+                .await
+                .unwrap();
+        }
+        let wal = file.with_file_name("t.payments.db-wal");
+        assert!(wal.exists(), "the writes went through a write-ahead log");
+        db.close().await;
+        assert!(!wal.exists(), "the write-ahead log is left behind");
+        assert!(matches!(
+            db.idempotent("late", insert("late")).await,
+            Err(DbError::WriterGone)
+        ));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

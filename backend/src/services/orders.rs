@@ -111,6 +111,11 @@ impl Orders {
         Ok(Orders { db })
     }
 
+    /// Its database, for the server to close when it stops.
+    pub fn db(&self) -> &ServiceDb {
+        &self.db
+    }
+
     pub fn router(self) -> Router {
         Router::new()
             .route("/catalog", get(catalog))

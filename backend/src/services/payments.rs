@@ -70,6 +70,11 @@ impl Payments {
         })
     }
 
+    /// Its database, for the server to close when it stops.
+    pub fn db(&self) -> &ServiceDb {
+        &self.db
+    }
+
     pub fn router(self) -> Router {
         Router::new()
             .route("/tokens", post(tokenise))

@@ -50,6 +50,11 @@ impl Shipping {
         })
     }
 
+    /// Its database, for the server to close when it stops.
+    pub fn db(&self) -> &ServiceDb {
+        &self.db
+    }
+
     pub fn router(self) -> Router {
         Router::new()
             .route("/ship_order", post(ship_order))

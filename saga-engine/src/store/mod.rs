@@ -27,11 +27,16 @@ pub enum StoreError {
     Database(String),
     #[error("saga log holds something unreadable: {0}")]
     Corrupt(String),
+    #[error("the saga log is closed")]
+    Closed,
 }
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        StoreError::Database(e.to_string())
+        match e {
+            sqlx::Error::PoolClosed => StoreError::Closed,
+            e => StoreError::Database(e.to_string()),
+        }
     }
 }
 
@@ -123,12 +128,23 @@ pub trait SagaStore: Send + Sync + 'static {
 
     /// Take ownership of every unfinished saga that nobody holds a live lease on (or that
     /// `owner` already holds), for `lease`; returns their ids. This is how a node restarting, or
-    /// one of several nodes on a shared database, picks up the sagas it must drive.
+    /// one of several nodes on a shared database, picks up the sagas it must drive. Claiming
+    /// again renews `owner`'s leases: a saga it holds is never offered to another claimer while
+    /// it keeps claiming more often than `lease`. A saga that was started but never claimed has
+    /// no owner and is free to any claimer.
     fn claim_unfinished(
         &self,
         owner: &str,
         lease: Duration,
     ) -> BoxFuture<'_, Result<Vec<SagaId>, StoreError>>;
+
+    /// Close the store's connections, waiting for those in use to be given back; later calls
+    /// fail with [`StoreError::Closed`]. For a clean stop: SQLite checkpoints the log into the
+    /// database and removes its write-ahead file only when its last connection closes, which
+    /// the end of a process does not do. Nothing to do for a store without connections.
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// What a batch does to the summary table, shared by both implementations.

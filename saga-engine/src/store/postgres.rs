@@ -284,4 +284,8 @@ impl SagaStore for PgStore {
                 .collect()
         })
     }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.pool.close())
+    }
 }

@@ -268,4 +268,53 @@ impl SagaStore for SqliteStore {
                 .collect()
         })
     }
+
+    /// The readers first: the last connection to close checkpoints the write-ahead log into
+    /// the database and deletes it, which a read-only one cannot do.
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.reader.close().await;
+            self.writer.close().await;
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::record::RecordKind;
+
+    /// Closed, the log is checkpointed and its write-ahead file gone; later calls say so.
+    #[tokio::test]
+    async fn closing_checkpoints_the_write_ahead_log_and_later_calls_fail_as_closed() {
+        let dir = std::env::temp_dir().join(format!("saga-log-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        let store = SqliteStore::open(&dir.join("log.db"))
+            .await
+            .expect("opened");
+        let started = |saga_id| SagaRecord {
+            saga_id,
+            seq: 1,
+            kind: RecordKind::SagaStarted,
+            at_ms: now_ms(),
+            step: None,
+            attempt: None,
+            detail: json!({ "saga": "s" }),
+        };
+        store
+            .append(&[started(SagaId::new())])
+            .await
+            .expect("appended");
+        let wal = dir.join("log.db-wal");
+        assert!(wal.exists(), "the append went through a write-ahead log");
+        store.close().await;
+        assert!(!wal.exists(), "the write-ahead log is left behind");
+        assert_eq!(
+            store.append(&[started(SagaId::new())]).await,
+            Err(StoreError::Closed)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
