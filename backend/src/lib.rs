@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod app;
+pub mod body;
 pub mod config;
 pub mod error;
 pub mod events_lanes;
