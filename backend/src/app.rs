@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::get;
+use axum::routing::{any, get};
 use saga_engine::{Engine, SagaStore};
 use tokio::sync::watch;
 use tower_http::services::{ServeDir, ServeFile};
@@ -45,8 +45,9 @@ impl AppState {
     }
 }
 
-/// `/healthz`, `/metrics`, the API under `/api`, and the frontend for every other path (the
-/// page routes itself, so unknown paths get `index.html`). The services are nested by the
+/// `/healthz`, `/metrics`, the API under `/api` (all of it: an unknown path there is the
+/// API's JSON 404), and the frontend for every other path (the page routes itself, so unknown
+/// paths get `index.html`). The services are nested by the
 /// caller, which knows which ones this process hosts.
 pub fn router(state: AppState, static_dir: &Path) -> Router {
     let index = ServeFile::new(static_dir.join("index.html"));
@@ -58,6 +59,8 @@ pub fn router(state: AppState, static_dir: &Path) -> Router {
             "/api",
             api::router().layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
         )
+        // The one path under /api that the nested router's fallback does not reach.
+        .route("/api/", any(api::not_found))
         .fallback_service(frontend)
         .with_state(Arc::new(state))
 }

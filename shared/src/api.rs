@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+mod tagged;
+
 /// The four steps of a purchase, in order; also the keys of [`OrderRequest::faults`].
 pub const STEPS: [&str; 4] = [
     "place_order",
@@ -68,9 +70,14 @@ pub struct OrderItem {
 }
 
 /// How the customer pays, as submitted. The card number never goes further than validation
-/// and the payment service's tokenisation.
+/// and the payment service's tokenisation. Read through `api/tagged.rs`, so that an error in a
+/// field is reported at its full path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "method", rename_all = "snake_case")]
+#[serde(
+    tag = "method",
+    rename_all = "snake_case",
+    try_from = "tagged::PaymentFields"
+)]
 pub enum PaymentInput {
     Card {
         card_number: String,
@@ -84,7 +91,11 @@ pub enum PaymentInput {
 
 /// One injected fault (DESIGN.md §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(
+    tag = "kind",
+    rename_all = "snake_case",
+    try_from = "tagged::FaultFields"
+)]
 pub enum Fault {
     Fail,
     Transient { times: u32 },

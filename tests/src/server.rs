@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -50,6 +50,14 @@ pub struct ShopServer {
     child: Child,
     pub url: String,
     pub dir: PathBuf,
+    /// Its log (stderr), when started with [`ShopServer::start_logged`].
+    log: Option<Log>,
+}
+
+/// A server's stderr, kept as it comes (and passed on to the test's own stderr).
+struct Log {
+    text: Arc<Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
 }
 
 impl ShopServer {
@@ -60,15 +68,44 @@ impl ShopServer {
 
     /// Start on the databases in `dir` (to restart a server on the same files).
     pub fn start_in(dir: PathBuf, extra_args: &[&str]) -> anyhow::Result<Self> {
+        Self::spawn(dir, extra_args, None)
+    }
+
+    /// Start on a fresh database, logging at `filter` (`RUST_LOG`), with its log kept for
+    /// [`ShopServer::stop_and_read_log`].
+    pub fn start_logged(extra_args: &[&str], filter: &str) -> anyhow::Result<Self> {
+        Self::spawn(scratch_dir("shop"), extra_args, Some(filter))
+    }
+
+    fn spawn(dir: PathBuf, extra_args: &[&str], log_filter: Option<&str>) -> anyhow::Result<Self> {
         let db = format!("sqlite://{}", dir.join("saga-shop.db").display());
-        let mut child = Command::new(server_binary()?)
+        let mut command = Command::new(server_binary()?);
+        command
             .args(["--listen", "127.0.0.1:0", "--database", &db, "--static-dir"])
             .arg(static_dir())
             .args(extra_args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting saga-shop")?;
+            .stdout(Stdio::piped());
+        match log_filter {
+            Some(filter) => command.env("RUST_LOG", filter).stderr(Stdio::piped()),
+            None => command.stderr(Stdio::inherit()),
+        };
+        let mut child = command.spawn().context("starting saga-shop")?;
+        let log = match child.stderr.take() {
+            Some(stderr) => {
+                let text = Arc::new(Mutex::new(String::new()));
+                let kept = Arc::clone(&text);
+                let reader = std::thread::spawn(move || {
+                    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                        eprintln!("{line}");
+                        let mut kept = kept.lock().unwrap_or_else(PoisonError::into_inner);
+                        kept.push_str(&line);
+                        kept.push('\n');
+                    }
+                });
+                Some(Log { text, reader })
+            }
+            None => None,
+        };
         let stdout = child.stdout.take().context("saga-shop stdout")?;
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -92,7 +129,29 @@ impl ShopServer {
                 );
             }
         };
-        Ok(ShopServer { child, url, dir })
+        Ok(ShopServer {
+            child,
+            url,
+            dir,
+            log,
+        })
+    }
+
+    /// Stop the server gracefully (SIGTERM) and return everything it logged, to the end: the
+    /// log is complete once the process has exited and its stderr is closed. Needs
+    /// [`ShopServer::start_logged`].
+    pub fn stop_and_read_log(&mut self, timeout: Duration) -> anyhow::Result<String> {
+        let log = self
+            .log
+            .take()
+            .context("the server was not started with start_logged")?;
+        self.terminate()?;
+        self.wait_exit(timeout)?;
+        log.reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("the log reader panicked"))?;
+        let text = log.text.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(text.clone())
     }
 
     /// SIGKILL: no graceful anything, as in a crash.

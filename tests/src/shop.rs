@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use shared::{CatalogItem, OrderAccepted, OrderView, SagaDetail, SagaEvent};
+use shared::{CatalogItem, OrderAccepted, OrderView, SagaDetail, SagaEvent, SagaListItem};
 
 /// A valid order for `sku`, with `faults` (a JSON object, possibly empty).
 pub fn order(sku: &str, qty: i64, faults: Value) -> Value {
@@ -92,9 +92,30 @@ impl Shop {
         self.get(&format!("/api/orders/{order_id}")).await
     }
 
+    /// Every saga, newest first, read page by page (`limit` at a time, each page `before` the
+    /// last saga of the one before).
+    pub async fn all_sagas(&self, limit: u32) -> anyhow::Result<Vec<SagaListItem>> {
+        let mut all: Vec<SagaListItem> = Vec::new();
+        loop {
+            let path = match all.last() {
+                None => format!("/api/sagas?limit={limit}"),
+                Some(last) => format!("/api/sagas?limit={limit}&before={}", last.saga_id),
+            };
+            let response = self.request(&path).await?;
+            if response.status() != 200 {
+                bail!("{path} answered {}", response.status());
+            }
+            let page: Vec<SagaListItem> = response.json().await?;
+            let done = page.len() < limit as usize;
+            all.extend(page);
+            if done {
+                return Ok(all);
+            }
+        }
+    }
+
     pub async fn saga_count(&self) -> anyhow::Result<usize> {
-        let list: Vec<Value> = self.get("/api/sagas?limit=1000").await?;
-        Ok(list.len())
+        Ok(self.all_sagas(500).await?.len())
     }
 
     /// Read a saga's event stream (after `last_event_id`) until it ends, at most `limit` events.

@@ -541,7 +541,7 @@ async fn a_run_whose_caller_stops_waiting_still_finishes(backend: Backend) {
     )
     .await;
     assert!(waited.is_err(), "the caller gave up before the saga ended");
-    let sagas = h.engine.store().list_sagas(None, 10).await.unwrap();
+    let sagas = h.engine.store().list_sagas(None, None, 10).await.unwrap();
     assert_eq!(sagas.len(), 1);
     let id = sagas[0].saga_id;
     let status = tokio::time::timeout(Duration::from_secs(20), h.engine.wait_finished(id))
@@ -621,6 +621,104 @@ async fn a_batch_writes_every_sagas_summary_at_once(backend: Backend) {
     assert_eq!(store.saga(other).await.unwrap(), None);
 }
 
+/// `list_sagas` pages: newest first by start, ties by id (descending), each page `before` the
+/// last saga of the one before, with or without a status filter; a `before` that is no saga
+/// of the store gives nothing.
+async fn the_list_comes_in_pages_newest_first(backend: Backend) {
+    let Some(store) = fresh_store(backend, "list-pages").await else {
+        return;
+    };
+    let record = |saga_id: SagaId, seq: u64, kind: RecordKind, at_ms: i64| SagaRecord {
+        saga_id,
+        seq,
+        kind,
+        at_ms,
+        step: None,
+        attempt: None,
+        detail: serde_json::json!({"saga": "list"}),
+    };
+    // Twelve sagas, three to a millisecond; every other one completed.
+    let ids: Vec<SagaId> = (0..12).map(|_| SagaId::new()).collect();
+    let mut batch = Vec::new();
+    for (i, &id) in ids.iter().enumerate() {
+        batch.push(record(id, 1, RecordKind::SagaStarted, 100 + i as i64 / 3));
+        if i % 2 == 0 {
+            batch.push(record(id, 2, RecordKind::SagaCompleted, 500));
+        }
+    }
+    store.append(&batch).await.expect("append");
+    let mut expected: Vec<(i64, SagaId)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, &id)| (100 + i as i64 / 3, id))
+        .collect();
+    expected.sort_by(|a, b| b.cmp(a));
+    let expected: Vec<SagaId> = expected.into_iter().map(|(_, id)| id).collect();
+    let listed = |sagas: Vec<saga_engine::SagaSummary>| -> Vec<SagaId> {
+        sagas.into_iter().map(|s| s.saga_id).collect()
+    };
+
+    assert_eq!(
+        listed(store.list_sagas(None, None, 100).await.unwrap()),
+        expected
+    );
+    assert_eq!(
+        listed(store.list_sagas(None, None, 5).await.unwrap()),
+        expected[..5]
+    );
+    let mut paged: Vec<SagaId> = Vec::new();
+    loop {
+        let page = listed(
+            store
+                .list_sagas(None, paged.last().copied(), 5)
+                .await
+                .unwrap(),
+        );
+        let done = page.len() < 5;
+        paged.extend(page);
+        if done {
+            break;
+        }
+    }
+    assert_eq!(paged, expected);
+
+    let completed: Vec<SagaId> = expected
+        .iter()
+        .copied()
+        .filter(|id| ids.iter().position(|x| x == id).is_some_and(|i| i % 2 == 0))
+        .collect();
+    let after_fourth = listed(
+        store
+            .list_sagas(Some(SagaStatus::Completed), Some(expected[3]), 100)
+            .await
+            .unwrap(),
+    );
+    let expected_after: Vec<SagaId> = expected[4..]
+        .iter()
+        .copied()
+        .filter(|id| completed.contains(id))
+        .collect();
+    assert_eq!(after_fourth, expected_after);
+    assert!(!after_fourth.is_empty());
+
+    let last = expected[expected.len() - 1];
+    assert!(
+        store
+            .list_sagas(None, Some(last), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let unknown = SagaId::new();
+    assert!(
+        store
+            .list_sagas(None, Some(unknown), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 macro_rules! engine_suite {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -637,6 +735,7 @@ macro_rules! engine_suite {
 engine_suite!(
     happy_path_logs_every_transition_in_order,
     a_batch_writes_every_sagas_summary_at_once,
+    the_list_comes_in_pages_newest_first,
     failure_at_each_step_compensates_exactly_the_earlier_steps_in_reverse,
     a_timed_out_step_counts_as_applied_and_is_compensated,
     transient_errors_are_retried_with_visible_events,

@@ -594,7 +594,7 @@ async fn the_list_says_where_the_stream_resumes_so_nothing_between_them_is_misse
 
     for (path, field) in [
         ("/api/events?after=soon", "after"),
-        ("/api/sagas?limit=many", "query"),
+        ("/api/sagas?limit=many", "limit"),
     ] {
         let refused = shop.request(path).await.unwrap();
         assert_eq!(refused.status(), 400, "{path}");

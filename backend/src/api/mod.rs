@@ -1,16 +1,21 @@
-//! The JSON API under `/api` (DESIGN.md §3).
+//! The JSON API under `/api` (DESIGN.md §3). Every answer under `/api` is the API's: an
+//! unknown path is a JSON 404 and a known path with another method a JSON 405, never the
+//! page's `index.html` (that fallback is for the page's own routes, outside `/api`).
 
 mod orders;
 mod sagas;
 pub mod sse;
+mod submissions;
 mod validate;
 
 use std::sync::Arc;
 
-use axum::Router;
+use axum::http::StatusCode;
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 
 use crate::app::AppState;
+use crate::error::ApiError;
 
 pub type SharedState = Arc<AppState>;
 
@@ -23,4 +28,23 @@ pub fn router() -> Router<SharedState> {
         .route("/sagas/{id}", get(sagas::get_saga))
         .route("/sagas/{id}/events", get(sagas::saga_events))
         .route("/events", get(sagas::all_events))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .layer(Extension(Arc::new(submissions::Submissions::default())))
+}
+
+/// The path is not part of the API. It is not repeated: it could hold anything.
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound("there is no such path in the API".into())
+}
+
+/// The path is the API's, the method is not one it answers. axum adds the `Allow` header; the
+/// method is not repeated (an extension method is any token a client likes).
+async fn method_not_allowed() -> ApiError {
+    ApiError::Invalid {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        message: "this path does not take that method; the Allow header lists the ones it does"
+            .into(),
+        field: None,
+    }
 }

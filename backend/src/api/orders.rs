@@ -1,17 +1,19 @@
 //! `POST /api/orders` (start a purchase), `GET /api/orders/{id}` (what every service holds for
 //! it) and `GET /api/catalog`.
 
-use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use std::sync::Arc;
+
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use saga_engine::{EngineError, SagaId, SagaStatus};
 use shared::{CatalogItem, OrderAccepted, OrderRequest, OrderView, PaymentInput, rules};
 
 use super::SharedState;
+use super::submissions::Submissions;
 use super::validate::check_order;
+use crate::body::{JsonBody, repeatable};
 use crate::error::ApiError;
 use crate::purchase::{PurchaseInput, SAGA_NAME, order_id_for, saga_id_for_order};
 use crate::services::ServiceName;
@@ -42,65 +44,6 @@ pub async fn catalog(State(state): State<SharedState>) -> Result<Json<Vec<Catalo
         .map_err(|e| unavailable(ServiceName::Orders, e))?
         .unwrap_or_default();
     Ok(Json(items))
-}
-
-fn parse_order(
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<OrderRequest, ApiError> {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.trim_start().starts_with("application/json"));
-    if !is_json {
-        return Err(ApiError::Invalid {
-            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            message: "send the order as JSON, with Content-Type: application/json".into(),
-            field: None,
-        });
-    }
-    let body = body.map_err(|rejection| {
-        let status = rejection.status();
-        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "the order is larger than 1 MiB".to_string()
-        } else {
-            format!("the request body could not be read: {rejection}")
-        };
-        ApiError::Invalid {
-            status,
-            message,
-            field: None,
-        }
-    })?;
-    let mut de = serde_json::Deserializer::from_slice(&body);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_data() {
-            // Never echo the value itself (it could be a card number): serde's message names
-            // the expected shape, which is what a person needs.
-            let field = (path != ".").then_some(path);
-            let what = field.as_deref().unwrap_or("the order");
-            ApiError::Invalid {
-                status: StatusCode::UNPROCESSABLE_ENTITY,
-                message: format!(
-                    "{what} is not what was expected: {}",
-                    strip_position(&inner.to_string())
-                ),
-                field,
-            }
-        } else {
-            ApiError::Invalid {
-                status: StatusCode::BAD_REQUEST,
-                message: format!("the body is not valid JSON: {inner}"),
-                field: None,
-            }
-        }
-    })
-}
-
-fn strip_position(message: &str) -> &str {
-    message.split(" at line ").next().unwrap_or(message)
 }
 
 /// A stable digest (FNV-1a) of the order as submitted, card number reduced to its last four.
@@ -164,24 +107,44 @@ async fn replay(
     }
 }
 
+/// `POST /api/orders`: check the order, then start its saga, or, for an `Idempotency-Key`
+/// already used, answer as the first time (see [`Submissions`]).
 pub async fn place_order(
     State(state): State<SharedState>,
+    Extension(submissions): Extension<Arc<Submissions>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(order): JsonBody<OrderRequest>,
 ) -> Result<Response, ApiError> {
-    let order = parse_order(&headers, body)?;
     let today = rules::year_month(crate::services::now_ms());
     check_order(&order, today, state.allow_crash_faults)?;
     let catalog = catalog(State(state.clone())).await?.0;
     for (i, item) in order.items.iter().enumerate() {
         if !catalog.iter().any(|c| c.sku == item.sku) {
+            let product = if repeatable(&item.sku) {
+                format!("there is no product {:?} in the catalog", item.sku)
+            } else {
+                "there is no such product in the catalog".to_string()
+            };
             return Err(ApiError::Invalid {
                 status: StatusCode::UNPROCESSABLE_ENTITY,
-                message: format!("there is no product {:?} in the catalog", item.sku),
+                message: product,
                 field: Some(format!("items[{i}].sku")),
             });
         }
     }
+    let digest = digest(&order);
+    let Some(key) = idempotency_key(&headers)? else {
+        return start_purchase(&state, SagaId::new(), order, digest).await;
+    };
+    let saga_id = SagaId(uuid::Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, key.as_bytes()));
+    let _turn = submissions.turn(saga_id).await;
+    if let Some(response) = replay(&state, saga_id, &digest).await? {
+        return Ok(response);
+    }
+    start_purchase(&state, saga_id, order, digest).await
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
@@ -193,16 +156,16 @@ pub async fn place_order(
             "the Idempotency-Key can be at most 200 characters",
         ));
     }
-    let saga_id = match key {
-        Some(k) => SagaId(uuid::Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, k.as_bytes())),
-        None => SagaId::new(),
-    };
-    let digest = digest(&order);
-    if key.is_some()
-        && let Some(response) = replay(&state, saga_id, &digest).await?
-    {
-        return Ok(response);
-    }
+    Ok(key)
+}
+
+/// Tokenise the card and start the saga under `saga_id`; 202 once its first record is durable.
+async fn start_purchase(
+    state: &SharedState,
+    saga_id: SagaId,
+    order: OrderRequest,
+    digest: String,
+) -> Result<Response, ApiError> {
     let payment = match &order.payment {
         PaymentInput::Card {
             card_number,
@@ -240,10 +203,17 @@ pub async fn place_order(
     };
     match state.engine.start_with_id(saga_id, SAGA_NAME, &input).await {
         Ok(_) => Ok(accepted(saga_id, order_id)),
-        // Two submissions with one key raced; the other won.
-        Err(EngineError::DuplicateSaga(_)) => match replay(&state, saga_id, &digest).await? {
+        // Another node on the same database started it first (in this process, submissions
+        // take turns): its saga is committed, so it is the answer.
+        Err(EngineError::DuplicateSaga(_)) => match replay(state, saga_id, &digest).await? {
             Some(response) => Ok(response),
-            None => Err(ApiError::Engine(EngineError::DuplicateSaga(saga_id))),
+            None => Err(ApiError::Invalid {
+                status: StatusCode::CONFLICT,
+                message: "an order with this Idempotency-Key is being placed right now; \
+                          send it again in a moment for its answer"
+                    .into(),
+                field: None,
+            }),
         },
         Err(e) => Err(e.into()),
     }
@@ -253,8 +223,10 @@ pub async fn get_order(
     State(state): State<SharedState>,
     Path(order_id): Path<String>,
 ) -> Result<Json<OrderView>, ApiError> {
-    let not_found = || ApiError::NotFound(format!("there is no order {order_id}"));
+    // A path can hold anything, so a 404 does not repeat it.
+    let not_found = || ApiError::NotFound("there is no order with that id".into());
     let saga_id = saga_id_for_order(&order_id).ok_or_else(not_found)?;
+    let order_id = order_id_for(saga_id);
     let saga = state.store().saga(saga_id).await?.ok_or_else(not_found)?;
     let c = &state.client;
     let paths = [

@@ -14,11 +14,22 @@ use super::{SharedState, sse};
 use crate::error::ApiError;
 use crate::purchase::{SAGA_NAME, order_id_for};
 
+/// `GET /api/sagas`'s query; each value is read by hand, so that a refusal names its field
+/// and never repeats the value.
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
     status: Option<String>,
-    limit: Option<u32>,
+    limit: Option<String>,
+    before: Option<String>,
 }
+
+/// A page of the list holds this many sagas unless `limit` says otherwise (the page shows 50).
+pub const DEFAULT_PAGE: u32 = 50;
+
+/// The most a page can hold: beyond it the answer would be large enough to matter to the
+/// server, and `before` reads further. A larger `limit` is refused rather than cut, so a
+/// client that asked for everything is not left thinking it has it.
+pub const MAX_PAGE: u32 = 500;
 
 /// The response header of `GET /api/sagas` that says up to where in the log the list is
 /// current: `/api/events?after=` it brings exactly what the list does not show yet.
@@ -76,12 +87,16 @@ pub fn event(r: &SagaRecord) -> SagaEvent {
     }
 }
 
+/// A saga id, or a 404. A 404 never repeats the id asked for: a path can hold anything, and a
+/// client knows what it asked.
 fn parse_saga_id(id: &str) -> Result<SagaId, ApiError> {
     id.parse()
-        .map_err(|_| ApiError::NotFound(format!("there is no saga {id}")))
+        .map_err(|_| ApiError::NotFound("there is no saga with that id".into()))
 }
 
-/// `GET /api/sagas?status=&limit=`: recent sagas, newest first, and in [`LOG_POSITION`] the
+/// `GET /api/sagas?status=&limit=&before=`: recent sagas, newest first, [`DEFAULT_PAGE`] of
+/// them unless `limit` (1 to [`MAX_PAGE`]) says otherwise; `before=<saga_id>` gives the page
+/// after that saga (pass the last one of a page to read the next). In [`LOG_POSITION`] the
 /// log position read *before* the list: every record up to it is committed, so the list
 /// shows it, and a stream resumed after it brings every later one. A page that fetches the
 /// list and then follows `/api/events?after=` that position misses nothing in between (a
@@ -95,12 +110,41 @@ pub async fn list_sagas(
     let status = match q.status.as_deref() {
         None | Some("") => None,
         Some(s) => Some(s.parse::<SagaStatus>().map_err(|_| {
-            ApiError::invalid("status", format!("status must be one of running, compensating, completed, compensated, stuck; got {s:?}"))
+            ApiError::invalid(
+                "status",
+                "status must be one of running, compensating, completed, compensated, stuck",
+            )
         })?),
     };
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = match q.limit.as_deref() {
+        None | Some("") => DEFAULT_PAGE,
+        Some(l) => l
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|l| (1..=MAX_PAGE).contains(l))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "limit",
+                    format!(
+                        "limit must be a whole number from 1 to {MAX_PAGE}; \
+                         read further pages with before=<the last saga_id of a page>"
+                    ),
+                )
+            })?,
+    };
+    let before = match q.before.as_deref() {
+        None | Some("") => None,
+        Some(b) => {
+            let not_listed =
+                || ApiError::invalid("before", "before must be the saga_id of a saga in the list");
+            let id: SagaId = b.trim().parse().map_err(|_| not_listed())?;
+            state.store().saga(id).await?.ok_or_else(not_listed)?;
+            Some(id)
+        }
+    };
     let position = state.store().last_position().await?;
-    let sagas = state.store().list_sagas(status, limit).await?;
+    let sagas = state.store().list_sagas(status, before, limit).await?;
     Ok((
         [(LOG_POSITION, position.to_string())],
         Json(sagas.into_iter().map(list_item).collect()),
@@ -117,7 +161,7 @@ pub async fn get_saga(
         .store()
         .saga(saga_id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("there is no saga {id}")))?;
+        .ok_or_else(|| ApiError::NotFound("there is no saga with that id".into()))?;
     let events: Vec<SagaEvent> = state
         .store()
         .saga_records(saga_id, 0)
@@ -165,7 +209,7 @@ pub async fn saga_events(
 ) -> Result<Response, ApiError> {
     let saga_id = parse_saga_id(&id)?;
     let Some(summary) = state.store().saga(saga_id).await? else {
-        return Err(ApiError::NotFound(format!("there is no saga {id}")));
+        return Err(ApiError::NotFound("there is no saga with that id".into()));
     };
     let after = last_event_id(&headers)?.unwrap_or(0).max(0) as u64;
     // A finished saga resumed at (or past) its last record has nothing more to send. An

@@ -1,9 +1,12 @@
 //! Checking an order before any saga starts. Every rule names the field it is about and says
 //! what is wrong in a sentence a shopper understands. The browser runs the same checks
-//! (`shared::rules`) so it can say so before sending.
+//! (`shared::rules`) so it can say so before sending. A value from the input is repeated only
+//! if it cannot be card data ([`repeatable`]): anything else could be a card number typed into
+//! the wrong field.
 
 use shared::{Fault, OrderRequest, PaymentInput, STEPS, rules};
 
+use crate::body::repeatable;
 use crate::error::ApiError;
 
 fn unprocessable(field: impl Into<String>, message: impl Into<String>) -> ApiError {
@@ -52,12 +55,14 @@ pub fn check_order(
     for (i, item) in order.items.iter().enumerate() {
         rules::quantity(item.qty).map_err(|m| unprocessable(format!("items[{i}].qty"), m))?;
         if order.items[..i].iter().any(|other| other.sku == item.sku) {
+            let product = if repeatable(&item.sku) {
+                item.sku.as_str()
+            } else {
+                "this product"
+            };
             return Err(unprocessable(
                 format!("items[{i}].sku"),
-                format!(
-                    "{} is in the cart twice: change its quantity instead",
-                    item.sku
-                ),
+                format!("{product} is in the cart twice: change its quantity instead"),
             ));
         }
     }
@@ -76,16 +81,18 @@ pub fn check_order(
         }
     }
     for (step, fault) in &order.faults {
-        let name = format!("faults.{step}");
         if !STEPS.contains(&step.as_str()) {
+            let (name, which) = if repeatable(step) {
+                (format!("faults.{step}"), format!("no step {step:?}"))
+            } else {
+                ("faults.?".to_string(), "no such step".to_string())
+            };
             return Err(unprocessable(
                 name,
-                format!(
-                    "there is no step {step:?}; the steps are {}",
-                    STEPS.join(", ")
-                ),
+                format!("there is {which}; the steps are {}", STEPS.join(", ")),
             ));
         }
+        let name = format!("faults.{step}");
         match *fault {
             Fault::Transient { times } | Fault::CompensationTransient { times }
                 if !(1..=10).contains(&times) =>

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -15,6 +14,7 @@ use sqlx::Row;
 
 use super::orders::OrderLine;
 use super::{ServiceDb, StepRequest, db_failure, new_id, now_ms, refusal, reply};
+use crate::body::JsonBody;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/billing");
 
@@ -63,7 +63,7 @@ type Svc = State<Arc<Billing>>;
 async fn create_invoice(
     State(svc): Svc,
     step: StepRequest,
-    Json(req): Json<IssueInvoice>,
+    JsonBody(req): JsonBody<IssueInvoice>,
 ) -> Response {
     let fault = req.fault;
     step.run_action(&svc.db, fault, move |tx| {
@@ -93,7 +93,11 @@ async fn create_invoice(
         .await
 }
 
-async fn void_invoice(State(svc): Svc, step: StepRequest, Json(req): Json<InvoiceRef>) -> Response {
+async fn void_invoice(
+    State(svc): Svc,
+    step: StepRequest,
+    JsonBody(req): JsonBody<InvoiceRef>,
+) -> Response {
     let fault = req.fault;
     step.run_compensation(&svc.db, fault, move |tx| {
         Box::pin(async move {

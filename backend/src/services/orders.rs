@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -15,6 +14,7 @@ use shared::{Address, CatalogItem, Customer, Delivery, Fault, OrderItem};
 use sqlx::Row;
 
 use super::{ServiceDb, StepRequest, db_failure, now_ms, refusal, reply};
+use crate::body::JsonBody;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/orders");
 
@@ -152,7 +152,11 @@ async fn catalog(State(svc): Svc) -> Response {
     }
 }
 
-async fn place_order(State(svc): Svc, step: StepRequest, Json(req): Json<PlaceOrder>) -> Response {
+async fn place_order(
+    State(svc): Svc,
+    step: StepRequest,
+    JsonBody(req): JsonBody<PlaceOrder>,
+) -> Response {
     let fault = req.fault;
     step.run_action(&svc.db, fault, move |tx| {
             Box::pin(async move {
@@ -233,7 +237,11 @@ async fn release(tx: &mut sqlx::AnyConnection, line: &OrderLine) -> Result<(), s
 }
 
 /// Called by the payment step once the payment is captured.
-async fn confirm_order(State(svc): Svc, step: StepRequest, Json(req): Json<OrderRef>) -> Response {
+async fn confirm_order(
+    State(svc): Svc,
+    step: StepRequest,
+    JsonBody(req): JsonBody<OrderRef>,
+) -> Response {
     step.run(&svc.db, move |tx| {
         Box::pin(async move {
             let changed = sqlx::query(
@@ -255,7 +263,11 @@ async fn confirm_order(State(svc): Svc, step: StepRequest, Json(req): Json<Order
     .await
 }
 
-async fn cancel_order(State(svc): Svc, step: StepRequest, Json(req): Json<OrderRef>) -> Response {
+async fn cancel_order(
+    State(svc): Svc,
+    step: StepRequest,
+    JsonBody(req): JsonBody<OrderRef>,
+) -> Response {
     let fault = req.fault;
     step.run_compensation(&svc.db, fault, move |tx| {
             Box::pin(async move {

@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -17,6 +16,7 @@ use shared::{Fault, PaymentView};
 use sqlx::Row;
 
 use super::{ServiceDb, StepRequest, db_failure, new_id, now_ms, refusal, reply};
+use crate::body::JsonBody;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/payments");
 
@@ -88,7 +88,7 @@ impl Payments {
 type Svc = State<Arc<Payments>>;
 
 /// Turn a card (already validated by the API) into a token. The number is not stored.
-async fn tokenise(State(svc): Svc, Json(req): Json<TokeniseCard>) -> Response {
+async fn tokenise(State(svc): Svc, JsonBody(req): JsonBody<TokeniseCard>) -> Response {
     let digits: String = req
         .card_number
         .chars()
@@ -133,7 +133,11 @@ async fn tokenise(State(svc): Svc, Json(req): Json<TokeniseCard>) -> Response {
     }
 }
 
-async fn process_payment(State(svc): Svc, step: StepRequest, Json(req): Json<Charge>) -> Response {
+async fn process_payment(
+    State(svc): Svc,
+    step: StepRequest,
+    JsonBody(req): JsonBody<Charge>,
+) -> Response {
     let fault = req.fault;
     step.run_action(&svc.db, fault, move |tx| {
             Box::pin(async move {
@@ -199,7 +203,7 @@ async fn process_payment(State(svc): Svc, step: StepRequest, Json(req): Json<Cha
 async fn refund_payment(
     State(svc): Svc,
     step: StepRequest,
-    Json(req): Json<RefundRef>,
+    JsonBody(req): JsonBody<RefundRef>,
 ) -> Response {
     let fault = req.fault;
     step.run_compensation(&svc.db, fault, move |tx| {

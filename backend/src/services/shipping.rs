@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -15,6 +14,7 @@ use shared::{Address, Delivery, Fault, NotificationView, ShipmentView, iso_date,
 use sqlx::Row;
 
 use super::{ServiceDb, StepRequest, db_failure, new_id, now_ms, refusal, reply};
+use crate::body::JsonBody;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/shipping");
 
@@ -72,7 +72,7 @@ fn tracking_number() -> String {
     format!("SS{digits:010}GB")
 }
 
-async fn ship_order(State(svc): Svc, step: StepRequest, Json(req): Json<Ship>) -> Response {
+async fn ship_order(State(svc): Svc, step: StepRequest, JsonBody(req): JsonBody<Ship>) -> Response {
     let fault = req.fault;
     step.run_action(&svc.db, fault, move |tx| {
             Box::pin(async move {
@@ -127,7 +127,7 @@ async fn ship_order(State(svc): Svc, step: StepRequest, Json(req): Json<Ship>) -
 async fn cancel_shipment(
     State(svc): Svc,
     step: StepRequest,
-    Json(req): Json<ShipmentRef>,
+    JsonBody(req): JsonBody<ShipmentRef>,
 ) -> Response {
     let fault = req.fault;
     step.run_compensation(&svc.db, fault, move |tx| {

@@ -340,8 +340,28 @@ impl SagaStore for MemoryStore {
     fn list_sagas(
         &self,
         status: Option<SagaStatus>,
+        before: Option<SagaId>,
         limit: u32,
     ) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>> {
+        // The list's order, as a key that grows towards the older sagas.
+        let key = |s: &SagaSummary| {
+            (
+                std::cmp::Reverse(s.started_at_ms),
+                std::cmp::Reverse(s.saga_id),
+            )
+        };
+        let cursor = match before {
+            None => None,
+            Some(id) => match self
+                .sagas
+                .lock(id)
+                .get(&id)
+                .and_then(|saga| saga.summary.as_ref())
+            {
+                Some(summary) => Some(key(summary)),
+                None => return Box::pin(async move { Ok(Vec::new()) }),
+            },
+        };
         let mut list: Vec<SagaSummary> = Vec::new();
         for shard in self.sagas.each() {
             list.extend(
@@ -349,14 +369,11 @@ impl SagaStore for MemoryStore {
                     .values()
                     .filter_map(|saga| saga.summary.as_ref())
                     .filter(|s| status.is_none_or(|st| s.status == st))
+                    .filter(|s| cursor.is_none_or(|c| key(s) > c))
                     .cloned(),
             );
         }
-        list.sort_by(|a, b| {
-            b.started_at_ms
-                .cmp(&a.started_at_ms)
-                .then(a.saga_id.cmp(&b.saga_id))
-        });
+        list.sort_by_key(key);
         list.truncate(limit as usize);
         Box::pin(async move { Ok(list) })
     }
@@ -578,5 +595,52 @@ mod tests {
             history.last().map(|r| r.kind),
             Some(RecordKind::SagaCompleted)
         );
+    }
+
+    /// The list's order (newest start first, ties by id descending) and its pages, `before`
+    /// the last saga of the page before, as the SQL stores (tests/tests/engine.rs).
+    #[tokio::test]
+    async fn the_list_comes_in_pages_newest_first() {
+        let store = MemoryStore::new();
+        let ids: Vec<SagaId> = (0..9).map(|_| SagaId::new()).collect();
+        let batch: Vec<SagaRecord> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| SagaRecord {
+                at_ms: 100 + i as i64 / 3,
+                ..record(id, 1, RecordKind::SagaStarted, json!({"saga": "list"}))
+            })
+            .collect();
+        store.append(&batch).await.unwrap();
+        let mut expected: Vec<(i64, SagaId)> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| (100 + i as i64 / 3, id))
+            .collect();
+        expected.sort_by(|a, b| b.cmp(a));
+        let expected: Vec<SagaId> = expected.into_iter().map(|(_, id)| id).collect();
+        let page = |before: Option<SagaId>, limit: u32| {
+            let store = &store;
+            async move {
+                store
+                    .list_sagas(None, before, limit)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|s| s.saga_id)
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(page(None, 100).await, expected);
+        assert_eq!(page(None, 4).await, expected[..4]);
+        assert_eq!(page(Some(expected[3]), 4).await, expected[4..8]);
+        assert_eq!(page(Some(expected[7]), 4).await, expected[8..]);
+        assert!(page(Some(expected[8]), 4).await.is_empty());
+        assert!(page(Some(SagaId::new()), 4).await.is_empty());
+        let completed = store
+            .list_sagas(Some(SagaStatus::Completed), None, 100)
+            .await
+            .unwrap();
+        assert!(completed.is_empty(), "none has completed");
     }
 }

@@ -119,10 +119,16 @@ pub trait SagaStore: Send + Sync + 'static {
 
     fn saga(&self, saga_id: SagaId) -> BoxFuture<'_, Result<Option<SagaSummary>, StoreError>>;
 
-    /// Recent sagas, newest first, optionally only those in `status`.
+    /// Recent sagas, newest first (by start, then by id, descending: UUIDv7 ids started in
+    /// the same millisecond are in start order), at most `limit`, optionally only those in
+    /// `status`. With `before`, the page that follows that saga in this order (the sagas
+    /// started before it); none if `before` is not a saga of this store. A listing reads pages
+    /// by passing each page's last saga as the next one's `before`: sagas started meanwhile
+    /// come before the first page, so no page changes under the reader.
     fn list_sagas(
         &self,
         status: Option<SagaStatus>,
+        before: Option<SagaId>,
         limit: u32,
     ) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>>;
 

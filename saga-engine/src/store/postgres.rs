@@ -241,16 +241,32 @@ impl SagaStore for PgStore {
     fn list_sagas(
         &self,
         status: Option<SagaStatus>,
+        before: Option<SagaId>,
         limit: u32,
     ) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>> {
         Box::pin(async move {
             let mut q = QueryBuilder::new(
-                "SELECT saga_id, definition, status, started_at_ms, finished_at_ms FROM sagas",
+                "SELECT saga_id, definition, status, started_at_ms, finished_at_ms FROM sagas WHERE TRUE",
             );
             if let Some(status) = status {
-                q.push(" WHERE status = ").push_bind(status.as_str());
+                q.push(" AND status = ").push_bind(status.as_str());
             }
-            q.push(" ORDER BY started_at_ms DESC, saga_id LIMIT ")
+            // Ids compare byte by byte (`COLLATE "C"`), as in SQLite and in memory, whatever
+            // the database's collation.
+            if let Some(before) = before {
+                // A saga's start never changes, so reading it first is as good as a join.
+                let Some(cursor) = self.saga(before).await? else {
+                    return Ok(Vec::new());
+                };
+                q.push(" AND (started_at_ms < ")
+                    .push_bind(cursor.started_at_ms)
+                    .push(" OR (started_at_ms = ")
+                    .push_bind(cursor.started_at_ms)
+                    .push(r#" AND saga_id COLLATE "C" < "#)
+                    .push_bind(before.to_string())
+                    .push("))");
+            }
+            q.push(r#" ORDER BY started_at_ms DESC, saga_id COLLATE "C" DESC LIMIT "#)
                 .push_bind(i64::from(limit));
             let rows = q.build().fetch_all(&self.pool).await?;
             rows.iter().map(summary_from_row).collect()

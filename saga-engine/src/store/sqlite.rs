@@ -225,16 +225,30 @@ impl SagaStore for SqliteStore {
     fn list_sagas(
         &self,
         status: Option<SagaStatus>,
+        before: Option<SagaId>,
         limit: u32,
     ) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>> {
         Box::pin(async move {
             let mut q = QueryBuilder::new(
-                "SELECT saga_id, definition, status, started_at_ms, finished_at_ms FROM sagas",
+                "SELECT saga_id, definition, status, started_at_ms, finished_at_ms FROM sagas WHERE 1 = 1",
             );
             if let Some(status) = status {
-                q.push(" WHERE status = ").push_bind(status.as_str());
+                q.push(" AND status = ").push_bind(status.as_str());
             }
-            q.push(" ORDER BY started_at_ms DESC, saga_id LIMIT ")
+            if let Some(before) = before {
+                // A saga's start never changes, so reading it first is as good as a join.
+                let Some(cursor) = self.saga(before).await? else {
+                    return Ok(Vec::new());
+                };
+                q.push(" AND (started_at_ms < ")
+                    .push_bind(cursor.started_at_ms)
+                    .push(" OR (started_at_ms = ")
+                    .push_bind(cursor.started_at_ms)
+                    .push(" AND saga_id < ")
+                    .push_bind(before.to_string())
+                    .push("))");
+            }
+            q.push(" ORDER BY started_at_ms DESC, saga_id DESC LIMIT ")
                 .push_bind(i64::from(limit));
             let rows = q.build().fetch_all(&self.reader).await?;
             rows.iter().map(summary_from_row).collect()

@@ -63,9 +63,10 @@ impl SagaStore for CrashingStore {
     fn list_sagas(
         &self,
         status: Option<SagaStatus>,
+        before: Option<SagaId>,
         limit: u32,
     ) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>> {
-        self.inner.list_sagas(status, limit)
+        self.inner.list_sagas(status, before, limit)
     }
     fn claim_unfinished(
         &self,
