@@ -1,5 +1,6 @@
 //! The JSON API under `/api` (DESIGN.md §3).
 
+mod openapi;
 mod orders;
 mod sagas;
 pub mod sse;
@@ -16,6 +17,7 @@ pub type SharedState = Arc<AppState>;
 
 pub fn router() -> Router<SharedState> {
     Router::new()
+        .route("/openapi.json", get(openapi::document))
         .route("/catalog", get(orders::catalog))
         .route("/orders", post(orders::place_order))
         .route("/orders/{order_id}", get(orders::get_order))
