@@ -12,18 +12,30 @@ use serde::{Deserialize, Serialize};
 
 /// Every 4xx/5xx body: a sentence for a person, and the input at fault if there is one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiErrorBody {
     pub error: String,
+    /// The input at fault (`items[0].qty`, `Idempotency-Key`), or `null`.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub field: Option<String>,
 }
 
 /// A row of `GET /api/sagas`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SagaListItem {
+    #[cfg_attr(feature = "openapi", schema(format = "uuid"))]
     pub saga_id: String,
+    /// `null` for a saga that is not a purchase.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(required = true, pattern = "^ord_[0-9a-f]{32}$")
+    )]
     pub order_id: Option<String>,
     pub status: String,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub started_at: String,
+    #[cfg_attr(feature = "openapi", schema(required = true, format = DateTime))]
     pub finished_at: Option<String>,
 }
 

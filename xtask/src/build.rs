@@ -33,6 +33,10 @@ pub fn server_binary(root: &Path) -> PathBuf {
 
 pub fn all(root: &Path) -> anyhow::Result<()> {
     frontend(root)?;
+    server(root)
+}
+
+pub fn server(root: &Path) -> anyhow::Result<()> {
     let t = step("building the server (release)");
     run_cmd(
         cargo()

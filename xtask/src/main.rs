@@ -4,9 +4,13 @@
 //!   release server, installing the wasm target and the matching wasm-bindgen-cli if missing.
 //! - `cargo xtask serve [ARGS…]` — build, then run `saga-shop` on an embedded SQLite file.
 //! - `cargo xtask test` — build, then every test of the workspace, browser tests included
-//!   (installing Chromium and ChromeDriver from Debian's packages when they are missing).
+//!   (installing Chromium and ChromeDriver from Debian's packages when they are missing), and
+//!   the schemathesis run below.
+//! - `cargo xtask schemathesis` — build the server, then fuzz it against its OpenAPI document
+//!   (installing schemathesis from PyPI into a venv under `.tools/` when it is missing).
 
 mod build;
+mod schemathesis;
 mod tools;
 
 use std::path::{Path, PathBuf};
@@ -31,10 +35,14 @@ fn run() -> anyhow::Result<()> {
         "build" => build::all(&root),
         "serve" => serve(&root, &rest),
         "test" => test(&root, &rest),
+        "schemathesis" => {
+            build::server(&root)?;
+            schemathesis::run(&root)
+        }
         "bench" => bench(&root, rest.iter().any(|a| a == "--quick")),
         _ => {
             eprintln!(
-                "usage: cargo xtask <build|serve|test|bench>\n  build   build the frontend (wasm) and the server (release)\n  serve   build, then run the server on an embedded SQLite file\n  test    build, then run every test (browser tests included)"
+                "usage: cargo xtask <build|serve|test|schemathesis|bench>\n  build         build the frontend (wasm) and the server (release)\n  serve         build, then run the server on an embedded SQLite file\n  test          build, then run every test (browser tests and schemathesis included)\n  schemathesis  build the server, then fuzz it against its OpenAPI document"
             );
             if task.is_empty() || task == "help" || task == "--help" {
                 Ok(())
@@ -148,6 +156,7 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
         .env("SAGA_TEST_CHROMEDRIVER", &browser.chromedriver);
     run_cmd(&mut cmd)?;
     done(t);
+    schemathesis::run(root)?;
     eprintln!(
         "==> all tests passed in {:.0}s",
         started.elapsed().as_secs_f64()

@@ -1,6 +1,7 @@
 //! The pieces a fresh machine lacks: the wasm target, wasm-bindgen-cli at exactly the version
-//! of the `wasm-bindgen` crate in Cargo.lock, and Chromium with ChromeDriver for browser tests.
-//! Each is installed when missing, or named in one line with the command that fixes it.
+//! of the `wasm-bindgen` crate in Cargo.lock, Chromium with ChromeDriver for browser tests, and
+//! schemathesis (in a Python venv) for fuzzing the API. Each is installed when missing, or
+//! named in one line with the command that fixes it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -123,4 +124,50 @@ pub fn ensure_browser() -> anyhow::Result<Browser> {
     done(t);
     locate()
         .with_context(|| format!("Chromium was installed but not found in /usr/bin: run `{fix}`"))
+}
+
+/// Pinned: the flags `cargo xtask schemathesis` passes are this version's.
+const SCHEMATHESIS_VERSION: &str = "4.32.5";
+
+/// `.tools/schemathesis-<version>/bin/st`, a venv with schemathesis from PyPI, made if absent.
+/// A marker written after a successful install tells a finished venv from an interrupted one.
+pub fn ensure_schemathesis(root: &Path) -> anyhow::Result<PathBuf> {
+    let dir = root
+        .join(".tools")
+        .join(format!("schemathesis-{SCHEMATHESIS_VERSION}"));
+    let st = dir.join("bin").join("st");
+    let marker = dir.join(".installed");
+    if marker.exists() && st.exists() {
+        return Ok(st);
+    }
+    let python = Command::new("python3").arg("--version").output();
+    if !python.is_ok_and(|o| o.status.success()) {
+        bail!(
+            "python3 is missing, and schemathesis needs it: install Python 3 with venv and pip (Debian: `apt-get install python3 python3-venv`)"
+        );
+    }
+    let t = step(&format!(
+        "installing schemathesis {SCHEMATHESIS_VERSION} from PyPI into .tools/ (a minute, once)"
+    ));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    run_cmd(Command::new("python3").args(["-m", "venv"]).arg(&dir)).context(
+        "python3 could not make a venv with pip: install the venv module (Debian: `apt-get install python3-venv`)",
+    )?;
+    run_cmd(
+        Command::new(dir.join("bin").join("pip"))
+            .args(["install", "--disable-pip-version-check", "--progress-bar", "off"])
+            .arg(format!("schemathesis=={SCHEMATHESIS_VERSION}")),
+    )
+    .with_context(|| {
+        format!(
+            "could not install schemathesis from PyPI: run `{} install schemathesis=={SCHEMATHESIS_VERSION}`",
+            dir.join("bin").join("pip").display()
+        )
+    })?;
+    std::fs::write(&marker, SCHEMATHESIS_VERSION)
+        .with_context(|| format!("writing {}", marker.display()))?;
+    done(t);
+    Ok(st)
 }

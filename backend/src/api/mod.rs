@@ -2,6 +2,7 @@
 //! unknown path is a JSON 404 and a known path with another method a JSON 405, never the
 //! page's `index.html` (that fallback is for the page's own routes, outside `/api`).
 
+mod openapi;
 mod orders;
 mod sagas;
 pub mod sse;
@@ -21,6 +22,7 @@ pub type SharedState = Arc<AppState>;
 
 pub fn router() -> Router<SharedState> {
     Router::new()
+        .route("/openapi.json", get(openapi::document))
         .route("/catalog", get(orders::catalog))
         .route("/orders", post(orders::place_order))
         .route("/orders/{order_id}", get(orders::get_order))
