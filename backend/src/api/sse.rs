@@ -17,7 +17,7 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use saga_engine::{Committed, Engine, StoreError};
 use shared::SagaEvent;
 use tokio::sync::broadcast::{self, error::RecvError};
@@ -50,12 +50,30 @@ fn render(c: &Committed) -> Bytes {
     frame(c.position, &super::sagas::event(&c.record))
 }
 
-/// A rendered record on the shared channel.
+/// Rendered records on the shared channel: the log positions `first..=position`, their
+/// frames one after another. Records committed together (a group commit's, taken in at once)
+/// travel as one item, so that each subscriber is woken and writes once for them, not once
+/// per record: with thousands of subscribers every extra wave of wake-ups and writes is what
+/// the last of them waits for.
 #[derive(Clone)]
 struct Frame {
+    first: i64,
     position: i64,
     bytes: Bytes,
 }
+
+impl Frame {
+    fn of(c: &Committed) -> Frame {
+        Frame {
+            first: c.position,
+            position: c.position,
+            bytes: render(c),
+        }
+    }
+}
+
+/// At most this many records go out as one item.
+const JOIN_AT_MOST: usize = 256;
 
 /// `/api/events`: every committed record rendered once and shared by all subscribers.
 #[derive(Clone)]
@@ -149,24 +167,42 @@ async fn render_from(
                     return;
                 }
             };
-            let Some(next) = next else { break };
-            let Some(inner) = feed.upgrade() else { return };
+            let mut taken = Vec::new();
+            let mut failed = None;
             match next {
-                Ok(c) => {
-                    after = c.position;
-                    if live.receiver_count() > 0 {
-                        let _ = live.send(Frame {
-                            position: c.position,
-                            bytes: render(&c),
-                        });
-                    }
-                    inner.now.store(c.position, Ordering::SeqCst);
+                None => break,
+                Some(Ok(c)) => taken.push(c),
+                Some(Err(e)) => failed = Some(e),
+            }
+            // And whatever else is ready now: the rest of the commit, usually.
+            while failed.is_none() && !taken.is_empty() && taken.len() < JOIN_AT_MOST {
+                match records.next().now_or_never() {
+                    Some(Some(Ok(c))) => taken.push(c),
+                    Some(Some(Err(e))) => failed = Some(e),
+                    Some(None) | None => break,
                 }
-                Err(e) => {
-                    // The log could not be read: try again from the last record taken in.
-                    tracing::warn!(error = %e, "the event feed could not read the log; retrying");
-                    break;
+            }
+            let Some(inner) = feed.upgrade() else { return };
+            if let (Some(first), Some(last)) = (taken.first(), taken.last()) {
+                after = last.position;
+                if live.receiver_count() > 0 {
+                    let bytes = if taken.len() == 1 {
+                        render(first)
+                    } else {
+                        Bytes::from(taken.iter().map(|c| render(c)).collect::<Vec<_>>().concat())
+                    };
+                    let _ = live.send(Frame {
+                        first: first.position,
+                        position: last.position,
+                        bytes,
+                    });
                 }
+                inner.now.store(last.position, Ordering::SeqCst);
+            }
+            if let Some(e) = failed {
+                // The log could not be read: try again from the last record taken in.
+                tracing::warn!(error = %e, "the event feed could not read the log; retrying");
+                break;
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -202,10 +238,7 @@ impl FeedCursor {
                     Ok(page) => {
                         // A full page means there may be more: keep reading before going live.
                         self.read_log = page.len() == LOG_PAGE as usize;
-                        self.backlog.extend(page.iter().map(|c| Frame {
-                            position: c.position,
-                            bytes: render(c),
-                        }));
+                        self.backlog.extend(page.iter().map(Frame::of));
                     }
                     Err(e) => {
                         // The client resumes from its last id once the stream ends.
@@ -217,11 +250,13 @@ impl FeedCursor {
             }
             let live = self.live.as_mut()?;
             match live.recv().await {
-                Ok(f) if f.position > self.last => {
+                Ok(f) if f.first > self.last => {
                     self.last = f.position;
                     return Some(f.bytes);
                 }
-                Ok(_) => {}
+                Ok(f) if f.position <= self.last => {}
+                // Partly handed out already (from the log): the rest is in the log too.
+                Ok(_) => self.read_log = true,
                 // Positions are committed in order on this node, so what was missed comes
                 // right after the last one handed out: read it from the log.
                 Err(RecvError::Lagged(_)) => self.read_log = true,
@@ -297,7 +332,61 @@ impl<S: Stream<Item = Bytes>> Stream for KeepAlive<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures_util::FutureExt;
+    use saga_engine::{MemoryStore, SagaDefinition, Step};
+
+    /// An engine whose log holds one saga of two steps: positions 1 to 6.
+    async fn six_records() -> Engine {
+        let engine = Engine::new(MemoryStore::new());
+        let steps = (0..2)
+            .map(|i| Step::new(&format!("s{i}")).action(move |_| async move { Ok(i) }))
+            .collect();
+        engine.register(SagaDefinition::new("two", steps).expect("a valid definition"));
+        engine
+            .run("two", &serde_json::json!({}))
+            .await
+            .expect("ran");
+        engine
+    }
+
+    /// What a subscriber that had everything up to `last` is handed when the channel carries
+    /// the six records as one item: the ids of the frames, in order.
+    async fn handed_out(engine: &Engine, last: i64) -> Vec<i64> {
+        let (tx, rx) = broadcast::channel(16);
+        let mut cursor = FeedCursor {
+            engine: engine.clone(),
+            live: Some(rx),
+            last,
+            backlog: VecDeque::new(),
+            read_log: false,
+            _counted: Arc::new(Metrics::default()).sse_subscriber(),
+        };
+        let all = engine.store().records_after(0, 100).await.expect("the log");
+        assert_eq!(all.len(), 6);
+        let joined = all.iter().map(render).collect::<Vec<_>>().concat();
+        let item = Frame {
+            first: 1,
+            position: 6,
+            bytes: Bytes::from(joined),
+        };
+        tx.send(item).map_err(|_| "no receiver").expect("sent");
+        drop(tx);
+        let mut text = String::new();
+        while let Some(bytes) = cursor.next().await {
+            text.push_str(&String::from_utf8_lossy(&bytes));
+        }
+        text.lines()
+            .filter_map(|l| l.strip_prefix("id: ")?.parse().ok())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_item_of_several_records_goes_out_whole_or_is_completed_from_the_log() {
+        let engine = six_records().await;
+        assert_eq!(handed_out(&engine, 0).await, vec![1, 2, 3, 4, 5, 6]);
+        // Had two of them (resumed from the log while they were joined): the other four, once.
+        assert_eq!(handed_out(&engine, 2).await, vec![3, 4, 5, 6]);
+        assert_eq!(handed_out(&engine, 6).await, Vec::<i64>::new());
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_comment_goes_out_only_after_a_quiet_spell() {
