@@ -18,8 +18,11 @@ use serde_path_to_error::Segment;
 
 use crate::error::ApiError;
 
+/// How long a request body may take to arrive, once its head has.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A request body read as one JSON document of type `T`; refused as [`ApiError::Invalid`] with
-/// 415 (not JSON), 413 (too large), 400 (not one well-formed JSON document) or 422 (well-formed,
+/// 415 (not JSON), 413 (too large), 408 (too slow: [`BODY_TIMEOUT`]), 400 (not one well-formed JSON document) or 422 (well-formed,
 /// but not a `T`), `field` naming the path of what is wrong.
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
@@ -39,7 +42,19 @@ where
                 field: None,
             });
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+        // The head came within the connection's head timeout; the body has this long. Without
+        // it, a body that never ends would hold its connection (and a slot under the cap) for
+        // good. On a refusal the unread rest is not waited for: the connection closes.
+        let read = tokio::time::timeout(BODY_TIMEOUT, Bytes::from_request(req, state));
+        let read = read.await.map_err(|_| ApiError::Invalid {
+            status: StatusCode::REQUEST_TIMEOUT,
+            message: format!(
+                "the request body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+            field: None,
+        })?;
+        let bytes = read.map_err(|rejection| {
             let status = rejection.status();
             let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
                 format!(

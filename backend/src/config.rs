@@ -54,7 +54,7 @@ pub struct Config {
 
     /// Open connections at most; past it a connection is answered 503 and closed. Lowered to
     /// fit the process's descriptor limit.
-    #[arg(long, env = "SAGA_SHOP_MAX_CONNECTIONS", default_value_t = 10_000)]
+    #[arg(long, env = "SAGA_SHOP_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = parse_connections)]
     pub max_connections: usize,
 
     /// Seconds a connection has to send a whole request head, from when it opens or finished
@@ -81,6 +81,15 @@ impl Config {
             request_head_timeout: Duration::from_secs_f64(self.request_head_timeout),
             write_timeout: Duration::from_secs_f64(self.write_timeout),
         }
+    }
+}
+
+fn parse_connections(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a number of connections between 1 and 1000000"
+        )),
     }
 }
 

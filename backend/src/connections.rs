@@ -6,7 +6,9 @@
 //!   some memory; past the cap, a connection is answered `503` with the API's JSON error and
 //!   closed, so the accept loop never stalls on a full descriptor table and `/healthz` keeps
 //!   answering once load falls. The process's descriptor limit is raised to its hard limit at
-//!   start, and the cap is lowered to fit under it.
+//!   start, and the cap is lowered to fit under it. The saga's calls to this process's own
+//!   services come in on a second, loopback-only listener ([`Limits::internal`]), so that a
+//!   full public one never fails a saga's step.
 //! - **A deadline for a request head** ([`Limits::request_head_timeout`]): from the moment a
 //!   connection opens, or finished its previous response, it has this long to send a whole
 //!   request head. This closes connections that never send anything, idle kept-alive ones and
@@ -55,24 +57,44 @@ pub struct Limits {
     pub write_timeout: Duration,
 }
 
+/// Open connections at most on the listener for the saga's calls to this process's own
+/// services. Each costs two descriptors (both ends are in this process).
+const INTERNAL_CONNECTIONS: usize = 2048;
+
 impl Limits {
-    /// Raise the process's descriptor limit as far as allowed, and lower the connection cap to
-    /// fit under it with [`DESCRIPTOR_RESERVE`] to spare.
-    pub fn fit_to_descriptors(mut self) -> Self {
-        if let Some(available) = raise_descriptor_limit() {
-            let fits = available.saturating_sub(DESCRIPTOR_RESERVE).max(16) as usize;
-            if fits < self.max_connections {
-                tracing::warn!(
-                    requested = self.max_connections,
-                    capped = fits,
-                    descriptors = available,
-                    "the descriptor limit leaves room for fewer connections than asked; capping"
-                );
-                self.max_connections = fits;
-            }
+    /// The listener the saga calls this process's own services on (loopback only, not
+    /// published): apart from the public one, so that a public listener full of subscribers or
+    /// hostile connections cannot fail a saga's steps. Its head timeout is well above the
+    /// service client's pool idle timeout, so the client, not the server, closes idle ones.
+    pub fn internal(public: Limits) -> Limits {
+        Limits {
+            max_connections: INTERNAL_CONNECTIONS,
+            request_head_timeout: Duration::from_secs(120),
+            write_timeout: public.write_timeout,
         }
-        self
     }
+}
+
+/// Raise the process's descriptor limit as far as allowed, and fit both listeners' caps under
+/// it with [`DESCRIPTOR_RESERVE`] to spare: the internal one takes at most a quarter of what
+/// is left (two descriptors a connection), the public one the rest.
+pub fn fit_to_descriptors(mut public: Limits, mut internal: Limits) -> (Limits, Limits) {
+    if let Some(available) = raise_descriptor_limit() {
+        let budget =
+            usize::try_from(available.saturating_sub(DESCRIPTOR_RESERVE)).unwrap_or(usize::MAX);
+        internal.max_connections = internal.max_connections.min(budget / 4).max(16);
+        let fits = budget.saturating_sub(2 * internal.max_connections).max(16);
+        if fits < public.max_connections {
+            tracing::warn!(
+                requested = public.max_connections,
+                capped = fits,
+                descriptors = available,
+                "the descriptor limit leaves room for fewer connections than asked; capping"
+            );
+            public.max_connections = fits;
+        }
+    }
+    (public, internal)
 }
 
 /// Serve `app` on `listener` until `shutdown` completes, then drain.
@@ -163,7 +185,7 @@ pub async fn serve(
         .await
         .is_err()
     {
-        tracing::warn!("requests still running after {DRAIN:?}; closing them");
+        tracing::warn!("requests still running after {DRAIN:?} are cut off as the process exits");
     }
 }
 

@@ -39,27 +39,40 @@ pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn SagaStore>> {
     }
 }
 
-/// What is closed once the server has stopped serving: the saga log and every service's
-/// database (see `SagaStore::close`, `ServiceDb::close`), after the claims stop. Sagas still
-/// running then are left to recovery, as after a crash: whatever they logged stands.
+/// What is closed at shutdown. The saga side first, as soon as the signal comes: the claims
+/// stop and the saga log closes, so every saga stops at its next record, exactly as after a
+/// crash (whatever it logged stands; recovery resumes it). Only then do connections drain:
+/// were the log still open, a saga whose step call found the listener gone would log that as
+/// a failure and compensate, or end `stuck`, for a shutdown. The services' databases close
+/// last, once nothing can call them.
 #[derive(Default)]
 struct Databases {
-    saga_log: Option<Arc<dyn SagaStore>>,
-    recovery: Option<JoinHandle<()>>,
+    sagas: SagaSide,
     services: Vec<ServiceDb>,
 }
 
-impl Databases {
+#[derive(Default)]
+struct SagaSide {
+    saga_log: Option<Arc<dyn SagaStore>>,
+    recovery: Option<JoinHandle<()>>,
+}
+
+impl SagaSide {
     async fn close(self) {
         if let Some(recovery) = self.recovery {
             recovery.abort();
             let _ = recovery.await;
         }
-        for db in &self.services {
-            db.close().await;
-        }
         if let Some(log) = self.saga_log {
             log.close().await;
+        }
+    }
+}
+
+impl Databases {
+    async fn close_services(self) {
+        for db in &self.services {
+            db.close().await;
         }
     }
 }
@@ -112,6 +125,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut databases = Databases::default();
 
+    // The saga calls this process's own services here, not on the public listener.
+    let internal = match config.service {
+        Some(_) => None,
+        None => Some(
+            tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .context("listening on loopback for the services' own calls")?,
+        ),
+    };
     let app = match config.service {
         Some(service) => {
             let healthz = Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
@@ -119,16 +141,38 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .await?
                 .merge(healthz)
         }
-        None => shop(&config, &addr.to_string(), stop_rx, &mut databases).await?,
+        None => {
+            let services_at = match &internal {
+                Some(internal) => internal.local_addr()?.to_string(),
+                None => addr.to_string(),
+            };
+            shop(&config, &services_at, stop_rx.clone(), &mut databases).await?
+        }
     };
-    let limits = config.limits().fit_to_descriptors();
+    let (limits, internal_limits) = crate::connections::fit_to_descriptors(
+        config.limits(),
+        crate::connections::Limits::internal(config.limits()),
+    );
+    let internal_server = internal.map(|internal| {
+        let mut stopped = stop_rx.clone();
+        tokio::spawn(crate::connections::serve(
+            internal,
+            app.clone(),
+            internal_limits,
+            async move {
+                let _ = stopped.wait_for(|stopping| *stopping).await;
+            },
+        ))
+    });
 
+    let sagas = std::mem::take(&mut databases.sagas);
     let server = tokio::spawn(crate::connections::serve(
         listener,
         app,
         limits,
         async move {
             shutdown_signal().await;
+            sagas.close().await;
             // Event streams end on this, so that the connections can drain.
             let _ = stop_tx.send(true);
         },
@@ -141,7 +185,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => println!("saga-shop listening on http://{addr}"),
     }
     let served = server.await;
-    databases.close().await;
+    if let Some(internal_server) = internal_server {
+        let _ = internal_server.await;
+    }
+    databases.close_services().await;
     served.context("the server task failed")?;
     tracing::info!("stopped; unfinished sagas resume at the next start");
     Ok(())
@@ -156,7 +203,7 @@ async fn shop(
     databases: &mut Databases,
 ) -> anyhow::Result<Router> {
     let store = open_store(&config.database).await?;
-    databases.saga_log = Some(store.clone());
+    databases.sagas.saga_log = Some(store.clone());
     let lease = Duration::from_secs(config.lease_secs);
     let engine = Engine::with_shared_store(
         store,
@@ -195,7 +242,7 @@ async fn shop(
     // hold up the start: a slow recovery must not make the server look dead. Then keep
     // claiming while the server runs, so sagas whose lease a dead process still held are taken
     // over once it expires (see `Engine::keep_recovering`); stopped before the log is closed.
-    databases.recovery = Some(tokio::spawn(async move { engine.keep_recovering().await }));
+    databases.sagas.recovery = Some(tokio::spawn(async move { engine.keep_recovering().await }));
     Ok(app)
 }
 

@@ -235,7 +235,9 @@ impl Engine {
     /// a saga this node still drives, and it resumes one of its own whose driver stopped on a
     /// failed commit.
     pub async fn keep_recovering(&self) {
-        let mut every = tokio::time::interval(self.inner.config.claim_every);
+        // A zero period would make `interval` panic; a claim a millisecond is plenty.
+        let period = self.inner.config.claim_every.max(Duration::from_millis(1));
+        let mut every = tokio::time::interval(period);
         // Late (a slow claim, a busy log): claim once, not a burst of catch-up claims.
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

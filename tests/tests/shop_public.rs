@@ -372,3 +372,111 @@ async fn the_event_stream_is_served_by_the_http_stack_on_every_connection() {
     assert!(head.contains("content-type: text/event-stream"), "{head}");
     assert!(head.contains("\r\ndate: "), "served by hyper: {head}");
 }
+
+#[tokio::test]
+async fn a_body_that_never_ends_is_refused_and_its_connection_closed() {
+    let server = ShopServer::start(&[]).expect("start saga-shop");
+    let mut stream = TcpStream::connect(addr(&server.url))
+        .await
+        .expect("connect");
+    stream
+        .write_all(
+            b"POST /api/orders HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"customer\":",
+        )
+        .await
+        .expect("send");
+    let mut response = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut response))
+        .await
+        .is_ok();
+    let text = String::from_utf8_lossy(&response);
+    assert!(ended, "the connection is closed, not held: {text}");
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("did not arrive"), "says why: {text}");
+}
+
+/// What the public listener holds cannot fail a saga: the saga calls this process's services
+/// on a listener of its own.
+#[tokio::test]
+async fn a_full_public_listener_does_not_fail_the_sagas_steps() {
+    let server = ShopServer::start(&["--max-connections", "20"]).expect("start saga-shop");
+    let shop = Shop::new(&server.url);
+    // The client's one kept-alive connection, then every other slot held by idle ones.
+    shop.catalog().await.expect("catalog");
+    let mut idle = Vec::new();
+    for _ in 0..19 {
+        idle.push(
+            TcpStream::connect(addr(&server.url))
+                .await
+                .expect("connect"),
+        );
+    }
+    eventually(
+        Duration::from_secs(20),
+        "the public listener is full",
+        || async { raw_request(&server.url, HEALTHZ_CLOSE).await.0 == 503 },
+    )
+    .await;
+    let placed = shop
+        .buy(&order("KB-01", 1, json!({})))
+        .await
+        .expect("order accepted on the kept-alive connection");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let status = shop.saga(&placed.saga_id).await.expect("the saga").status;
+        if !matches!(status.as_str(), "running" | "compensating") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the saga finishes within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status, "completed", "its steps reached the services");
+    drop(idle);
+}
+
+/// SIGTERM with a saga in flight: it stops where it is, as after a crash, and resumes at the
+/// next start; the shutdown is never recorded as a failed step.
+#[tokio::test]
+async fn a_saga_in_flight_at_sigterm_resumes_at_the_next_start_with_no_failure_logged() {
+    let mut server = ShopServer::start(&[]).expect("start saga-shop");
+    let shop = Shop::new(&server.url);
+    let placed = shop
+        .buy(&order(
+            "KB-01",
+            1,
+            json!({"process_payment": {"kind": "delay", "ms": 1500}}),
+        ))
+        .await
+        .expect("order accepted");
+    eventually(
+        Duration::from_secs(20),
+        "the payment step is running",
+        || async {
+            shop.saga(&placed.saga_id).await.is_ok_and(|d| {
+                d.events.iter().any(|e| {
+                    e.kind == "step_started" && e.step.as_deref() == Some("process_payment")
+                })
+            })
+        },
+    )
+    .await;
+    server.terminate().expect("SIGTERM");
+    let status = server
+        .wait_exit(Duration::from_secs(30))
+        .expect("the server stops");
+    assert!(status.success(), "a clean stop: {status}");
+    let dir = server.dir.clone();
+    drop(server);
+
+    let server = ShopServer::start_in(dir, &[]).expect("restart saga-shop");
+    let shop = Shop::new(&server.url);
+    let events = shop.finish(&placed.saga_id).await.expect("finished");
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds.last(), Some(&"saga_completed"), "{kinds:?}");
+    assert!(
+        !kinds
+            .iter()
+            .any(|k| matches!(*k, "step_failed" | "step_retrying" | "compensation_started")),
+        "the shutdown was not taken for a failure: {kinds:?}"
+    );
+}

@@ -270,6 +270,7 @@ mod operations {
             (status = 400, description = "The body is not JSON, or the Idempotency-Key is too long.", body = ApiErrorBody),
             (status = 409, description = "An order with this Idempotency-Key is being placed at this moment by \
                 another node; sending it again gives its answer.", body = ApiErrorBody),
+            (status = 408, description = "The body did not arrive within 10 s of the request's head.", body = ApiErrorBody),
             (status = 413, description = "The body is larger than 1 MiB.", body = ApiErrorBody),
             (status = 415, description = "The body is not sent as `application/json`.", body = ApiErrorBody),
             (status = 422, description = "The order is not a valid order: a field is missing, of the wrong type or \
@@ -330,6 +331,8 @@ mod operations {
         ),
         responses(
             (status = 200, description = "The stream.", content_type = "text/event-stream", body = String),
+            (status = 204, description = "Resumed at or past the end of a finished saga: nothing more will come \
+                (an EventSource stops reconnecting)."),
             (status = 400, description = "Last-Event-ID is not a number.", body = ApiErrorBody),
             (status = 404, description = NOT_FOUND, body = ApiErrorBody),
         ))]

@@ -147,7 +147,15 @@ pub async fn place_order(
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     let key = headers
         .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
+        .map(|v| v.to_str())
+        .transpose()
+        .map_err(|_| {
+            // Ignoring it would make every retry a new purchase.
+            ApiError::invalid(
+                "Idempotency-Key",
+                "the Idempotency-Key must be visible ASCII characters",
+            )
+        })?
         .map(str::trim)
         .filter(|k| !k.is_empty());
     if key.is_some_and(|k| k.len() > 200) {

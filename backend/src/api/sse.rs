@@ -32,9 +32,11 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 pub const KEEP_ALIVE_COMMENT: &[u8] = b":keep-alive\n\n";
 
-/// Records rendered for the shared channel that a subscriber may be behind before it reads
-/// from the log instead.
-const CHANNEL_CAPACITY: usize = 4096;
+/// Items on the shared channel that a subscriber may be behind before it reads from the log
+/// instead. A reader that keeps up but barely (a trickle just inside the write timeout) holds
+/// the ring's items alive, so this and [`JOIN_AT_MOST`] bound what one slow reader can pin:
+/// 1,024 × 32 records × about 0.5 KiB, some 16 MiB, shared, whatever the number of readers.
+const CHANNEL_CAPACITY: usize = 1024;
 
 /// Records read from the log at a time by a subscriber catching up.
 const LOG_PAGE: u32 = 500;
@@ -73,7 +75,7 @@ impl Frame {
 }
 
 /// At most this many records go out as one item.
-const JOIN_AT_MOST: usize = 256;
+const JOIN_AT_MOST: usize = 32;
 
 /// `/api/events`: every committed record rendered once and shared by all subscribers.
 #[derive(Clone)]

@@ -51,6 +51,10 @@ impl ServiceClient {
             // (hundreds): with fewer, every burst closes and reopens connections (measured:
             // ~8 % of the server's time in connect/accept/close at saturation with 64).
             .pool_max_idle_per_host(1024)
+            // Below a server's request-head timeout (20 s by default), which also closes idle
+            // kept-alive connections: the client lets go first, instead of finding a pooled
+            // connection closed under it.
+            .pool_idle_timeout(std::time::Duration::from_secs(15))
             .connect_timeout(std::time::Duration::from_secs(2))
             .build()
             .unwrap_or_default();
