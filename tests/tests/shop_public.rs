@@ -64,25 +64,26 @@ async fn raw_request(url: &str, head: &str) -> (u16, String) {
 
 const HEALTHZ_CLOSE: &str = "GET /healthz HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n";
 
-#[tokio::test]
-async fn past_the_connection_cap_a_connection_gets_a_clear_503_and_the_server_recovers() {
-    let server = ShopServer::start(&["--max-connections", "20"]).expect("start saga-shop");
+/// Open `n` connections that send nothing, then wait until the server refuses one more: the
+/// held ones are counted once the server has taken them, and until then one more may get in.
+async fn hold_idle_connections(url: &str, n: usize) -> Vec<TcpStream> {
     let mut idle = Vec::new();
-    for _ in 0..20 {
-        idle.push(
-            TcpStream::connect(addr(&server.url))
-                .await
-                .expect("connect"),
-        );
+    for _ in 0..n {
+        idle.push(TcpStream::connect(addr(url)).await.expect("connect"));
     }
-    // Held connections are counted once the server has taken them; until then one more may
-    // still get in.
     eventually(
         Duration::from_secs(20),
         "a request past the cap is refused",
-        || async { raw_request(&server.url, HEALTHZ_CLOSE).await.0 == 503 },
+        || async { raw_request(url, HEALTHZ_CLOSE).await.0 == 503 },
     )
     .await;
+    idle
+}
+
+#[tokio::test]
+async fn past_the_connection_cap_a_connection_gets_a_clear_503_and_the_server_recovers() {
+    let server = ShopServer::start(&["--max-connections", "20"]).expect("start saga-shop");
+    let idle = hold_idle_connections(&server.url, 20).await;
     let (code, body) = raw_request(&server.url, HEALTHZ_CLOSE).await;
     assert_eq!(code, 503, "past the cap: {body}");
     let error: Value = serde_json::from_str(body.trim()).expect("a JSON error");
@@ -403,20 +404,7 @@ async fn a_full_public_listener_does_not_fail_the_sagas_steps() {
     let shop = Shop::new(&server.url);
     // The client's one kept-alive connection, then every other slot held by idle ones.
     shop.catalog().await.expect("catalog");
-    let mut idle = Vec::new();
-    for _ in 0..19 {
-        idle.push(
-            TcpStream::connect(addr(&server.url))
-                .await
-                .expect("connect"),
-        );
-    }
-    eventually(
-        Duration::from_secs(20),
-        "the public listener is full",
-        || async { raw_request(&server.url, HEALTHZ_CLOSE).await.0 == 503 },
-    )
-    .await;
+    let idle = hold_idle_connections(&server.url, 19).await;
     let placed = shop
         .buy(&order("KB-01", 1, json!({})))
         .await
