@@ -46,6 +46,9 @@ const REFUSALS_AT_ONCE: usize = 64;
 const REFUSAL_HEAD_TIMEOUT: Duration = Duration::from_secs(2);
 /// Descriptors kept free of connections: databases, their WAL files, outgoing service calls.
 const DESCRIPTOR_RESERVE: u64 = 256;
+/// What a connection buffers while reading, at about most (hyper checks it between reads, so a
+/// read may pass it once); a request head that does not fit is refused with 431.
+const HEAD_BUFFER: usize = 64 * 1024;
 /// How long to wait for in-flight requests at shutdown before closing them.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -109,7 +112,10 @@ pub async fn serve(
     let open = Arc::new(Open::default());
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(limits.request_head_timeout);
+        .header_read_timeout(limits.request_head_timeout)
+        // A connection's read buffer, which a request head must fit in (hyper's default lets
+        // it grow to about 400 KiB: ten thousand slow heads would hold gigabytes).
+        .max_buf_size(HEAD_BUFFER);
     let mut refuse = http1::Builder::new();
     refuse
         .timer(TokioTimer::new())
