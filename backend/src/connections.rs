@@ -46,7 +46,7 @@ const REFUSALS_AT_ONCE: usize = 64;
 const REFUSAL_HEAD_TIMEOUT: Duration = Duration::from_secs(2);
 /// Descriptors kept free of connections: databases, their WAL files, outgoing service calls.
 const DESCRIPTOR_RESERVE: u64 = 256;
-/// What a connection buffers while reading, at about most (hyper checks it between reads, so a
+/// What a connection buffers while reading, roughly at most (hyper checks it between reads, so a
 /// read may pass it once); a request head that does not fit is refused with 431.
 const HEAD_BUFFER: usize = 64 * 1024;
 /// How long to wait for in-flight requests at shutdown before closing them.

@@ -73,6 +73,10 @@ pub(crate) struct Inner {
     definitions: RwLock<HashMap<String, Arc<SagaDefinition>>>,
     /// Shared with per-saga subscribers, which ask it whether the saga is driven here.
     running: Arc<RunningSet>,
+    /// Unfinished sagas this engine cannot resume (no start record, an unknown definition, a
+    /// log that does not replay): said once, then skipped by every later claim instead of being
+    /// read and reported again every [`EngineConfig::claim_every`].
+    left_alone: std::sync::Mutex<std::collections::HashSet<SagaId>>,
 }
 
 impl Engine {
@@ -98,6 +102,7 @@ impl Engine {
                 config,
                 definitions: RwLock::new(HashMap::new()),
                 running: Arc::default(),
+                left_alone: Default::default(),
             }),
         }
     }
@@ -205,7 +210,7 @@ impl Engine {
             // saga driven here right now is skipped, and one whose driver has just returned is
             // read with every record it wrote (a driver leaves the set only after its last
             // commit), so its replay is finished and nothing is written twice.
-            if !self.mark_running(id) {
+            if self.is_left_alone(id) || !self.mark_running(id) {
                 continue;
             }
             match self.resumable(id).await {
@@ -260,12 +265,14 @@ impl Engine {
             .and_then(|v| v.as_str())
         else {
             tracing::error!(saga_id = %id, "unfinished saga has no saga_started record; left alone");
+            self.leave_alone(id);
             return Ok(None);
         };
         let definition = match self.definition(name) {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(saga_id = %id, error = %e, "cannot recover saga; left alone");
+                self.leave_alone(id);
                 return Ok(None);
             }
         };
@@ -273,6 +280,7 @@ impl Engine {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(saga_id = %id, error = %e, "cannot replay saga log; left alone");
+                self.leave_alone(id);
                 return Ok(None);
             }
         };
@@ -285,6 +293,24 @@ impl Engine {
             progress,
             self.inner.writer.clone(),
         )))
+    }
+
+    fn leave_alone(&self, id: SagaId) {
+        let mut left = self
+            .inner
+            .left_alone
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        left.insert(id);
+    }
+
+    fn is_left_alone(&self, id: SagaId) -> bool {
+        let left = self
+            .inner
+            .left_alone
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        left.contains(&id)
     }
 
     /// Drive `run` on its own task, unless this process already drives that saga (then
