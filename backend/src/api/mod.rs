@@ -20,6 +20,25 @@ use crate::error::ApiError;
 
 pub type SharedState = Arc<AppState>;
 
+/// The `{id}` of a path. One that cannot be read (not UTF-8 once percent-decoded) names
+/// nothing there is, so it is the API's JSON 404 rather than axum's plain-text 400; it is not
+/// repeated.
+pub struct IdPath(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(id)| IdPath(id))
+            .map_err(|_| ApiError::NotFound("there is nothing with that id".into()))
+    }
+}
+
 pub fn router() -> Router<SharedState> {
     Router::new()
         .route("/openapi.json", get(openapi::document))

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -229,7 +229,7 @@ async fn start_purchase(
 
 pub async fn get_order(
     State(state): State<SharedState>,
-    Path(order_id): Path<String>,
+    super::IdPath(order_id): super::IdPath,
 ) -> Result<Json<OrderView>, ApiError> {
     // A path can hold anything, so a 404 does not repeat it.
     let not_found = || ApiError::NotFound("there is no order with that id".into());

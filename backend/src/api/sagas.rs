@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
@@ -154,7 +154,7 @@ pub async fn list_sagas(
 /// `GET /api/sagas/{id}`: the saga, its steps as its events say, and the events.
 pub async fn get_saga(
     State(state): State<SharedState>,
-    Path(id): Path<String>,
+    super::IdPath(id): super::IdPath,
 ) -> Result<Json<SagaDetail>, ApiError> {
     let saga_id = parse_saga_id(&id)?;
     let summary = state
@@ -204,7 +204,7 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
 /// Resumed past the end of a finished saga, it answers 204 No Content at once.
 pub async fn saga_events(
     State(state): State<SharedState>,
-    Path(id): Path<String>,
+    super::IdPath(id): super::IdPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let saga_id = parse_saga_id(&id)?;
