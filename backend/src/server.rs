@@ -106,7 +106,9 @@ async fn service_router(
         }
     };
     databases.services.push(db);
-    Ok(Router::new().nest(&format!("/svc/{service}"), router))
+    // The same body limit as the API's, which the refusals' message states.
+    let limit = axum::extract::DefaultBodyLimit::max(crate::app::MAX_BODY_BYTES);
+    Ok(Router::new().nest(&format!("/svc/{service}"), router.layer(limit)))
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
