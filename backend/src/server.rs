@@ -136,19 +136,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .context("listening on loopback for the services' own calls")?,
         ),
     };
-    let app = match config.service {
+    let opened = match config.service {
         Some(service) => {
             let healthz = Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
             service_router(service, &config, &mut databases)
-                .await?
-                .merge(healthz)
+                .await
+                .map(|router| router.merge(healthz))
         }
         None => {
             let services_at = match &internal {
                 Some(internal) => internal.local_addr()?.to_string(),
                 None => addr.to_string(),
             };
-            shop(&config, &services_at, stop_rx.clone(), &mut databases).await?
+            shop(&config, &services_at, stop_rx.clone(), &mut databases).await
+        }
+    };
+    let app = match opened {
+        Ok(app) => app,
+        Err(e) => {
+            // What did open (the saga log, the services before the one that failed) is
+            // closed, not left with its WAL.
+            std::mem::take(&mut databases.sagas).close().await;
+            databases.close_services().await;
+            return Err(e);
         }
     };
     let (limits, internal_limits) = crate::connections::fit_to_descriptors(
