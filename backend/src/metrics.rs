@@ -126,11 +126,6 @@ impl Metrics {
         }
     }
 
-    /// Event-stream subscribers connected now.
-    pub fn sse_subscribers(&self) -> usize {
-        self.sse_subscribers.load(Ordering::Relaxed).max(0) as usize
-    }
-
     pub fn sse_subscriber(self: &Arc<Self>) -> SubscriberGuard {
         self.sse_subscribers.fetch_add(1, Ordering::Relaxed);
         SubscriberGuard(self.clone())

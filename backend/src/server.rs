@@ -127,32 +127,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut databases = Databases::default();
 
-    // The saga calls this process's own services here, not on the public listener.
-    let internal = match config.service {
-        Some(_) => None,
-        None => Some(
-            tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .context("listening on loopback for the services' own calls")?,
-        ),
-    };
     let opened = match config.service {
         Some(service) => {
             let healthz = Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
             service_router(service, &config, &mut databases)
                 .await
-                .map(|router| router.merge(healthz))
+                .map(|router| (router.merge(healthz), None))
         }
         None => {
-            let services_at = match &internal {
-                Some(internal) => internal.local_addr()?.to_string(),
-                None => addr.to_string(),
-            };
-            shop(&config, &services_at, stop_rx.clone(), &mut databases).await
+            // The saga calls this process's own services here, not on the public listener.
+            let internal = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .context("listening on loopback for the services' own calls")?;
+            let services_at = internal.local_addr()?.to_string();
+            shop(&config, &services_at, stop_rx.clone(), &mut databases)
+                .await
+                .map(|app| (app, Some(internal)))
         }
     };
-    let app = match opened {
-        Ok(app) => app,
+    let (app, internal) = match opened {
+        Ok(opened) => opened,
         Err(e) => {
             // What did open (the saga log, the services before the one that failed) is
             // closed, not left with its WAL.
@@ -161,9 +155,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             return Err(e);
         }
     };
+    let public = config.limits();
     let (limits, internal_limits) = crate::connections::fit_to_descriptors(
-        config.limits(),
-        crate::connections::Limits::internal(config.limits()),
+        public,
+        crate::connections::Limits::internal(public),
     );
     let internal_server = internal.map(|internal| {
         let mut stopped = stop_rx.clone();

@@ -554,6 +554,24 @@ async fn a_run_whose_caller_stops_waiting_still_finishes(backend: Backend) {
         .expect("saga invariants");
 }
 
+/// A record of a saga kind `saga` with no step: what the store tests write straight to a store.
+/// The kind's name is in `saga_started`'s detail, as the engine writes it.
+fn bare_record(saga: &str, saga_id: SagaId, seq: u64, kind: RecordKind, at_ms: i64) -> SagaRecord {
+    SagaRecord {
+        saga_id,
+        seq,
+        kind,
+        at_ms,
+        step: None,
+        attempt: None,
+        detail: if kind == RecordKind::SagaStarted {
+            serde_json::json!({ "saga": saga })
+        } else {
+            serde_json::json!({})
+        },
+    }
+}
+
 /// One batch carrying many sagas' summary changes (the stores write each kind of change in one
 /// statement): sagas that start and finish within it end finished, with their last status; one
 /// that only starts stays running; and a batch that starts an id twice is refused as taken and
@@ -562,19 +580,7 @@ async fn a_batch_writes_every_sagas_summary_at_once(backend: Backend) {
     let Some(store) = fresh_store(backend, "summary-batch").await else {
         return;
     };
-    let record = |saga_id: SagaId, seq: u64, kind: RecordKind, at_ms: i64| SagaRecord {
-        saga_id,
-        seq,
-        kind,
-        at_ms,
-        step: None,
-        attempt: None,
-        detail: if kind == RecordKind::SagaStarted {
-            serde_json::json!({"saga": "batch"})
-        } else {
-            serde_json::json!({})
-        },
-    };
+    let record = |saga_id, seq, kind, at_ms| bare_record("batch", saga_id, seq, kind, at_ms);
     let completed: Vec<SagaId> = (0..5).map(|_| SagaId::new()).collect();
     let (compensated, running) = (SagaId::new(), SagaId::new());
     let mut batch = vec![record(running, 1, RecordKind::SagaStarted, 100)];
@@ -628,15 +634,7 @@ async fn the_list_comes_in_pages_newest_first(backend: Backend) {
     let Some(store) = fresh_store(backend, "list-pages").await else {
         return;
     };
-    let record = |saga_id: SagaId, seq: u64, kind: RecordKind, at_ms: i64| SagaRecord {
-        saga_id,
-        seq,
-        kind,
-        at_ms,
-        step: None,
-        attempt: None,
-        detail: serde_json::json!({"saga": "list"}),
-    };
+    let record = |saga_id, seq, kind, at_ms| bare_record("list", saga_id, seq, kind, at_ms);
     // Twelve sagas, three to a millisecond; every other one completed.
     let ids: Vec<SagaId> = (0..12).map(|_| SagaId::new()).collect();
     let mut batch = Vec::new();
