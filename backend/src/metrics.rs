@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
-use saga_engine::{Engine, RecordKind};
+use saga_engine::{Engine, RecordKind, SagaRecord};
 
 /// Upper bounds of the latency buckets, in milliseconds.
 const BUCKETS_MS: [u64; 12] = [
@@ -82,47 +82,53 @@ impl Metrics {
         let mut feed = engine.subscribe_all(None);
         tokio::spawn(async move {
             while let Some(Ok(c)) = feed.next().await {
-                metrics.observe(c.record.kind, c.record.step.as_deref(), &c.record.detail);
+                metrics.observe(&c.record);
             }
         });
     }
 
-    fn observe(&self, kind: RecordKind, step: Option<&str>, detail: &serde_json::Value) {
-        let ms = detail.get("duration_ms").and_then(|v| v.as_u64());
+    fn observe(&self, record: &SagaRecord) {
+        let step = record.step.as_deref();
         let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        match kind {
-            RecordKind::SagaStarted => {
+        match &record.kind {
+            RecordKind::SagaStarted { .. } => {
                 self.started.fetch_add(1, Ordering::Relaxed);
             }
-            RecordKind::SagaCompleted | RecordKind::SagaCompensated | RecordKind::SagaStuck => {
+            kind @ (RecordKind::SagaCompleted {}
+            | RecordKind::SagaCompensated {}
+            | RecordKind::SagaStuck { .. }) => {
                 let outcome = kind
                     .status_after()
                     .map(|s| s.to_string())
                     .unwrap_or_default();
                 *c.outcomes.entry(outcome).or_default() += 1;
             }
-            RecordKind::StepSucceeded | RecordKind::StepFailed => {
-                if let (Some(step), Some(ms)) = (step, ms) {
-                    c.steps.entry(step.to_string()).or_default().observe(ms);
+            RecordKind::StepSucceeded { duration_ms, .. }
+            | RecordKind::StepFailed { duration_ms, .. } => {
+                if let Some(step) = step {
+                    c.steps
+                        .entry(step.to_string())
+                        .or_default()
+                        .observe(*duration_ms);
                 }
             }
-            RecordKind::CompensationSucceeded => {
-                if let (Some(step), Some(ms)) = (step, ms) {
+            RecordKind::CompensationSucceeded { duration_ms } => {
+                if let Some(step) = step {
                     c.compensations
                         .entry(step.to_string())
                         .or_default()
-                        .observe(ms);
+                        .observe(*duration_ms);
                 }
             }
-            RecordKind::StepRetrying => {
+            RecordKind::StepRetrying { .. }
+            | RecordKind::CompensationFailed {
+                will_retry: true, ..
+            } => {
                 self.retries.fetch_add(1, Ordering::Relaxed);
             }
-            RecordKind::CompensationFailed
-                if detail.get("will_retry").and_then(|v| v.as_bool()) == Some(true) =>
-            {
-                self.retries.fetch_add(1, Ordering::Relaxed);
-            }
-            _ => {}
+            RecordKind::StepStarted { .. }
+            | RecordKind::CompensationStarted {}
+            | RecordKind::CompensationFailed { .. } => {}
         }
     }
 

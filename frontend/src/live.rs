@@ -6,28 +6,9 @@ use futures_util::StreamExt;
 use gloo_net::eventsource::futures::EventSource;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use shared::SagaEvent;
+use shared::{EventKind, SagaEvent};
 
 use crate::api;
-
-/// Every event type of DESIGN.md §3; SSE delivers each under its own name.
-pub const EVENT_TYPES: [&str; 11] = [
-    "saga_started",
-    "step_started",
-    "step_succeeded",
-    "step_failed",
-    "step_retrying",
-    "compensation_started",
-    "compensation_succeeded",
-    "compensation_failed",
-    "saga_completed",
-    "saga_compensated",
-    "saga_stuck",
-];
-
-pub fn is_terminal(kind: &str) -> bool {
-    matches!(kind, "saga_completed" | "saga_compensated" | "saga_stuck")
-}
 
 /// Open `url` and call `on_event` for each event, until it returns `false`.
 fn listen(url: String, mut on_event: impl FnMut(SagaEvent) -> bool + 'static) {
@@ -39,8 +20,10 @@ fn listen(url: String, mut on_event: impl FnMut(SagaEvent) -> bool + 'static) {
         }
     };
     let mut streams = Vec::new();
-    for kind in EVENT_TYPES {
-        match source.subscribe(kind) {
+    // SSE delivers each event type under its own name: the page listens to every kind there
+    // is, so a kind added to `shared` is never silently dropped here.
+    for kind in EventKind::ALL {
+        match source.subscribe(kind.as_str()) {
             Ok(s) => streams.push(s),
             Err(e) => leptos::logging::error!("cannot subscribe to {kind}: {e}"),
         }
@@ -79,7 +62,7 @@ pub fn follow_saga(
         if generation.get_untracked() != mine {
             return false;
         }
-        let terminal = is_terminal(&event.kind);
+        let terminal = event.event.kind().is_terminal();
         events.update(|list| {
             let next = list.last().map(|e| e.seq + 1).unwrap_or(1);
             if event.seq == next {

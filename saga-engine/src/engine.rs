@@ -18,7 +18,7 @@ use crate::events::{self, EventStream, FeedStream};
 use crate::executor::SagaRun;
 use crate::log_writer::{LogStats, LogWriter};
 use crate::progress::SagaProgress;
-use crate::record::{SagaId, SagaStatus};
+use crate::record::{RecordKind, SagaId, SagaStatus};
 use crate::running::RunningSet;
 use crate::store::{Committed, SagaStore, StoreError};
 
@@ -259,10 +259,7 @@ impl Engine {
     /// already or cannot be resumed (then it is left alone, and said so).
     async fn resumable(&self, id: SagaId) -> Result<Option<SagaRun>, EngineError> {
         let records = self.inner.store.saga_records(id, 0).await?;
-        let Some(name) = records
-            .first()
-            .and_then(|r| r.detail.get("saga"))
-            .and_then(|v| v.as_str())
+        let Some(RecordKind::SagaStarted { saga: name, .. }) = records.first().map(|r| &r.kind)
         else {
             tracing::error!(saga_id = %id, "unfinished saga has no saga_started record; left alone");
             self.leave_alone(id);
@@ -513,11 +510,13 @@ mod tests {
         let started = SagaRecord {
             saga_id: id,
             seq: 1,
-            kind: RecordKind::SagaStarted,
+            kind: RecordKind::SagaStarted {
+                saga: "gate".into(),
+                input: json!({}),
+            },
             at_ms: now_ms(),
             step: None,
             attempt: None,
-            detail: json!({ "saga": "gate", "input": {} }),
         };
         store.append(&[started]).await.expect("appended");
         id
@@ -582,7 +581,7 @@ mod tests {
         let records = engine.store().saga_records(id, 0).await.expect("read");
         let starts = records
             .iter()
-            .filter(|r| r.kind == RecordKind::StepStarted)
+            .filter(|r| matches!(r.kind, RecordKind::StepStarted { .. }))
             .count();
         assert_eq!(starts, 1, "one driver, one attempt");
     }

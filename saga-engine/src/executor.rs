@@ -13,14 +13,14 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::definition::{SagaDefinition, StepContext, StepError};
 use crate::error::EngineError;
 use crate::log_writer::LogWriter;
 use crate::progress::{NextMove, SagaProgress};
-use crate::record::{RecordKind, SagaId, SagaRecord, SagaStatus, now_ms};
+use crate::record::{RecordKind, SagaId, SagaRecord, SagaStatus, StepOutcome, now_ms};
 
 pub(crate) struct SagaRun {
     pub id: SagaId,
@@ -66,8 +66,11 @@ impl SagaRun {
         input: Value,
         first_commit: oneshot::Sender<Result<(), EngineError>>,
     ) -> Result<(), EngineError> {
-        let detail = json!({ "saga": self.definition.name(), "input": input });
-        self.record(RecordKind::SagaStarted, None, None, detail)?;
+        let kind = RecordKind::SagaStarted {
+            saga: self.definition.name().to_string(),
+            input,
+        };
+        self.record(kind, None, None)?;
         self.first_commit = Some(first_commit);
         Ok(())
     }
@@ -77,7 +80,6 @@ impl SagaRun {
         kind: RecordKind,
         step: Option<usize>,
         attempt: Option<u32>,
-        detail: Value,
     ) -> Result<(), EngineError> {
         let record = SagaRecord {
             saga_id: self.id,
@@ -86,7 +88,6 @@ impl SagaRun {
             at_ms: now_ms(),
             step: step.map(|i| self.definition.steps[i].name.to_string()),
             attempt,
-            detail,
         };
         self.progress.apply(&self.definition, &record)?;
         self.pending.push(record);
@@ -115,10 +116,10 @@ impl SagaRun {
                 }
                 NextMove::Finish(status) => {
                     let kind = match status {
-                        SagaStatus::Completed => RecordKind::SagaCompleted,
-                        _ => RecordKind::SagaCompensated,
+                        SagaStatus::Completed => RecordKind::SagaCompleted {},
+                        _ => RecordKind::SagaCompensated {},
                     };
-                    self.record(kind, None, None, json!({}))?;
+                    self.record(kind, None, None)?;
                 }
                 NextMove::RunAction { step, attempt } => self.run_action(step, attempt).await?,
                 NextMove::Compensate { step, attempt } => {
@@ -145,38 +146,33 @@ impl SagaRun {
         // the definition's `Arc`: that count is shared by the sagas on every thread, and each
         // increment would move its cache line between the cores.
         let timeout = self.definition.steps[i].timeout;
+        let timeout_ms = timeout.as_millis() as u64;
         self.record(
-            RecordKind::StepStarted,
+            RecordKind::StepStarted { timeout_ms },
             Some(i),
             Some(attempt),
-            json!({ "timeout_ms": timeout.as_millis() as u64 }),
         )?;
         self.flush().await?;
         let started = Instant::now();
         let attempt_fut = (self.definition.steps[i].action)(self.context(i, attempt, "action"));
         let outcome = attempt_with_timeout(timeout, attempt_fut).await;
-        let ms = elapsed_ms(started);
+        let duration_ms = elapsed_ms(started);
         match outcome {
             Attempt::Done(output) => {
-                self.record(
-                    RecordKind::StepSucceeded,
-                    Some(i),
-                    Some(attempt),
-                    json!({ "output": output, "duration_ms": ms }),
-                )?;
+                let kind = RecordKind::StepSucceeded {
+                    output,
+                    duration_ms,
+                };
+                self.record(kind, Some(i), Some(attempt))?;
             }
             Attempt::Refused(error) => {
-                let outcome = if self.progress.steps[i].maybe_applied {
-                    "unknown"
-                } else {
-                    "failed"
+                let kind = RecordKind::StepFailed {
+                    error,
+                    outcome: outcome_of(self.progress.steps[i].maybe_applied),
+                    retryable: false,
+                    duration_ms,
                 };
-                self.record(
-                    RecordKind::StepFailed,
-                    Some(i),
-                    Some(attempt),
-                    json!({ "error": error, "outcome": outcome, "retryable": false, "duration_ms": ms }),
-                )?;
+                self.record(kind, Some(i), Some(attempt))?;
             }
             Attempt::Failed {
                 error,
@@ -186,22 +182,24 @@ impl SagaRun {
                 let retry = &self.definition.steps[i].retry;
                 if failures < retry.max_attempts {
                     let delay = retry.backoff(attempt + 1);
-                    self.record(
-                        RecordKind::StepRetrying,
-                        Some(i),
-                        Some(attempt),
-                        json!({ "error": error, "outcome_unknown": outcome_unknown, "delay_ms": delay.as_millis() as u64, "duration_ms": ms }),
-                    )?;
+                    let kind = RecordKind::StepRetrying {
+                        error,
+                        outcome_unknown,
+                        delay_ms: delay.as_millis() as u64,
+                        duration_ms,
+                    };
+                    self.record(kind, Some(i), Some(attempt))?;
                     self.flush().await?;
                     tokio::time::sleep(delay).await;
                 } else {
                     let unknown = outcome_unknown || self.progress.steps[i].maybe_applied;
-                    self.record(
-                        RecordKind::StepFailed,
-                        Some(i),
-                        Some(attempt),
-                        json!({ "error": error, "outcome": if unknown { "unknown" } else { "failed" }, "retryable": true, "duration_ms": ms }),
-                    )?;
+                    let kind = RecordKind::StepFailed {
+                        error,
+                        outcome: outcome_of(unknown),
+                        retryable: true,
+                        duration_ms,
+                    };
+                    self.record(kind, Some(i), Some(attempt))?;
                 }
             }
         }
@@ -210,26 +208,17 @@ impl SagaRun {
 
     async fn run_compensation(&mut self, i: usize, attempt: u32) -> Result<(), EngineError> {
         // Through `self.definition`, not a clone of its `Arc`: see `run_action`.
-        self.record(
-            RecordKind::CompensationStarted,
-            Some(i),
-            Some(attempt),
-            json!({}),
-        )?;
+        self.record(RecordKind::CompensationStarted {}, Some(i), Some(attempt))?;
         self.flush().await?;
         let started = Instant::now();
         let step = &self.definition.steps[i];
         let attempt_fut = (step.compensation)(self.context(i, attempt, "compensation"));
         let outcome = attempt_with_timeout(step.timeout, attempt_fut).await;
-        let ms = elapsed_ms(started);
+        let duration_ms = elapsed_ms(started);
         let error = match outcome {
             Attempt::Done(()) => {
-                return self.record(
-                    RecordKind::CompensationSucceeded,
-                    Some(i),
-                    Some(attempt),
-                    json!({ "duration_ms": ms }),
-                );
+                let kind = RecordKind::CompensationSucceeded { duration_ms };
+                return self.record(kind, Some(i), Some(attempt));
             }
             Attempt::Refused(error) | Attempt::Failed { error, .. } => error,
         };
@@ -237,23 +226,25 @@ impl SagaRun {
         let retry = &self.definition.steps[i].compensation_retry;
         if failures < retry.max_attempts {
             let delay = retry.backoff(attempt + 1);
-            self.record(
-                RecordKind::CompensationFailed,
-                Some(i),
-                Some(attempt),
-                json!({ "error": error, "will_retry": true, "delay_ms": delay.as_millis() as u64, "duration_ms": ms }),
-            )?;
+            let kind = RecordKind::CompensationFailed {
+                error,
+                will_retry: true,
+                delay_ms: Some(delay.as_millis() as u64),
+                duration_ms,
+            };
+            self.record(kind, Some(i), Some(attempt))?;
             self.flush().await?;
             tokio::time::sleep(delay).await;
         } else {
-            self.record(
-                RecordKind::CompensationFailed,
-                Some(i),
-                Some(attempt),
-                json!({ "error": error, "will_retry": false, "duration_ms": ms }),
-            )?;
-            let detail = json!({ "step": &*self.definition.steps[i].name, "error": error });
-            self.record(RecordKind::SagaStuck, Some(i), None, detail)?;
+            let kind = RecordKind::CompensationFailed {
+                error: error.clone(),
+                will_retry: false,
+                delay_ms: None,
+                duration_ms,
+            };
+            self.record(kind, Some(i), Some(attempt))?;
+            let step = self.definition.steps[i].name.to_string();
+            self.record(RecordKind::SagaStuck { step, error }, Some(i), None)?;
         }
         Ok(())
     }
@@ -293,6 +284,15 @@ async fn attempt_with_timeout<T>(
             error: format!("timed out after {} ms", timeout.as_millis()),
             outcome_unknown: true,
         },
+    }
+}
+
+/// A failed action's outcome: unknown if it may have been applied.
+fn outcome_of(maybe_applied: bool) -> StepOutcome {
+    if maybe_applied {
+        StepOutcome::Unknown
+    } else {
+        StepOutcome::Failed
     }
 }
 

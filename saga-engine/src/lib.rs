@@ -56,5 +56,5 @@ pub use engine::{Engine, EngineConfig};
 pub use error::EngineError;
 pub use events::{EventStream, FeedStream};
 pub use log_writer::LogStats;
-pub use record::{RecordKind, SagaId, SagaRecord, SagaStatus};
+pub use record::{RecordKind, SagaId, SagaRecord, SagaStatus, StepOutcome};
 pub use store::{Committed, MemoryStore, PgStore, SagaStore, SagaSummary, SqliteStore, StoreError};

@@ -225,9 +225,9 @@ impl LogWriter {
                     // same id the first wins on the retry; if it existed before, the next
                     // round drops the other.
                     let culprit = waiters.iter().rposition(|w| {
-                        records[w.range.clone()]
-                            .iter()
-                            .any(|r| r.saga_id == id && r.kind == RecordKind::SagaStarted)
+                        records[w.range.clone()].iter().any(|r| {
+                            r.saga_id == id && matches!(r.kind, RecordKind::SagaStarted { .. })
+                        })
                     });
                     let Some(i) = culprit else {
                         fail_all(waiters, StoreError::DuplicateSaga(id));

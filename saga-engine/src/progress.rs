@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::definition::SagaDefinition;
 use crate::error::EngineError;
-use crate::record::{RecordKind, SagaRecord, SagaStatus};
+use crate::record::{RecordKind, SagaRecord, SagaStatus, StepOutcome};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ActionOutcome {
@@ -134,36 +134,40 @@ impl SagaProgress {
             None => None,
         };
         let attempt = r.attempt.unwrap_or(0);
-        let step = |kind: RecordKind| {
+        let step = || {
             step_index.ok_or_else(|| {
-                EngineError::CorruptLog(format!("saga {} {kind} record without a step", r.saga_id))
+                EngineError::CorruptLog(format!(
+                    "saga {} {} record without a step",
+                    r.saga_id, r.kind
+                ))
             })
         };
-        match r.kind {
-            RecordKind::SagaStarted => {
-                self.input = Arc::new(r.detail.get("input").cloned().unwrap_or(Value::Null));
+        match &r.kind {
+            RecordKind::SagaStarted { input, .. } => {
+                self.input = Arc::new(input.clone());
             }
-            RecordKind::StepStarted => {
-                let s = &mut self.steps[step(r.kind)?];
+            RecordKind::StepStarted { .. } => {
+                let s = &mut self.steps[step()?];
                 s.last_attempt = attempt;
                 s.outcome = ActionOutcome::InFlight;
             }
-            RecordKind::StepRetrying => {
-                let s = &mut self.steps[step(r.kind)?];
+            RecordKind::StepRetrying {
+                outcome_unknown, ..
+            } => {
+                let s = &mut self.steps[step()?];
                 s.failures += 1;
-                s.maybe_applied |= flag(&r.detail, "outcome_unknown");
+                s.maybe_applied |= *outcome_unknown;
             }
-            RecordKind::StepSucceeded => {
-                let i = step(r.kind)?;
+            RecordKind::StepSucceeded { output, .. } => {
+                let i = step()?;
                 self.steps[i].outcome = ActionOutcome::Succeeded;
                 self.completion_order.push(i);
-                let output = r.detail.get("output").cloned().unwrap_or(Value::Null);
                 Arc::make_mut(&mut self.outputs)
-                    .insert(definition.steps[i].name.to_string(), output);
+                    .insert(definition.steps[i].name.to_string(), output.clone());
             }
-            RecordKind::StepFailed => {
-                let i = step(r.kind)?;
-                let unknown = r.detail.get("outcome").and_then(Value::as_str) == Some("unknown");
+            RecordKind::StepFailed { outcome, .. } => {
+                let i = step()?;
+                let unknown = *outcome == StepOutcome::Unknown;
                 let s = &mut self.steps[i];
                 if unknown || s.maybe_applied {
                     s.outcome = ActionOutcome::Unknown;
@@ -173,20 +177,20 @@ impl SagaProgress {
                 }
                 self.unwinding = true;
             }
-            RecordKind::CompensationStarted => {
-                let s = &mut self.steps[step(r.kind)?];
+            RecordKind::CompensationStarted {} => {
+                let s = &mut self.steps[step()?];
                 s.compensation_last_attempt = attempt;
                 self.unwinding = true;
             }
-            RecordKind::CompensationFailed => {
-                self.steps[step(r.kind)?].compensation_failures += 1;
+            RecordKind::CompensationFailed { .. } => {
+                self.steps[step()?].compensation_failures += 1;
             }
-            RecordKind::CompensationSucceeded => {
-                self.steps[step(r.kind)?].compensated = true;
+            RecordKind::CompensationSucceeded { .. } => {
+                self.steps[step()?].compensated = true;
             }
-            RecordKind::SagaCompleted => self.finished = Some(SagaStatus::Completed),
-            RecordKind::SagaCompensated => self.finished = Some(SagaStatus::Compensated),
-            RecordKind::SagaStuck => self.finished = Some(SagaStatus::Stuck),
+            RecordKind::SagaCompleted {} => self.finished = Some(SagaStatus::Completed),
+            RecordKind::SagaCompensated {} => self.finished = Some(SagaStatus::Compensated),
+            RecordKind::SagaStuck { .. } => self.finished = Some(SagaStatus::Stuck),
         }
         Ok(())
     }
@@ -221,8 +225,4 @@ impl SagaProgress {
             None => NextMove::Finish(SagaStatus::Compensated),
         }
     }
-}
-
-fn flag(detail: &Value, name: &str) -> bool {
-    detail.get(name).and_then(Value::as_bool).unwrap_or(false)
 }

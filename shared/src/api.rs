@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::event::{Event, SagaState, StepState};
+
 mod tagged;
 
 /// The four steps of a purchase, in order; also the keys of [`OrderRequest::faults`].
@@ -273,18 +275,16 @@ pub struct SagaEvent {
     /// Per saga, from 1, without gaps.
     #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub seq: u64,
-    #[serde(rename = "type")]
-    pub kind: String,
     #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
-    /// What the record says beyond its type: its output, its error, the order it started.
-    #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Value, required = true))]
-    pub detail: serde_json::Value,
+    /// Its `type` and `detail`: what happened, with that kind's fields (its output, its
+    /// error, the order it started).
+    #[serde(flatten)]
+    pub event: Event,
 }
 
 /// `GET /api/sagas/{id}`.
@@ -299,7 +299,8 @@ pub struct SagaDetail {
         schema(required = true, pattern = "^ord_[0-9a-f]{32}$")
     )]
     pub order_id: Option<String>,
-    pub status: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub status: SagaState,
     pub steps: Vec<StepView>,
     pub events: Vec<SagaEvent>,
 }
@@ -310,7 +311,8 @@ pub struct SagaDetail {
 pub struct StepView {
     pub step: String,
     /// `pending`, `running`, `retrying`, `succeeded`, `failed`, `compensating`, `compensated`, `skipped`.
-    pub status: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub status: StepState,
     pub attempts: u32,
     #[cfg_attr(feature = "openapi", schema(required = true, format = DateTime))]
     pub started_at: Option<String>,

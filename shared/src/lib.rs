@@ -2,10 +2,12 @@
 //! of the HTTP API and the events of the SSE streams. Defined once here, used by both sides.
 
 pub mod api;
+pub mod event;
 pub mod rules;
 pub mod timeline;
 
 pub use api::*;
+pub use event::*;
 pub use timeline::*;
 
 use serde::{Deserialize, Serialize};
@@ -32,7 +34,8 @@ pub struct SagaListItem {
         schema(required = true, pattern = "^ord_[0-9a-f]{32}$")
     )]
     pub order_id: Option<String>,
-    pub status: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub status: SagaState,
     #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub started_at: String,
     #[cfg_attr(feature = "openapi", schema(required = true, format = DateTime))]

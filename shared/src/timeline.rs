@@ -2,13 +2,14 @@
 //! (`GET /api/sagas/{id}`) and the live timeline in the browser use, so they always agree.
 
 use crate::api::{SagaEvent, StepView};
+use crate::event::{Event, SagaState, StepState};
 
 /// A saga's state and its steps, as its events so far say.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Timeline {
     pub saga_id: String,
-    /// `pending` before the first event, then the saga status.
-    pub status: String,
+    /// `Pending` before the first event, then the saga's state.
+    pub status: SagaState,
     pub steps: Vec<StepView>,
     /// The `seq` of the last event applied (0 for none).
     pub last_seq: u64,
@@ -18,12 +19,12 @@ impl Timeline {
     pub fn new(saga_id: &str, step_names: &[&str]) -> Self {
         Timeline {
             saga_id: saga_id.to_string(),
-            status: "pending".into(),
+            status: SagaState::Pending,
             steps: step_names
                 .iter()
                 .map(|s| StepView {
                     step: s.to_string(),
-                    status: "pending".into(),
+                    status: StepState::Pending,
                     attempts: 0,
                     started_at: None,
                     finished_at: None,
@@ -43,7 +44,7 @@ impl Timeline {
     }
 
     pub fn is_finished(&self) -> bool {
-        matches!(self.status.as_str(), "completed" | "compensated" | "stuck")
+        self.status.is_finished()
     }
 
     /// Apply the next event. Events at or below `last_seq` are ignored, so replaying a
@@ -53,79 +54,84 @@ impl Timeline {
             return;
         }
         self.last_seq = e.seq;
-        let error = e
-            .detail
-            .get("error")
-            .and_then(|v| v.as_str())
-            .map(str::to_string);
+        if let Some(state) = e.event.kind().saga_state_after() {
+            self.status = state;
+        }
         let index = e
             .step
             .as_deref()
             .and_then(|s| self.steps.iter().position(|v| v.step == s));
-        match e.kind.as_str() {
-            "saga_started" => self.status = "running".into(),
-            "compensation_started" => self.status = "compensating".into(),
-            "saga_completed" => self.status = "completed".into(),
-            "saga_compensated" => self.status = "compensated".into(),
-            "saga_stuck" => self.status = "stuck".into(),
-            _ => {}
-        }
-        if matches!(e.kind.as_str(), "saga_compensated" | "saga_stuck") {
-            self.skip_pending();
-        }
-        let Some(i) = index else { return };
-        let lane = &mut self.steps[i];
-        match e.kind.as_str() {
-            "step_started" => {
-                lane.status = "running".into();
+        let error = e.event.error().map(str::to_string);
+        match (&e.event, index) {
+            (Event::SagaCompensated {} | Event::SagaStuck { .. }, _) => self.skip_pending(),
+            (Event::StepStarted { .. }, Some(i)) => {
+                let lane = &mut self.steps[i];
+                lane.status = StepState::Running;
                 lane.attempts = e.attempt.unwrap_or(lane.attempts + 1);
                 lane.started_at.get_or_insert_with(|| e.at.clone());
                 lane.finished_at = None;
             }
-            "step_retrying" => {
-                lane.status = "retrying".into();
+            (Event::StepRetrying { .. }, Some(i)) => {
+                let lane = &mut self.steps[i];
+                lane.status = StepState::Retrying;
                 lane.error = error;
             }
-            "step_succeeded" => {
-                lane.status = "succeeded".into();
+            (Event::StepSucceeded { .. }, Some(i)) => {
+                let lane = &mut self.steps[i];
+                lane.status = StepState::Succeeded;
                 lane.finished_at = Some(e.at.clone());
                 lane.error = None;
             }
-            "step_failed" => {
-                lane.status = "failed".into();
+            (Event::StepFailed { .. }, Some(i)) => {
+                let lane = &mut self.steps[i];
+                lane.status = StepState::Failed;
                 lane.finished_at = Some(e.at.clone());
                 lane.error = error;
                 // Nothing after a failed step will run.
                 self.skip_pending();
             }
-            "compensation_started" => {
-                lane.status = "compensating".into();
+            (Event::CompensationStarted {}, Some(i)) => {
+                let lane = &mut self.steps[i];
+                lane.status = StepState::Compensating;
                 lane.finished_at = None;
             }
-            "compensation_failed" => {
-                let will_retry = e
-                    .detail
-                    .get("will_retry")
-                    .and_then(|v| v.as_bool())
-                    .unwrap_or(false);
-                lane.status = if will_retry { "compensating" } else { "failed" }.into();
+            (Event::CompensationFailed { will_retry, .. }, Some(i)) => {
+                let lane = &mut self.steps[i];
+                lane.status = if *will_retry {
+                    StepState::Compensating
+                } else {
+                    StepState::Failed
+                };
                 lane.error = error;
                 if !will_retry {
                     lane.finished_at = Some(e.at.clone());
                 }
             }
-            "compensation_succeeded" => {
-                lane.status = "compensated".into();
+            (Event::CompensationSucceeded { .. }, Some(i)) => {
+                let lane = &mut self.steps[i];
+                lane.status = StepState::Compensated;
                 lane.finished_at = Some(e.at.clone());
             }
-            _ => {}
+            // A step this timeline does not show, or an event about the saga as a whole.
+            (
+                Event::SagaStarted { .. }
+                | Event::SagaCompleted {}
+                | Event::StepStarted { .. }
+                | Event::StepRetrying { .. }
+                | Event::StepSucceeded { .. }
+                | Event::StepFailed { .. }
+                | Event::CompensationStarted {}
+                | Event::CompensationFailed { .. }
+                | Event::CompensationSucceeded { .. },
+                _,
+            ) => {}
         }
     }
 
     fn skip_pending(&mut self) {
         for lane in &mut self.steps {
-            if lane.status == "pending" {
-                lane.status = "skipped".into();
+            if lane.status == StepState::Pending {
+                lane.status = StepState::Skipped;
             }
         }
     }
@@ -135,39 +141,73 @@ impl Timeline {
 mod tests {
     use super::*;
 
-    fn ev(seq: u64, kind: &str, step: Option<&str>) -> SagaEvent {
+    fn ev(seq: u64, event: Event, step: Option<&str>) -> SagaEvent {
         SagaEvent {
             saga_id: "s".into(),
             seq,
-            kind: kind.into(),
             at: format!("t{seq}"),
             step: step.map(str::to_string),
             attempt: Some(1),
-            detail: serde_json::json!({}),
+            event,
         }
+    }
+
+    fn started() -> Event {
+        Event::SagaStarted {
+            saga: "purchase".into(),
+            order_id: None,
+        }
+    }
+
+    fn failed() -> Event {
+        Event::StepFailed {
+            error: "card declined".into(),
+            outcome: crate::StepOutcome::Failed,
+            retryable: false,
+            duration_ms: 1,
+        }
+    }
+
+    fn undone() -> Event {
+        Event::CompensationSucceeded { duration_ms: 1 }
     }
 
     #[test]
     fn a_failure_skips_later_steps_and_compensations_run_back_up() {
         let steps = ["a", "b", "c"];
         let events = [
-            ev(1, "saga_started", None),
-            ev(2, "step_started", Some("a")),
-            ev(3, "step_succeeded", Some("a")),
-            ev(4, "step_started", Some("b")),
-            ev(5, "step_failed", Some("b")),
-            ev(6, "compensation_started", Some("a")),
+            ev(1, started(), None),
+            ev(2, Event::StepStarted { timeout_ms: 5 }, Some("a")),
+            ev(
+                3,
+                Event::StepSucceeded {
+                    output: serde_json::Value::Null,
+                    duration_ms: 1,
+                },
+                Some("a"),
+            ),
+            ev(4, Event::StepStarted { timeout_ms: 5 }, Some("b")),
+            ev(5, failed(), Some("b")),
+            ev(6, Event::CompensationStarted {}, Some("a")),
         ];
         let t = Timeline::from_events("s", &steps, &events);
-        assert_eq!(t.status, "compensating");
-        let st: Vec<&str> = t.steps.iter().map(|s| s.status.as_str()).collect();
-        assert_eq!(st, ["compensating", "failed", "skipped"]);
+        assert_eq!(t.status, SagaState::Compensating);
+        let st: Vec<StepState> = t.steps.iter().map(|s| s.status).collect();
+        assert_eq!(
+            st,
+            [
+                StepState::Compensating,
+                StepState::Failed,
+                StepState::Skipped
+            ]
+        );
+        assert_eq!(t.steps[1].error.as_deref(), Some("card declined"));
         let mut t = t;
-        t.apply(&ev(6, "compensation_succeeded", Some("a"))); // a repeat: ignored
-        assert_eq!(t.steps[0].status, "compensating");
-        t.apply(&ev(7, "compensation_succeeded", Some("a")));
-        t.apply(&ev(8, "saga_compensated", None));
-        assert_eq!(t.steps[0].status, "compensated");
-        assert_eq!(t.status, "compensated");
+        t.apply(&ev(6, undone(), Some("a"))); // a repeat: ignored
+        assert_eq!(t.steps[0].status, StepState::Compensating);
+        t.apply(&ev(7, undone(), Some("a")));
+        t.apply(&ev(8, Event::SagaCompensated {}, None));
+        assert_eq!(t.steps[0].status, StepState::Compensated);
+        assert_eq!(t.status, SagaState::Compensated);
     }
 }

@@ -1,7 +1,7 @@
 //! The invariants every finished test saga must satisfy, judged from the log and the ledger.
 
 use anyhow::{bail, ensure};
-use saga_engine::{RecordKind, SagaId, SagaStore};
+use saga_engine::{RecordKind, SagaId, SagaStore, StepOutcome};
 
 use crate::ledger::Ledger;
 use crate::plan::{FaultPlan, STEPS};
@@ -33,12 +33,17 @@ pub async fn check_saga_with(
 ) -> anyhow::Result<()> {
     let log = store.saga_records(id, 0).await?;
     let failed_unknown = log.iter().any(|r| {
-        r.kind == RecordKind::StepFailed
-            && r.detail["outcome"] == "unknown"
-            && r.step
-                .as_deref()
-                .and_then(|s| STEPS.iter().position(|x| *x == s))
-                .is_some_and(|i| !matches!(plan.steps[i].action, crate::plan::ActionFault::Timeout))
+        matches!(
+            r.kind,
+            RecordKind::StepFailed {
+                outcome: StepOutcome::Unknown,
+                ..
+            }
+        ) && r
+            .step
+            .as_deref()
+            .and_then(|s| STEPS.iter().position(|x| *x == s))
+            .is_some_and(|i| !matches!(plan.steps[i].action, crate::plan::ActionFault::Timeout))
     });
     ensure!(
         !failed_unknown || after_crash,
@@ -65,10 +70,13 @@ pub async fn check_saga_with(
         );
     }
     ensure!(
-        log.first().map(|r| r.kind) == Some(RecordKind::SagaStarted),
+        matches!(
+            log.first().map(|r| &r.kind),
+            Some(RecordKind::SagaStarted { .. })
+        ),
         "saga {id}: log does not open with saga_started"
     );
-    let last = log.last().map(|r| r.kind);
+    let last = log.last().map(|r| &r.kind);
     ensure!(
         last.and_then(RecordKind::status_after) == Some(expected.status)
             && last.is_some_and(RecordKind::is_terminal),
@@ -80,15 +88,15 @@ pub async fn check_saga_with(
     );
     for &i in &expected.never_started {
         ensure!(
-            !log.iter()
-                .any(|r| r.step.as_deref() == Some(STEPS[i]) && r.kind == RecordKind::StepStarted),
+            !log.iter().any(|r| r.step.as_deref() == Some(STEPS[i])
+                && matches!(r.kind, RecordKind::StepStarted { .. })),
             "saga {id}: step {} started though an earlier step failed",
             STEPS[i]
         );
     }
     let logged_compensations: Vec<&str> = log
         .iter()
-        .filter(|r| r.kind == RecordKind::CompensationSucceeded)
+        .filter(|r| matches!(r.kind, RecordKind::CompensationSucceeded { .. }))
         .filter_map(|r| r.step.as_deref())
         .collect();
     let want_compensations: Vec<&str> = expected.compensated.iter().map(|&i| STEPS[i]).collect();

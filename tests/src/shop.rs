@@ -188,9 +188,9 @@ fn parse_block(block: &str) -> anyhow::Result<Option<(u64, SagaEvent)>> {
     }
     let event: SagaEvent = serde_json::from_str(&data)?;
     anyhow::ensure!(
-        kind.as_deref() == Some(event.kind.as_str()),
+        kind.as_deref() == Some(event.event.kind().as_str()),
         "SSE event name {kind:?} differs from type {}",
-        event.kind
+        event.event.kind()
     );
     Ok(Some((id.context("an event without id")?, event)))
 }
@@ -200,8 +200,8 @@ pub fn kinds(events: &[SagaEvent]) -> Vec<String> {
     events
         .iter()
         .map(|e| match &e.step {
-            Some(s) => format!("{} {s}", e.kind),
-            None => e.kind.clone(),
+            Some(s) => format!("{} {s}", e.event.kind()),
+            None => e.event.kind().to_string(),
         })
         .collect()
 }

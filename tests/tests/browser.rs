@@ -424,7 +424,7 @@ async fn the_saga_list_shows_the_newest_fifty_live_newest_first() {
             .await?;
             let status = shop.saga(&first).await?.status;
             anyhow::ensure!(
-                status == "running",
+                status == shared::SagaState::Running,
                 "the delayed saga should still be running here, so that it finishes out of the \
                  list; it is {status}"
             );

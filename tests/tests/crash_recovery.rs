@@ -191,7 +191,8 @@ async fn sigkill_in_the_middle_of_a_slow_step_then_restart_finishes_the_saga() {
     let starts = log
         .iter()
         .filter(|r| {
-            r.kind == saga_engine::RecordKind::StepStarted && r.step.as_deref() == Some("second")
+            matches!(r.kind, saga_engine::RecordKind::StepStarted { .. })
+                && r.step.as_deref() == Some("second")
         })
         .count();
     assert_eq!(starts, 2);

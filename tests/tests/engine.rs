@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use saga_engine::{
-    Engine, EngineConfig, EngineError, RecordKind, SagaId, SagaRecord, SagaStatus, StoreError,
+    Engine, EngineConfig, EngineError, RecordKind, SagaId, SagaRecord, SagaStatus, StepOutcome,
+    StoreError,
 };
 use saga_shop_tests::{
     ActionFault as A, CompensationFault as C, FaultPlan, MemoryLedger, TestInput, check_saga,
@@ -106,7 +107,7 @@ async fn failure_at_each_step_compensates_exactly_the_earlier_steps_in_reverse(b
             .await;
         let compensated: Vec<String> = log
             .iter()
-            .filter(|r| r.kind == RecordKind::CompensationSucceeded)
+            .filter(|r| matches!(r.kind, RecordKind::CompensationSucceeded { .. }))
             .filter_map(|r| r.step.clone())
             .collect();
         let want: Vec<String> = (0..k)
@@ -146,21 +147,29 @@ async fn a_timed_out_step_counts_as_applied_and_is_compensated(backend: Backend)
         .await;
     let retries = log
         .iter()
-        .filter(|r| r.kind == RecordKind::StepRetrying)
+        .filter(|r| matches!(r.kind, RecordKind::StepRetrying { .. }))
         .count();
     assert_eq!(retries, 2, "a timeout is retried up to the attempt limit");
-    assert!(
-        log.iter()
-            .all(|r| r.kind != RecordKind::StepRetrying || r.detail["outcome_unknown"] == true)
-    );
+    assert!(log.iter().all(|r| match r.kind {
+        RecordKind::StepRetrying {
+            outcome_unknown, ..
+        } => outcome_unknown,
+        _ => true,
+    }));
     let failed = log
         .iter()
-        .find(|r| r.kind == RecordKind::StepFailed)
+        .find(|r| matches!(r.kind, RecordKind::StepFailed { .. }))
         .expect("step_failed");
-    assert_eq!(failed.detail["outcome"], "unknown");
+    assert!(matches!(
+        failed.kind,
+        RecordKind::StepFailed {
+            outcome: StepOutcome::Unknown,
+            ..
+        }
+    ));
     let compensated: Vec<&str> = log
         .iter()
-        .filter(|r| r.kind == RecordKind::CompensationSucceeded)
+        .filter(|r| matches!(r.kind, RecordKind::CompensationSucceeded { .. }))
         .filter_map(|r| r.step.as_deref())
         .collect();
     assert_eq!(compensated, ["third", "second", "first"]);
@@ -175,12 +184,9 @@ async fn transient_errors_are_retried_with_visible_events(backend: Backend) {
         .await;
     let retries: Vec<(u32, u64)> = log
         .iter()
-        .filter(|r| r.kind == RecordKind::StepRetrying)
-        .map(|r| {
-            (
-                r.attempt.unwrap_or(0),
-                r.detail["delay_ms"].as_u64().unwrap_or(u64::MAX),
-            )
+        .filter_map(|r| match r.kind {
+            RecordKind::StepRetrying { delay_ms, .. } => Some((r.attempt.unwrap_or(0), delay_ms)),
+            _ => None,
         })
         .collect();
     assert_eq!(retries.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2]);
@@ -190,7 +196,9 @@ async fn transient_errors_are_retried_with_visible_events(backend: Backend) {
     );
     let starts: Vec<u32> = log
         .iter()
-        .filter(|r| r.kind == RecordKind::StepStarted && r.step.as_deref() == Some("second"))
+        .filter(|r| {
+            matches!(r.kind, RecordKind::StepStarted { .. }) && r.step.as_deref() == Some("second")
+        })
         .filter_map(|r| r.attempt)
         .collect();
     assert_eq!(starts, [1, 2, 3]);
@@ -209,7 +217,10 @@ async fn compensations_are_retried_until_they_succeed(backend: Backend) {
     let log = h.run_and_check(&plan).await;
     let failures = log
         .iter()
-        .filter(|r| r.kind == RecordKind::CompensationFailed && r.step.as_deref() == Some("second"))
+        .filter(|r| {
+            matches!(r.kind, RecordKind::CompensationFailed { .. })
+                && r.step.as_deref() == Some("second")
+        })
         .count();
     assert_eq!(failures, 2);
 }
@@ -222,7 +233,10 @@ async fn a_compensation_that_keeps_failing_leaves_the_saga_stuck(backend: Backen
         .with(3, A::Fail)
         .with_compensation(1, C::Fail);
     let log = h.run_and_check(&plan).await;
-    assert_eq!(log.last().map(|r| r.kind), Some(RecordKind::SagaStuck));
+    assert!(matches!(
+        log.last().map(|r| &r.kind),
+        Some(RecordKind::SagaStuck { .. })
+    ));
     assert_eq!(log.last().and_then(|r| r.step.as_deref()), Some("second"));
     let summary = h
         .engine
@@ -286,7 +300,8 @@ async fn subscribers_get_history_then_live_with_no_gap_or_duplicate(backend: Bac
     let mut seen = Vec::new();
     while let Some(r) = first.next().await {
         let r = r.unwrap();
-        let slow_started = r.kind == RecordKind::StepStarted && r.step.as_deref() == Some("second");
+        let slow_started =
+            matches!(r.kind, RecordKind::StepStarted { .. }) && r.step.as_deref() == Some("second");
         seen.push(r);
         if slow_started {
             break;
@@ -355,7 +370,10 @@ async fn a_subscriber_on_another_node_follows_the_saga_to_its_end(backend: Backe
     let log = h.engine.store().saga_records(id, 0).await.unwrap();
     assert_contiguous(&followed, 0);
     assert_eq!(followed, log);
-    assert_eq!(log.last().map(|r| r.kind), Some(RecordKind::SagaCompleted));
+    assert_eq!(
+        log.last().map(|r| &r.kind),
+        Some(&RecordKind::SagaCompleted {})
+    );
 }
 
 async fn a_subscriber_that_falls_behind_catches_up_from_the_log(backend: Backend) {
@@ -554,9 +572,27 @@ async fn a_run_whose_caller_stops_waiting_still_finishes(backend: Backend) {
         .expect("saga invariants");
 }
 
-/// A record of a saga kind `saga` with no step: what the store tests write straight to a store.
-/// The kind's name is in `saga_started`'s detail, as the engine writes it.
-fn bare_record(saga: &str, saga_id: SagaId, seq: u64, kind: RecordKind, at_ms: i64) -> SagaRecord {
+/// The records the store tests write straight to a store, without steps.
+#[derive(Debug, Clone, Copy)]
+enum Bare {
+    Started,
+    CompensationStarted,
+    Completed,
+    Compensated,
+}
+
+/// A record of a saga kind `saga` with no step: the kind's name is in `saga_started`, as the
+/// engine writes it.
+fn bare_record(saga: &str, saga_id: SagaId, seq: u64, kind: Bare, at_ms: i64) -> SagaRecord {
+    let kind = match kind {
+        Bare::Started => RecordKind::SagaStarted {
+            saga: saga.to_string(),
+            input: serde_json::Value::Null,
+        },
+        Bare::CompensationStarted => RecordKind::CompensationStarted {},
+        Bare::Completed => RecordKind::SagaCompleted {},
+        Bare::Compensated => RecordKind::SagaCompensated {},
+    };
     SagaRecord {
         saga_id,
         seq,
@@ -564,11 +600,6 @@ fn bare_record(saga: &str, saga_id: SagaId, seq: u64, kind: RecordKind, at_ms: i
         at_ms,
         step: None,
         attempt: None,
-        detail: if kind == RecordKind::SagaStarted {
-            serde_json::json!({ "saga": saga })
-        } else {
-            serde_json::json!({})
-        },
     }
 }
 
@@ -583,14 +614,14 @@ async fn a_batch_writes_every_sagas_summary_at_once(backend: Backend) {
     let record = |saga_id, seq, kind, at_ms| bare_record("batch", saga_id, seq, kind, at_ms);
     let completed: Vec<SagaId> = (0..5).map(|_| SagaId::new()).collect();
     let (compensated, running) = (SagaId::new(), SagaId::new());
-    let mut batch = vec![record(running, 1, RecordKind::SagaStarted, 100)];
+    let mut batch = vec![record(running, 1, Bare::Started, 100)];
     for (i, &id) in completed.iter().enumerate() {
-        batch.push(record(id, 1, RecordKind::SagaStarted, 100));
-        batch.push(record(id, 2, RecordKind::SagaCompleted, 200 + i as i64));
+        batch.push(record(id, 1, Bare::Started, 100));
+        batch.push(record(id, 2, Bare::Completed, 200 + i as i64));
     }
-    batch.push(record(compensated, 1, RecordKind::SagaStarted, 100));
-    batch.push(record(compensated, 2, RecordKind::CompensationStarted, 150));
-    batch.push(record(compensated, 3, RecordKind::SagaCompensated, 300));
+    batch.push(record(compensated, 1, Bare::Started, 100));
+    batch.push(record(compensated, 2, Bare::CompensationStarted, 150));
+    batch.push(record(compensated, 3, Bare::Compensated, 300));
     store.append(&batch).await.expect("append the batch");
 
     for (i, &id) in completed.iter().enumerate() {
@@ -617,9 +648,9 @@ async fn a_batch_writes_every_sagas_summary_at_once(backend: Backend) {
     let other = SagaId::new();
     let refused = store
         .append(&[
-            record(other, 1, RecordKind::SagaStarted, 400),
-            record(twice, 1, RecordKind::SagaStarted, 400),
-            record(twice, 1, RecordKind::SagaStarted, 400),
+            record(other, 1, Bare::Started, 400),
+            record(twice, 1, Bare::Started, 400),
+            record(twice, 1, Bare::Started, 400),
         ])
         .await;
     assert_eq!(refused, Err(StoreError::DuplicateSaga(twice)));
@@ -639,9 +670,9 @@ async fn the_list_comes_in_pages_newest_first(backend: Backend) {
     let ids: Vec<SagaId> = (0..12).map(|_| SagaId::new()).collect();
     let mut batch = Vec::new();
     for (i, &id) in ids.iter().enumerate() {
-        batch.push(record(id, 1, RecordKind::SagaStarted, 100 + i as i64 / 3));
+        batch.push(record(id, 1, Bare::Started, 100 + i as i64 / 3));
         if i % 2 == 0 {
-            batch.push(record(id, 2, RecordKind::SagaCompleted, 500));
+            batch.push(record(id, 2, Bare::Completed, 500));
         }
     }
     store.append(&batch).await.expect("append");

@@ -5,7 +5,7 @@
 use saga_shop_tests::server::ShopServer;
 use saga_shop_tests::shop::{Shop, kinds, order};
 use serde_json::{Value, json};
-use shared::SagaListItem;
+use shared::{Event, SagaListItem, StepOutcome};
 
 fn start() -> (ShopServer, Shop) {
     let server = ShopServer::start(&[]).expect("start saga-shop");
@@ -183,8 +183,11 @@ async fn a_declined_card_or_missing_funds_voids_the_invoice_and_cancels_the_orde
         let a = shop.buy(&body).await.unwrap();
         let events = shop.finish(&a.saga_id).await.unwrap();
         assert_eq!(kinds(&events), seq(&PAYMENT_FAILS), "card {card}");
-        let failed = events.iter().find(|e| e.kind == "step_failed").unwrap();
-        let error = failed.detail["error"].as_str().unwrap();
+        let failed = events
+            .iter()
+            .find(|e| e.event.kind().as_str() == "step_failed")
+            .unwrap();
+        let error = failed.event.error().unwrap();
         assert!(
             error.contains("declined") || error.contains("insufficient funds"),
             "{error}"
@@ -265,10 +268,13 @@ async fn transient_faults_are_retried_and_delays_take_their_time() {
         .await
         .unwrap();
     let events = shop.finish(&a.saga_id).await.unwrap();
-    assert_eq!(events.last().unwrap().kind, "saga_completed");
+    assert_eq!(
+        events.last().unwrap().event.kind().as_str(),
+        "saga_completed"
+    );
     let retries: Vec<_> = events
         .iter()
-        .filter(|e| e.kind == "step_retrying")
+        .filter(|e| e.event.kind().as_str() == "step_retrying")
         .collect();
     assert_eq!(retries.len(), 2);
     assert!(
@@ -277,16 +283,18 @@ async fn transient_faults_are_retried_and_delays_take_their_time() {
             .all(|e| e.step.as_deref() == Some("create_invoice"))
     );
     assert!(
-        retries[0].detail["error"]
-            .as_str()
-            .unwrap()
-            .contains("transient")
+        retries[0]
+            .event
+            .error()
+            .is_some_and(|e| e.contains("transient"))
     );
     let shipped = events
         .iter()
-        .find(|e| e.kind == "step_succeeded" && e.step.as_deref() == Some("ship_order"))
+        .find(|e| {
+            e.event.kind().as_str() == "step_succeeded" && e.step.as_deref() == Some("ship_order")
+        })
         .unwrap();
-    assert!(shipped.detail["duration_ms"].as_u64().unwrap() >= 400);
+    assert!(shipped.event.duration_ms().unwrap() >= 400);
 }
 
 #[tokio::test]
@@ -303,14 +311,25 @@ async fn a_timeout_is_an_unknown_outcome_and_is_compensated_too() {
     let events = shop.finish(&a.saga_id).await.unwrap();
     let retries = events
         .iter()
-        .filter(|e| e.kind == "step_retrying" && e.step.as_deref() == Some("ship_order"))
+        .filter(|e| {
+            e.event.kind().as_str() == "step_retrying" && e.step.as_deref() == Some("ship_order")
+        })
         .count();
     assert_eq!(retries, 2, "{:?}", kinds(&events));
-    let failed = events.iter().find(|e| e.kind == "step_failed").unwrap();
-    assert_eq!(failed.detail["outcome"], "unknown");
+    let failed = events
+        .iter()
+        .find(|e| e.event.kind().as_str() == "step_failed")
+        .unwrap();
+    assert!(matches!(
+        failed.event,
+        Event::StepFailed {
+            outcome: StepOutcome::Unknown,
+            ..
+        }
+    ));
     let compensated: Vec<_> = events
         .iter()
-        .filter(|e| e.kind == "compensation_succeeded")
+        .filter(|e| e.event.kind().as_str() == "compensation_succeeded")
         .filter_map(|e| e.step.clone())
         .collect();
     assert_eq!(
@@ -339,10 +358,13 @@ async fn compensations_are_retried_and_one_that_never_succeeds_leaves_the_saga_s
     body["payment"]["card_number"] = json!("4000000000000002");
     let a = shop.buy(&body).await.unwrap();
     let events = shop.finish(&a.saga_id).await.unwrap();
-    assert_eq!(events.last().unwrap().kind, "saga_compensated");
+    assert_eq!(
+        events.last().unwrap().event.kind().as_str(),
+        "saga_compensated"
+    );
     let comp_failures = events
         .iter()
-        .filter(|e| e.kind == "compensation_failed")
+        .filter(|e| e.event.kind().as_str() == "compensation_failed")
         .count();
     assert_eq!(comp_failures, 2);
 
@@ -356,7 +378,7 @@ async fn compensations_are_retried_and_one_that_never_succeeds_leaves_the_saga_s
     let events = shop.finish(&b.saga_id).await.unwrap();
     let last = events.last().unwrap();
     assert_eq!(
-        (last.kind.as_str(), last.step.as_deref()),
+        (last.event.kind().as_str(), last.step.as_deref()),
         ("saga_stuck", Some("place_order"))
     );
     let list: Vec<Value> = shop
@@ -821,7 +843,7 @@ async fn two_hundred_orders_for_fifty_in_stock_never_oversell() {
     let outcomes: Vec<String> = futures_util::future::join_all(finishes)
         .await
         .into_iter()
-        .map(|events| events.unwrap().last().unwrap().kind.clone())
+        .map(|events| events.unwrap().last().unwrap().event.kind().to_string())
         .collect();
     let completed = outcomes.iter().filter(|o| *o == "saga_completed").count();
     let compensated = outcomes.iter().filter(|o| *o == "saga_compensated").count();

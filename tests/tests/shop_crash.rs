@@ -6,11 +6,12 @@ use std::time::Duration;
 use saga_shop_tests::server::{ShopServer, scratch_dir};
 use saga_shop_tests::shop::{Shop, kinds, order};
 use serde_json::json;
+use shared::Event;
 
 fn attempts_of(events: &[shared::SagaEvent], step: &str) -> usize {
     events
         .iter()
-        .filter(|e| e.kind == "step_started" && e.step.as_deref() == Some(step))
+        .filter(|e| e.event.kind().as_str() == "step_started" && e.step.as_deref() == Some(step))
         .count()
 }
 
@@ -37,7 +38,7 @@ async fn a_crash_after_the_payment_is_taken_recovers_with_the_card_charged_once(
     let shop = Shop::new(&server.url);
     let events = shop.finish(&a.saga_id).await.unwrap();
     assert_eq!(
-        events.last().unwrap().kind,
+        events.last().unwrap().event.kind().as_str(),
         "saga_completed",
         "{:?}",
         kinds(&events)
@@ -56,9 +57,15 @@ async fn a_crash_after_the_payment_is_taken_recovers_with_the_card_charged_once(
     // The re-sent request got the first charge back, not a second one.
     let logged = events
         .iter()
-        .find(|e| e.kind == "step_succeeded" && e.step.as_deref() == Some("process_payment"))
+        .find(|e| {
+            e.event.kind().as_str() == "step_succeeded"
+                && e.step.as_deref() == Some("process_payment")
+        })
         .unwrap();
-    assert_eq!(logged.detail["output"]["payment_id"], payment.payment_id);
+    let Event::StepSucceeded { output, .. } = &logged.event else {
+        panic!("a step_succeeded event");
+    };
+    assert_eq!(output["payment_id"], payment.payment_id);
     assert_eq!(view.status, "confirmed");
 }
 
@@ -77,7 +84,7 @@ async fn sigkill_in_the_middle_of_a_slow_step_and_a_restart_finish_the_saga() {
         .unwrap();
     // Read until the slow step has started, then kill.
     let seen = shop.events(&a.saga_id, None, 4).await.unwrap();
-    assert_eq!(seen.last().unwrap().1.kind, "step_started");
+    assert_eq!(seen.last().unwrap().1.event.kind().as_str(), "step_started");
     server.kill();
     drop(server);
 
@@ -85,7 +92,7 @@ async fn sigkill_in_the_middle_of_a_slow_step_and_a_restart_finish_the_saga() {
     let shop = Shop::new(&server.url);
     let events = shop.finish(&a.saga_id).await.unwrap();
     assert_eq!(
-        events.last().unwrap().kind,
+        events.last().unwrap().event.kind().as_str(),
         "saga_completed",
         "{:?}",
         kinds(&events)
@@ -141,7 +148,10 @@ async fn sigterm_closes_every_database_and_leaves_no_write_ahead_log_behind() {
                 }
             });
             for events in futures_util::future::join_all(sagas).await {
-                assert_eq!(events.last().unwrap().kind, "saga_completed");
+                assert_eq!(
+                    events.last().unwrap().event.kind().as_str(),
+                    "saga_completed"
+                );
             }
         }
         let (size, name) = largest_wal(&dir);
@@ -170,7 +180,10 @@ async fn a_service_can_run_in_a_process_of_its_own() {
     let shop = Shop::new(&server.url);
     let a = shop.buy(&order("LP-09", 1, json!({}))).await.unwrap();
     let events = shop.finish(&a.saga_id).await.unwrap();
-    assert_eq!(events.last().unwrap().kind, "saga_completed");
+    assert_eq!(
+        events.last().unwrap().event.kind().as_str(),
+        "saga_completed"
+    );
     // The payment lives in the other process: the shop only sees it through HTTP.
     let direct: shared::PaymentView = reqwest::get(format!(
         "{}/svc/payments/payments/{}",

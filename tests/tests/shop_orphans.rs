@@ -138,7 +138,7 @@ async fn a_crash_loop_ends_with_every_saga_finished_by_the_process_that_survives
         for p in &placed {
             if status.get(&p.saga_id).is_none_or(|s| unfinished(s)) {
                 let saga = shop.saga(&p.saga_id).await.unwrap();
-                status.insert(p.saga_id.clone(), saga.status);
+                status.insert(p.saga_id.clone(), saga.status.to_string());
             }
         }
         let left: Vec<&String> = status

@@ -15,10 +15,9 @@
 //! must be in the catalog, an expiry not in the past) is a 422 the document lists.
 
 use axum::Json;
-use saga_engine::{RecordKind, SagaStatus};
 use serde_json::json;
 use shared::{ApiErrorBody, CatalogItem, OrderAccepted, OrderRequest, OrderView, SagaDetail};
-use shared::{STEPS, SagaListItem};
+use shared::{STEPS, SagaListItem, SagaState, StepState};
 use utoipa::openapi::OpenApi as OpenApiDoc;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::path::Parameter;
@@ -56,14 +55,6 @@ pub async fn document() -> Json<OpenApiDoc> {
     )
 )]
 pub struct ApiDoc;
-
-const SAGA_STATUSES: [SagaStatus; 5] = [
-    SagaStatus::Running,
-    SagaStatus::Compensating,
-    SagaStatus::Completed,
-    SagaStatus::Compensated,
-    SagaStatus::Stuck,
-];
 
 /// The free-text fields of an order and their longest length (`shared::rules`): the server
 /// trims them before counting and refuses an empty one or one with a control character.
@@ -105,21 +96,12 @@ impl Modify for Rules {
 }
 
 fn saga_statuses() -> Vec<&'static str> {
-    SAGA_STATUSES.iter().map(|s| s.as_str()).collect()
+    SagaState::LOGGED.iter().map(|s| s.as_str()).collect()
 }
 
 /// The strings of the bodies that only ever hold one of a few values.
-fn enumerations() -> [(&'static str, &'static str, Vec<&'static str>); 9] {
-    let step_statuses = vec![
-        "pending",
-        "running",
-        "retrying",
-        "succeeded",
-        "failed",
-        "compensating",
-        "compensated",
-        "skipped",
-    ];
+fn enumerations() -> [(&'static str, &'static str, Vec<&'static str>); 8] {
+    let step_statuses = StepState::ALL.iter().map(|s| s.as_str()).collect();
     [
         (
             "OrderView",
@@ -133,11 +115,6 @@ fn enumerations() -> [(&'static str, &'static str, Vec<&'static str>); 9] {
         ("SagaDetail", "status", saga_statuses()),
         ("StepView", "status", step_statuses),
         ("StepView", "step", STEPS.to_vec()),
-        (
-            "SagaEvent",
-            "type",
-            RecordKind::ALL.iter().map(|k| k.as_str()).collect(),
-        ),
     ]
 }
 

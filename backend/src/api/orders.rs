@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use saga_engine::{EngineError, SagaId, SagaStatus};
+use saga_engine::{EngineError, RecordKind, SagaId, SagaStatus};
 use shared::{CatalogItem, OrderAccepted, OrderRequest, OrderView, PaymentInput, rules};
 
 use super::SharedState;
@@ -90,10 +90,10 @@ async fn replay(
         return Ok(None);
     }
     let records = state.store().saga_records(saga_id, 0).await?;
-    let input: Option<PurchaseInput> = records
-        .first()
-        .and_then(|r| r.detail.get("input"))
-        .and_then(|i| serde_json::from_value(i.clone()).ok());
+    let input: Option<PurchaseInput> = match records.first().map(|r| &r.kind) {
+        Some(RecordKind::SagaStarted { input, .. }) => serde_json::from_value(input.clone()).ok(),
+        _ => None,
+    };
     match input {
         Some(input) if input.request_digest == digest => {
             Ok(Some(accepted(saga_id, input.order_id)))

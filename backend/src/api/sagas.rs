@@ -8,7 +8,10 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use saga_engine::{RecordKind, SagaId, SagaRecord, SagaStatus, SagaSummary};
 use serde::Deserialize;
-use shared::{STEPS, SagaDetail, SagaEvent, SagaListItem, Timeline, rfc3339_millis};
+use shared::{
+    Event, STEPS, SagaDetail, SagaEvent, SagaListItem, SagaState, StepOutcome, Timeline,
+    rfc3339_millis,
+};
 
 use super::{SharedState, sse};
 use crate::error::ApiError;
@@ -54,7 +57,7 @@ fn list_item(s: SagaSummary) -> SagaListItem {
     SagaListItem {
         saga_id: s.saga_id.to_string(),
         order_id: order_id(&s.definition, s.saga_id),
-        status: s.status.to_string(),
+        status: saga_state(s.status),
         started_at: rfc3339_millis(s.started_at_ms),
         finished_at: s.finished_at_ms.map(rfc3339_millis),
     }
@@ -63,27 +66,89 @@ fn list_item(s: SagaSummary) -> SagaListItem {
 /// A log record as the public event stream shows it. The saga's input (customer details) stays
 /// in the log: `saga_started` only says which saga and order it is.
 pub fn event(r: &SagaRecord) -> SagaEvent {
-    let detail = match r.kind {
-        RecordKind::SagaStarted => {
-            let mut d = serde_json::Map::new();
-            if let Some(saga) = r.detail.get("saga") {
-                d.insert("saga".into(), saga.clone());
-            }
-            if let Some(order) = r.detail.get("input").and_then(|i| i.get("order_id")) {
-                d.insert("order_id".into(), order.clone());
-            }
-            serde_json::Value::Object(d)
-        }
-        _ => r.detail.clone(),
-    };
     SagaEvent {
         saga_id: r.saga_id.to_string(),
         seq: r.seq,
-        kind: r.kind.to_string(),
         at: rfc3339_millis(r.at_ms),
         step: r.step.clone(),
         attempt: r.attempt,
-        detail,
+        event: wire_event(&r.kind),
+    }
+}
+
+/// The engine's record kind as the API's event: one arm per kind, so a kind the engine gains
+/// does not compile until the API says how to show it.
+fn wire_event(kind: &RecordKind) -> Event {
+    match kind.clone() {
+        RecordKind::SagaStarted { saga, input } => Event::SagaStarted {
+            saga,
+            order_id: input
+                .get("order_id")
+                .and_then(|o| o.as_str())
+                .map(str::to_string),
+        },
+        RecordKind::StepStarted { timeout_ms } => Event::StepStarted { timeout_ms },
+        RecordKind::StepSucceeded {
+            output,
+            duration_ms,
+        } => Event::StepSucceeded {
+            output,
+            duration_ms,
+        },
+        RecordKind::StepFailed {
+            error,
+            outcome,
+            retryable,
+            duration_ms,
+        } => Event::StepFailed {
+            error,
+            outcome: match outcome {
+                saga_engine::StepOutcome::Failed => StepOutcome::Failed,
+                saga_engine::StepOutcome::Unknown => StepOutcome::Unknown,
+            },
+            retryable,
+            duration_ms,
+        },
+        RecordKind::StepRetrying {
+            error,
+            outcome_unknown,
+            delay_ms,
+            duration_ms,
+        } => Event::StepRetrying {
+            error,
+            outcome_unknown,
+            delay_ms,
+            duration_ms,
+        },
+        RecordKind::CompensationStarted {} => Event::CompensationStarted {},
+        RecordKind::CompensationSucceeded { duration_ms } => {
+            Event::CompensationSucceeded { duration_ms }
+        }
+        RecordKind::CompensationFailed {
+            error,
+            will_retry,
+            delay_ms,
+            duration_ms,
+        } => Event::CompensationFailed {
+            error,
+            will_retry,
+            delay_ms,
+            duration_ms,
+        },
+        RecordKind::SagaCompleted {} => Event::SagaCompleted {},
+        RecordKind::SagaCompensated {} => Event::SagaCompensated {},
+        RecordKind::SagaStuck { step, error } => Event::SagaStuck { step, error },
+    }
+}
+
+/// The engine's saga status as the API's saga state.
+pub fn saga_state(status: SagaStatus) -> SagaState {
+    match status {
+        SagaStatus::Running => SagaState::Running,
+        SagaStatus::Compensating => SagaState::Compensating,
+        SagaStatus::Completed => SagaState::Completed,
+        SagaStatus::Compensated => SagaState::Compensated,
+        SagaStatus::Stuck => SagaState::Stuck,
     }
 }
 
@@ -178,7 +243,7 @@ pub async fn get_saga(
     Ok(Json(SagaDetail {
         saga_id: saga_id.to_string(),
         order_id: order_id(&summary.definition, saga_id),
-        status: summary.status.to_string(),
+        status: saga_state(summary.status),
         steps: timeline.steps,
         events,
     }))

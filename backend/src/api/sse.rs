@@ -44,7 +44,10 @@ const LOG_PAGE: u32 = 500;
 /// One event as it goes on the wire. `id` is what `Last-Event-ID` brings back.
 pub fn frame(id: i64, event: &SagaEvent) -> Bytes {
     let data = serde_json::to_string(event).unwrap_or_default();
-    Bytes::from(format!("id: {id}\nevent: {}\ndata: {data}\n\n", event.kind))
+    Bytes::from(format!(
+        "id: {id}\nevent: {}\ndata: {data}\n\n",
+        event.event.kind()
+    ))
 }
 
 /// A committed record's `/api/events` frame (its id is the log position).

@@ -7,24 +7,13 @@ use std::time::Duration;
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use shared::{SagaEvent, SagaListItem};
+use shared::{Event, SagaEvent, SagaListItem, SagaState};
 
 use crate::api;
 use crate::format::clock;
 use crate::live;
 use crate::reactive::{dynamic, list, text};
 use crate::route::{Route, navigate};
-
-fn status_after(kind: &str) -> Option<&'static str> {
-    Some(match kind {
-        "saga_started" => "running",
-        "compensation_started" => "compensating",
-        "saga_completed" => "completed",
-        "saga_compensated" => "compensated",
-        "saga_stuck" => "stuck",
-        _ => return None,
-    })
-}
 
 /// How many sagas the list shows, newest first.
 const ROWS: usize = 50;
@@ -39,27 +28,26 @@ const REFRESH: Duration = Duration::from_millis(100);
 /// placing it at the top would show it as new. A saga already in the list that the stream
 /// says has started (it started after the list's position was read and before the list
 /// itself) keeps its row. And a finished saga's row is final.
-fn apply(list: &mut Vec<SagaListItem>, event: SagaEvent, status: &'static str) {
+fn apply(list: &mut Vec<SagaListItem>, event: SagaEvent, status: SagaState) {
     match list.iter_mut().find(|s| s.saga_id == event.saga_id) {
         Some(s) if s.finished_at.is_none() => {
-            s.status = status.into();
-            if live::is_terminal(&event.kind) {
+            s.status = status;
+            if status.is_finished() {
                 s.finished_at = Some(event.at);
             }
         }
         Some(_) => {}
-        None if event.kind == "saga_started" => {
-            let order_id = event
-                .detail
-                .get("order_id")
-                .and_then(|v| v.as_str())
-                .map(str::to_string);
+        None if matches!(event.event, Event::SagaStarted { .. }) => {
+            let order_id = match event.event {
+                Event::SagaStarted { order_id, .. } => order_id,
+                _ => None,
+            };
             list.insert(
                 0,
                 SagaListItem {
                     saga_id: event.saga_id,
                     order_id,
-                    status: status.into(),
+                    status,
                     started_at: event.at,
                     finished_at: None,
                 },
@@ -73,7 +61,7 @@ fn apply(list: &mut Vec<SagaListItem>, event: SagaEvent, status: &'static str) {
 #[component]
 pub fn SagaList(route: RwSignal<Route>) -> impl IntoView {
     let sagas = RwSignal::new(Vec::<SagaListItem>::new());
-    let arrived = Rc::new(RefCell::new(Vec::<(SagaEvent, &'static str)>::new()));
+    let arrived = Rc::new(RefCell::new(Vec::<(SagaEvent, SagaState)>::new()));
     // The stream starts where the fetched list is current, once it is in place: a saga that
     // starts, or finishes, between the two is neither missed nor shown as new. Without the
     // list (the fetch failed) it follows from now on.
@@ -91,7 +79,7 @@ pub fn SagaList(route: RwSignal<Route>) -> impl IntoView {
                 }
             };
             live::follow_all(after, move |event| {
-                if let Some(status) = status_after(&event.kind) {
+                if let Some(status) = event.event.kind().saga_state_after() {
                     arrived.borrow_mut().push((event, status));
                 }
             });
@@ -146,14 +134,14 @@ fn row(route: RwSignal<Route>, s: &SagaListItem) -> AnyView {
         })
     };
     view! {
-        <tr data-testid=format!("saga-row-{}", s.saga_id) data-status=s.status.clone() class=class>
+        <tr data-testid=format!("saga-row-{}", s.saga_id) data-status=s.status.as_str() class=class>
             <td>
                 <a href=href on:click=move |ev| {
                     ev.prevent_default();
                     navigate(route, Route::Saga(id.clone()));
                 }><code>{s.saga_id.chars().take(8).collect::<String>()}</code></a>
             </td>
-            <td><span class=format!("badge {}", s.status)>{s.status.clone()}</span></td>
+            <td><span class=format!("badge {}", s.status)>{s.status.as_str()}</span></td>
             <td>{clock(&s.started_at)}</td>
             <td>{s.finished_at.as_deref().map(clock).unwrap_or_default()}</td>
         </tr>

@@ -6,11 +6,10 @@
 use std::time::Duration;
 
 use leptos::prelude::*;
-use shared::{STEPS, SagaEvent, Timeline as Projection};
+use shared::{Event, STEPS, SagaEvent, StepOutcome, Timeline as Projection};
 
 use crate::components::service_state::ServiceState;
 use crate::format::{clock, duration, hundredths, ms, now_ms};
-use crate::live::is_terminal;
 use crate::reactive::{dynamic, list, text};
 
 /// One attempt of an action or a compensation, as a bar on the time axis.
@@ -29,11 +28,7 @@ fn bars_of(events: &[SagaEvent], step: &str) -> Vec<Bar> {
     let mut bars: Vec<Bar> = Vec::new();
     for e in events.iter().filter(|e| e.step.as_deref() == Some(step)) {
         let at = ms(&e.at);
-        let error = e
-            .detail
-            .get("error")
-            .and_then(|v| v.as_str())
-            .map(str::to_string);
+        let error = e.event.error().map(str::to_string);
         let mut close = |outcome: &'static str, error: Option<String>| {
             if let Some(bar) = bars.last_mut().filter(|b| b.end.is_none()) {
                 bar.end = Some(at);
@@ -41,15 +36,15 @@ fn bars_of(events: &[SagaEvent], step: &str) -> Vec<Bar> {
                 bar.error = error;
             }
         };
-        match e.kind.as_str() {
-            "step_started" | "compensation_started" => {
+        match &e.event {
+            Event::StepStarted { .. } | Event::CompensationStarted {} => {
                 // A start while the previous attempt is still open: the process died mid-step.
                 close(
                     "interrupted",
                     Some("the server stopped during this attempt".into()),
                 );
                 bars.push(Bar {
-                    compensation: e.kind == "compensation_started",
+                    compensation: matches!(e.event, Event::CompensationStarted {}),
                     attempt: e.attempt.unwrap_or(1),
                     start: at,
                     end: None,
@@ -57,28 +52,22 @@ fn bars_of(events: &[SagaEvent], step: &str) -> Vec<Bar> {
                     error: None,
                 });
             }
-            "step_succeeded" | "compensation_succeeded" => close("ok", None),
-            "step_retrying" => {
-                let timeout = e
-                    .detail
-                    .get("outcome_unknown")
-                    .and_then(|v| v.as_bool())
-                    .unwrap_or(false);
-                close(if timeout { "timeout" } else { "retry" }, error);
+            Event::StepSucceeded { .. } | Event::CompensationSucceeded { .. } => close("ok", None),
+            Event::StepRetrying {
+                outcome_unknown, ..
+            } => close(if *outcome_unknown { "timeout" } else { "retry" }, error),
+            Event::CompensationFailed { will_retry, .. } => {
+                close(if *will_retry { "retry" } else { "failed" }, error)
             }
-            "compensation_failed" => {
-                let again = e
-                    .detail
-                    .get("will_retry")
-                    .and_then(|v| v.as_bool())
-                    .unwrap_or(false);
-                close(if again { "retry" } else { "failed" }, error);
-            }
-            "step_failed" => {
-                let unknown = e.detail.get("outcome").and_then(|v| v.as_str()) == Some("unknown");
-                close(if unknown { "timeout" } else { "failed" }, error);
-            }
-            _ => {}
+            Event::StepFailed { outcome, .. } => match outcome {
+                StepOutcome::Unknown => close("timeout", error),
+                StepOutcome::Failed => close("failed", error),
+            },
+            // About the saga as a whole, not one of the step's attempts.
+            Event::SagaStarted { .. }
+            | Event::SagaCompleted {}
+            | Event::SagaCompensated {}
+            | Event::SagaStuck { .. } => {}
         }
     }
     bars
@@ -134,7 +123,7 @@ pub fn Timeline(saga_id: Memo<Option<String>>, events: RwSignal<Vec<SagaEvent>>)
         Projection::from_events(&saga_id.get().unwrap_or_default(), &STEPS, &shown.get())
     });
     let finished =
-        Memo::new(move |_| events.with(|e| e.last().is_some_and(|l| is_terminal(&l.kind))));
+        Memo::new(move |_| events.with(|e| e.last().is_some_and(|l| l.event.kind().is_terminal())));
     let t = Shown {
         saga_id,
         events,
@@ -167,13 +156,13 @@ fn intro() -> AnyView {
 fn watch(t: Shown) -> AnyView {
     let order_id = Memo::new(move |_| {
         t.events.with(|e| {
-            e.first()
-                .and_then(|f| f.detail.get("order_id"))
-                .and_then(|v| v.as_str())
-                .map(str::to_string)
+            e.first().and_then(|f| match &f.event {
+                Event::SagaStarted { order_id, .. } => order_id.clone(),
+                _ => None,
+            })
         })
     });
-    let status = move || t.projection.with(|p| p.status.clone());
+    let status = move || t.projection.with(|p| p.status.to_string());
     view! {
         <div
             class="timeline"
@@ -209,10 +198,10 @@ fn watch(t: Shown) -> AnyView {
 
 fn log_row(e: &SagaEvent) -> AnyView {
     view! {
-        <tr class=e.kind.clone()>
+        <tr class=e.event.kind().as_str()>
             <td>{e.seq.to_string()}</td>
             <td>{clock(&e.at)}</td>
-            <td>{e.kind.clone()}</td>
+            <td>{e.event.kind().as_str()}</td>
             <td>{e.step.clone().unwrap_or_default()}</td>
             <td>{e.attempt.map(|a| a.to_string()).unwrap_or_default()}</td>
         </tr>
@@ -221,7 +210,7 @@ fn log_row(e: &SagaEvent) -> AnyView {
 }
 
 fn lane(t: Shown, i: usize, step: &'static str) -> impl IntoView {
-    let status = move || t.projection.with(|p| p.steps[i].status.clone());
+    let status = move || t.projection.with(|p| p.steps[i].status.to_string());
     let bars = move || t.shown.with(|shown| bars_of(shown, step));
     view! {
         <li class=text(move || format!("lane {}", status())) data-testid=format!("step-{step}") data-status=text(status)>

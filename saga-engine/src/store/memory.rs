@@ -86,23 +86,19 @@ struct Kept {
     at_ms: i64,
     step: Option<Box<str>>,
     attempt: Option<u32>,
-    detail: Box<str>,
     /// Index in `log` of the same saga's record before this one.
     previous: Option<usize>,
 }
 
 impl Kept {
     fn new(r: &SagaRecord) -> Result<Self, StoreError> {
-        let detail = serde_json::to_string(&r.detail)
-            .map_err(|e| StoreError::Corrupt(format!("a record's detail: {e}")))?;
         Ok(Kept {
             saga_id: r.saga_id,
             seq: r.seq,
-            kind: r.kind,
+            kind: r.kind.clone(),
             at_ms: r.at_ms,
             step: r.step.as_deref().map(Box::from),
             attempt: r.attempt,
-            detail: detail.into_boxed_str(),
             previous: None,
         })
     }
@@ -111,12 +107,10 @@ impl Kept {
         Ok(SagaRecord {
             saga_id: self.saga_id,
             seq: self.seq,
-            kind: self.kind,
+            kind: self.kind.clone(),
             at_ms: self.at_ms,
             step: self.step.as_deref().map(str::to_string),
             attempt: self.attempt,
-            detail: serde_json::from_str(&self.detail)
-                .map_err(|e| StoreError::Corrupt(format!("a record's detail: {e}")))?,
         })
     }
 }
@@ -410,20 +404,22 @@ mod tests {
     use super::*;
     use crate::{Engine, SagaDefinition, Step};
 
-    fn record(
-        saga_id: SagaId,
-        seq: u64,
-        kind: RecordKind,
-        detail: serde_json::Value,
-    ) -> SagaRecord {
+    fn record(saga_id: SagaId, seq: u64, kind: RecordKind) -> SagaRecord {
+        let started = matches!(kind, RecordKind::SagaStarted { .. });
         SagaRecord {
             saga_id,
             seq,
             kind,
             at_ms: 1_700_000_000_000 + seq as i64,
-            step: (kind != RecordKind::SagaStarted).then(|| "reserve".to_string()),
-            attempt: (kind != RecordKind::SagaStarted).then_some(1),
-            detail,
+            step: (!started).then(|| "reserve".to_string()),
+            attempt: (!started).then_some(1),
+        }
+    }
+
+    fn started(saga: &str, input: serde_json::Value) -> RecordKind {
+        RecordKind::SagaStarted {
+            saga: saga.into(),
+            input,
         }
     }
 
@@ -432,18 +428,8 @@ mod tests {
         let store = MemoryStore::new();
         let id = SagaId::new();
         let first = vec![
-            record(
-                id,
-                1,
-                RecordKind::SagaStarted,
-                json!({ "saga": "buy", "input": { "n": [1, 2.5, null] } }),
-            ),
-            record(
-                id,
-                2,
-                RecordKind::StepStarted,
-                json!({ "timeout_ms": 5000 }),
-            ),
+            record(id, 1, started("buy", json!({ "n": [1, 2.5, null] }))),
+            record(id, 2, RecordKind::StepStarted { timeout_ms: 5000 }),
         ];
         let mut announced = Vec::new();
         let mut announce = |positions: &[i64], records: &mut Vec<SagaRecord>| {
@@ -458,8 +444,10 @@ mod tests {
         let second = [record(
             id,
             3,
-            RecordKind::StepSucceeded,
-            json!({ "output": "é\"\n" }),
+            RecordKind::StepSucceeded {
+                output: json!("é\"\n"),
+                duration_ms: 1,
+            },
         )];
         assert_eq!(store.append(&second).await, Ok(vec![3]));
 
@@ -473,8 +461,8 @@ mod tests {
         // Starting the same saga again fails as a whole: the other saga in the batch is not kept.
         let other = SagaId::new();
         let again = [
-            record(other, 1, RecordKind::SagaStarted, json!({ "saga": "buy" })),
-            record(id, 1, RecordKind::SagaStarted, json!({ "saga": "buy" })),
+            record(other, 1, started("buy", json!(null))),
+            record(id, 1, started("buy", json!(null))),
         ];
         let refused = store.append_in_place(again.to_vec(), &mut |_, _| panic!("announced"));
         assert_eq!(refused, Err(StoreError::DuplicateSaga(id)));
@@ -592,8 +580,8 @@ mod tests {
         );
         assert_eq!(history.len(), 8);
         assert_eq!(
-            history.last().map(|r| r.kind),
-            Some(RecordKind::SagaCompleted)
+            history.last().map(|r| r.kind.clone()),
+            Some(RecordKind::SagaCompleted {})
         );
     }
 
@@ -608,7 +596,7 @@ mod tests {
             .enumerate()
             .map(|(i, &id)| SagaRecord {
                 at_ms: 100 + i as i64 / 3,
-                ..record(id, 1, RecordKind::SagaStarted, json!({"saga": "list"}))
+                ..record(id, 1, started("list", json!(null)))
             })
             .collect();
         store.append(&batch).await.unwrap();

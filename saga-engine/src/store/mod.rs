@@ -160,16 +160,20 @@ pub(crate) enum SummaryChange<'a> {
 }
 
 pub(crate) fn summary_change(record: &SagaRecord) -> Option<SummaryChange<'_>> {
-    match record.kind {
-        RecordKind::SagaStarted => Some(SummaryChange::Create {
-            definition: record
-                .detail
-                .get("saga")
-                .and_then(|v| v.as_str())
-                .unwrap_or(""),
-        }),
+    match &record.kind {
+        RecordKind::SagaStarted { saga, .. } => Some(SummaryChange::Create { definition: saga }),
         kind => kind.status_after().map(SummaryChange::Status),
     }
+}
+
+/// A record's fields as its `detail` column holds them.
+pub(crate) fn detail_of(record: &SagaRecord) -> Result<String, StoreError> {
+    record.kind.detail_json().map_err(|e| {
+        StoreError::Corrupt(format!(
+            "saga {} record {} cannot be written: {e}",
+            record.saga_id, record.seq
+        ))
+    })
 }
 
 pub(crate) fn parse_record(
@@ -186,12 +190,12 @@ pub(crate) fn parse_record(
             .parse()
             .map_err(|e| StoreError::Corrupt(format!("saga id {saga_id:?}: {e}")))?,
         seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("seq {seq}")))?,
-        kind: kind.parse().map_err(StoreError::Corrupt)?,
+        kind: RecordKind::from_parts(kind, detail).map_err(|e| {
+            StoreError::Corrupt(format!("saga {saga_id} record {seq} ({kind}): {e}"))
+        })?,
         at_ms,
         step,
         attempt: attempt.map(|a| a as u32),
-        detail: serde_json::from_str(detail)
-            .map_err(|e| StoreError::Corrupt(format!("record detail: {e}")))?,
     })
 }
 

@@ -9,8 +9,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, QueryBuilder, Row};
 
 use super::{
-    Committed, SagaStore, SagaSummary, StoreError, SummaryChange, lease_until, parse_record,
-    parse_summary, summary_change,
+    Committed, SagaStore, SagaSummary, StoreError, SummaryChange, detail_of, lease_until,
+    parse_record, parse_summary, summary_change,
 };
 use crate::definition::BoxFuture;
 use crate::record::{SagaId, SagaRecord, SagaStatus, now_ms};
@@ -115,6 +115,10 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
         }
+        let details = records
+            .iter()
+            .map(detail_of)
+            .collect::<Result<Vec<_>, _>>()?;
         let rows: Vec<(String, i64, i64)> = sqlx::query_as(
             "INSERT INTO saga_log (saga_id, seq, kind, at_ms, step, attempt, detail)
              SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::text[])
@@ -122,11 +126,11 @@ impl PgStore {
         )
         .bind(records.iter().map(|r| r.saga_id.to_string()).collect::<Vec<_>>())
         .bind(records.iter().map(|r| r.seq as i64).collect::<Vec<_>>())
-        .bind(records.iter().map(|r| r.kind.as_str()).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.kind.name()).collect::<Vec<_>>())
         .bind(records.iter().map(|r| r.at_ms).collect::<Vec<_>>())
         .bind(records.iter().map(|r| r.step.clone()).collect::<Vec<_>>())
         .bind(records.iter().map(|r| r.attempt.map(i64::from)).collect::<Vec<_>>())
-        .bind(records.iter().map(|r| r.detail.to_string()).collect::<Vec<_>>())
+        .bind(details)
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -14,8 +14,8 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row};
 
 use super::{
-    Committed, SagaStore, SagaSummary, StoreError, SummaryChange, lease_until, parse_record,
-    parse_summary, summary_change,
+    Committed, SagaStore, SagaSummary, StoreError, SummaryChange, detail_of, lease_until,
+    parse_record, parse_summary, summary_change,
 };
 use crate::definition::BoxFuture;
 use crate::record::{SagaId, SagaRecord, SagaStatus, now_ms};
@@ -100,14 +100,15 @@ impl SqliteStore {
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO saga_log (saga_id, seq, kind, at_ms, step, attempt, detail) ",
             );
-            insert.push_values(chunk, |mut row, r| {
+            let details = chunk.iter().map(detail_of).collect::<Result<Vec<_>, _>>()?;
+            insert.push_values(chunk.iter().zip(details), |mut row, (r, detail)| {
                 row.push_bind(r.saga_id.to_string())
                     .push_bind(r.seq as i64)
-                    .push_bind(r.kind.as_str())
+                    .push_bind(r.kind.name())
                     .push_bind(r.at_ms)
                     .push_bind(r.step.clone())
                     .push_bind(r.attempt.map(i64::from))
-                    .push_bind(r.detail.to_string());
+                    .push_bind(detail);
             });
             insert.push(" RETURNING position, saga_id, seq");
             // RETURNING's order is unspecified: match the rows back by (saga, seq).
@@ -311,11 +312,13 @@ mod tests {
         let started = |saga_id| SagaRecord {
             saga_id,
             seq: 1,
-            kind: RecordKind::SagaStarted,
+            kind: RecordKind::SagaStarted {
+                saga: "s".into(),
+                input: json!(null),
+            },
             at_ms: now_ms(),
             step: None,
             attempt: None,
-            detail: json!({ "saga": "s" }),
         };
         store
             .append(&[started(SagaId::new())])
