@@ -34,7 +34,7 @@ pub enum Event {
     StepSucceeded {
         /// What the service answered (ids of what it created).
         #[serde(default)]
-        #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+        #[cfg_attr(feature = "openapi", schema(value_type = Value))]
         output: serde_json::Value,
         duration_ms: u64,
     },
