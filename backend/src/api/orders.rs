@@ -15,7 +15,7 @@ use super::submissions::Submissions;
 use super::validate::check_order;
 use crate::body::{JsonBody, repeatable};
 use crate::error::ApiError;
-use crate::purchase::{PurchaseInput, SAGA_NAME, order_id_for, saga_id_for_order};
+use crate::purchase::{ClientError, PurchaseInput, SAGA_NAME, order_id_for, saga_id_for_order};
 use crate::services::ServiceName;
 use crate::services::orders::StoredOrder;
 use crate::services::payments::{CardToken, PaymentRef, TokeniseCard};
@@ -25,7 +25,7 @@ use crate::services::payments::{CardToken, PaymentRef, TokeniseCard};
 const IDEMPOTENCY_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x5a6a_5b09_0e4c_4f0e_9d1e_7c3b_2a41_0c7d);
 
-fn unavailable(service: ServiceName, e: String) -> ApiError {
+fn unavailable(service: ServiceName, e: ClientError) -> ApiError {
     tracing::warn!(%service, error = %e, "service unavailable");
     ApiError::Invalid {
         status: StatusCode::SERVICE_UNAVAILABLE,

@@ -1,13 +1,60 @@
 //! Calling the shop services over real HTTP, with the step's idempotency key and attempt.
+//!
+//! A call's failure is a [`ClientError`] that keeps what the saga must tell apart: the
+//! service saying no (a 4xx: nothing was applied) from the service failing or not answering
+//! (worth trying again). `steps.rs` maps it to the engine's `StepError` in one place.
 
 use std::collections::BTreeMap;
 
-use saga_engine::{StepContext, StepError};
+use reqwest::StatusCode;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
 use crate::services::ServiceName;
+use crate::services::protocol::Endpoint;
+
+/// How a call to a service went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The service said no (a 4xx): a business refusal, and nothing was applied. `message` is
+    /// its sentence, or says which status it answered when it gave none.
+    #[error("{message}")]
+    Refused {
+        service: ServiceName,
+        status: StatusCode,
+        message: String,
+    },
+    /// The service failed (a 5xx, or a status no endpoint answers): the request may be sent
+    /// again.
+    #[error("{message}")]
+    Server {
+        service: ServiceName,
+        status: StatusCode,
+        message: String,
+    },
+    /// No answer: the connection could not be made, or broke before the answer was read
+    /// (reqwest's connect timeout included; how long a step may wait is the engine's timeout).
+    #[error("{service} did not answer: {source}")]
+    Transport {
+        service: ServiceName,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// A success whose body is not what the endpoint answers.
+    #[error("{service} sent an unexpected answer: {source}")]
+    Unreadable {
+        service: ServiceName,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl ClientError {
+    /// Whether the service refused: a business outcome, not a failure to retry.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, ClientError::Refused { .. })
+    }
+}
 
 /// Where each service is: by default this process's own `/svc/{name}`; `--service-url`
 /// points one elsewhere.
@@ -65,42 +112,24 @@ impl ServiceClient {
         &self.urls
     }
 
-    /// POST an action or compensation. 2xx is success; 4xx is the service saying no (a
-    /// business failure: nothing was applied); 5xx or no answer is worth retrying.
-    pub async fn step_call<T: DeserializeOwned>(
+    /// POST an action or compensation to `endpoint`, as attempt `attempt` of the step, under
+    /// the step's idempotency `key`. 2xx is success; anything else is a [`ClientError`].
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
-        ctx: &StepContext,
-        service: ServiceName,
-        path: &str,
+        endpoint: Endpoint<Req, Resp>,
         key: &str,
-        body: &impl Serialize,
-    ) -> Result<T, StepError> {
-        let url = format!("{}/{path}", self.urls.get(service));
-        let response = self
+        attempt: u32,
+        body: &Req,
+    ) -> Result<Resp, ClientError> {
+        let service = endpoint.service;
+        let url = format!("{}{}", self.urls.get(service), endpoint.path);
+        let request = self
             .http
             .post(&url)
             .header("Idempotency-Key", key)
-            .header("X-Saga-Attempt", ctx.attempt.to_string())
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| StepError::Retryable(format!("{service} did not answer: {e}")))?;
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        let message = body
-            .get("error")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("{service} answered {status}"));
-        if status.is_success() {
-            serde_json::from_value(body).map_err(|e| {
-                StepError::Retryable(format!("{service} sent an unexpected answer: {e}"))
-            })
-        } else if status.is_client_error() {
-            Err(StepError::Business(message))
-        } else {
-            Err(StepError::Retryable(message))
-        }
+            .header("X-Saga-Attempt", attempt.to_string())
+            .json(body);
+        answer(service, request.send().await).await
     }
 
     /// GET from a service; `None` for 404.
@@ -108,25 +137,16 @@ impl ServiceClient {
         &self,
         service: ServiceName,
         path: &str,
-    ) -> Result<Option<T>, String> {
+    ) -> Result<Option<T>, ClientError> {
         let url = format!("{}/{path}", self.urls.get(service));
-        let response = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| format!("{service} did not answer: {e}"))?;
-        if response.status() == reqwest::StatusCode::NOT_FOUND {
-            return Ok(None);
+        match answer(service, self.http.get(&url).send().await).await {
+            Ok(found) => Ok(Some(found)),
+            Err(ClientError::Refused {
+                status: StatusCode::NOT_FOUND,
+                ..
+            }) => Ok(None),
+            Err(e) => Err(e),
         }
-        if !response.status().is_success() {
-            return Err(format!("{service} answered {}", response.status()));
-        }
-        response
-            .json()
-            .await
-            .map(Some)
-            .map_err(|e| format!("{service} sent an unexpected answer: {e}"))
     }
 
     /// POST outside a saga (card tokenisation).
@@ -135,21 +155,49 @@ impl ServiceClient {
         service: ServiceName,
         path: &str,
         body: &impl Serialize,
-    ) -> Result<T, String> {
+    ) -> Result<T, ClientError> {
         let url = format!("{}/{path}", self.urls.get(service));
-        let response = self
-            .http
-            .post(&url)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| format!("{service} did not answer: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("{service} answered {}", response.status()));
-        }
-        response
-            .json()
-            .await
-            .map_err(|e| format!("{service} sent an unexpected answer: {e}"))
+        answer(service, self.http.post(&url).json(body).send().await).await
+    }
+}
+
+/// A service's answer: its body for 2xx, an error for anything else.
+async fn answer<T: DeserializeOwned>(
+    service: ServiceName,
+    sent: reqwest::Result<reqwest::Response>,
+) -> Result<T, ClientError> {
+    let transport = |source| ClientError::Transport { service, source };
+    let response = sent.map_err(transport)?;
+    let status = response.status();
+    let body = response.bytes().await;
+    if status.is_success() {
+        return serde_json::from_slice(&body.map_err(transport)?)
+            .map_err(|source| ClientError::Unreadable { service, source });
+    }
+    // The status is the answer; the body only gives its sentence (`{"error": …}`), when there
+    // is one to read.
+    #[derive(serde::Deserialize)]
+    struct Sentence {
+        error: String,
+    }
+    let sentence = body
+        .ok()
+        .and_then(|body| serde_json::from_slice::<Sentence>(&body).ok());
+    let message = match sentence {
+        Some(sentence) => sentence.error,
+        None => format!("{service} answered {status}"),
+    };
+    if status.is_client_error() {
+        Err(ClientError::Refused {
+            service,
+            status,
+            message,
+        })
+    } else {
+        Err(ClientError::Server {
+            service,
+            status,
+            message,
+        })
     }
 }

@@ -7,7 +7,7 @@ use saga_engine::SagaId;
 use serde::{Deserialize, Serialize};
 use shared::{Address, Customer, Delivery, Fault, OrderItem};
 
-use crate::services::payments::PaymentRef;
+use crate::services::protocol::PaymentRef;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PurchaseInput {

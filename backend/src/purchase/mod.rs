@@ -11,6 +11,6 @@ mod client;
 mod input;
 mod steps;
 
-pub use client::{ServiceClient, ServiceUrls};
+pub use client::{ClientError, ServiceClient, ServiceUrls};
 pub use input::{PurchaseInput, order_id_for, saga_id_for_order};
 pub use steps::{SAGA_NAME, purchase_saga};

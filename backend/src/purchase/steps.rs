@@ -4,13 +4,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use saga_engine::{RetryPolicy, SagaDefinition, Step, StepContext, StepError};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use shared::{Fault, InvoiceView, PaymentView, ShipmentView};
 
-use super::client::ServiceClient;
+use super::client::{ClientError, ServiceClient};
 use super::input::PurchaseInput;
-use crate::services::ServiceName;
-use crate::services::orders::PlacedOrder;
+use crate::services::protocol::{
+    CANCEL_ORDER, CANCEL_SHIPMENT, CONFIRM_ORDER, CREATE_INVOICE, Charge, Compensate, Endpoint,
+    IssueInvoice, OrderRef, PLACE_ORDER, PROCESS_PAYMENT, PlaceOrder, PlacedOrder, REFUND_PAYMENT,
+    SHIP_ORDER, Ship, Updated, VOID_INVOICE,
+};
 
 pub const SAGA_NAME: &str = "purchase";
 
@@ -29,11 +33,46 @@ struct Call {
     fault: Option<Fault>,
 }
 
+/// What a call is to its step, which decides what a refusal means.
+#[derive(Clone, Copy)]
+enum Stakes {
+    /// The step's action: a refusal is the business saying no, and the saga unwinds.
+    Action,
+    /// A compensation, or the order's confirmation once the payment is taken: it must
+    /// eventually succeed, so whatever went wrong is tried again.
+    MustSucceed,
+}
+
+/// The one place where a service call's failure becomes the engine's: a refusal (4xx) of an
+/// action is a business failure; everything else (a 5xx such as an unreadable row, no answer,
+/// an unexpected answer) is worth another attempt.
+fn step_error(e: ClientError, stakes: Stakes) -> StepError {
+    match stakes {
+        Stakes::Action if e.is_refusal() => StepError::Business(e.to_string()),
+        Stakes::Action | Stakes::MustSucceed => StepError::Retryable(e.to_string()),
+    }
+}
+
 impl Participants {
     fn call(&self, ctx: StepContext) -> Result<Call, StepError> {
         let input: PurchaseInput = ctx.input()?;
         let fault = input.faults.get(&*ctx.step).copied();
         Ok(Call { ctx, input, fault })
+    }
+
+    /// Send `body` to `endpoint` as this attempt of the step, under `key`.
+    async fn send<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        c: &Call,
+        endpoint: Endpoint<Req, Resp>,
+        key: &str,
+        body: &Req,
+        stakes: Stakes,
+    ) -> Result<Resp, StepError> {
+        self.client
+            .call(endpoint, key, c.ctx.attempt, body)
+            .await
+            .map_err(|e| step_error(e, stakes))
     }
 
     /// The `crash` fault: die right after the action took effect, before the engine can log it.
@@ -46,19 +85,18 @@ impl Participants {
 
     async fn place_order(&self, ctx: StepContext) -> Result<PlacedOrder, StepError> {
         let c = self.call(ctx)?;
-        let body = json!({
-            "order_id": c.input.order_id, "saga_id": c.ctx.saga_id.to_string(), "customer": c.input.customer,
-            "address": c.input.address, "delivery": c.input.delivery, "items": c.input.items, "fault": c.fault,
-        });
+        let body = PlaceOrder {
+            order_id: c.input.order_id.clone(),
+            saga_id: c.ctx.saga_id.to_string(),
+            customer: c.input.customer.clone(),
+            address: c.input.address.clone(),
+            delivery: c.input.delivery,
+            items: c.input.items.clone(),
+            fault: c.fault,
+        };
+        let key = &c.ctx.idempotency_key;
         let placed = self
-            .client
-            .step_call(
-                &c.ctx,
-                ServiceName::Orders,
-                "place_order",
-                &c.ctx.idempotency_key,
-                &body,
-            )
+            .send(&c, PLACE_ORDER, key, &body, Stakes::Action)
             .await?;
         self.maybe_crash(&c);
         Ok(placed)
@@ -67,19 +105,15 @@ impl Participants {
     async fn create_invoice(&self, ctx: StepContext) -> Result<InvoiceView, StepError> {
         let c = self.call(ctx)?;
         let placed = placed_order(&c.ctx)?;
-        let body = json!({
-            "order_id": c.input.order_id, "lines": placed.lines,
-            "delivery_fee_cents": placed.delivery_fee_cents, "fault": c.fault,
-        });
+        let body = IssueInvoice {
+            order_id: c.input.order_id.clone(),
+            lines: placed.lines,
+            delivery_fee_cents: placed.delivery_fee_cents,
+            fault: c.fault,
+        };
+        let key = &c.ctx.idempotency_key;
         let invoice = self
-            .client
-            .step_call(
-                &c.ctx,
-                ServiceName::Billing,
-                "create_invoice",
-                &c.ctx.idempotency_key,
-                &body,
-            )
+            .send(&c, CREATE_INVOICE, key, &body, Stakes::Action)
             .await?;
         self.maybe_crash(&c);
         Ok(invoice)
@@ -88,52 +122,40 @@ impl Participants {
     async fn process_payment(&self, ctx: StepContext) -> Result<PaymentView, StepError> {
         let c = self.call(ctx)?;
         let placed = placed_order(&c.ctx)?;
-        let body = json!({
-            "order_id": c.input.order_id, "amount_cents": placed.total_cents,
-            "payment": c.input.payment, "fault": c.fault,
-        });
-        let payment: PaymentView = self
-            .client
-            .step_call(
-                &c.ctx,
-                ServiceName::Payments,
-                "process_payment",
-                &c.ctx.idempotency_key,
-                &body,
-            )
+        let body = Charge {
+            order_id: c.input.order_id.clone(),
+            amount_cents: placed.total_cents,
+            payment: c.input.payment.clone(),
+            fault: c.fault,
+        };
+        let key = &c.ctx.idempotency_key;
+        let payment = self
+            .send(&c, PROCESS_PAYMENT, key, &body, Stakes::Action)
             .await?;
         // On success the order is confirmed; its own key, so a retry confirms once.
-        let confirm_key = format!("{}:confirm", c.ctx.idempotency_key);
-        let _: Value = self
-            .client
-            .step_call(
-                &c.ctx,
-                ServiceName::Orders,
-                "confirm_order",
-                &confirm_key,
-                &json!({ "order_id": c.input.order_id }),
-            )
-            .await
-            .map_err(|e| StepError::Retryable(e.message().to_string()))?;
+        let confirm_key = format!("{key}:confirm");
+        let order = OrderRef {
+            order_id: c.input.order_id.clone(),
+        };
+        let _: Updated = self
+            .send(&c, CONFIRM_ORDER, &confirm_key, &order, Stakes::MustSucceed)
+            .await?;
         self.maybe_crash(&c);
         Ok(payment)
     }
 
     async fn ship_order(&self, ctx: StepContext) -> Result<ShipmentView, StepError> {
         let c = self.call(ctx)?;
-        let body = json!({
-            "order_id": c.input.order_id, "address": c.input.address, "delivery": c.input.delivery,
-            "email": c.input.customer.email, "fault": c.fault,
-        });
+        let body = Ship {
+            order_id: c.input.order_id.clone(),
+            address: c.input.address.clone(),
+            delivery: c.input.delivery,
+            email: c.input.customer.email.clone(),
+            fault: c.fault,
+        };
+        let key = &c.ctx.idempotency_key;
         let shipment = self
-            .client
-            .step_call(
-                &c.ctx,
-                ServiceName::Shipping,
-                "ship_order",
-                &c.ctx.idempotency_key,
-                &body,
-            )
+            .send(&c, SHIP_ORDER, key, &body, Stakes::Action)
             .await?;
         self.maybe_crash(&c);
         Ok(shipment)
@@ -142,17 +164,16 @@ impl Participants {
     async fn compensate(
         &self,
         ctx: StepContext,
-        service: ServiceName,
-        path: &str,
+        endpoint: Endpoint<Compensate, Updated>,
     ) -> Result<(), StepError> {
         let c = self.call(ctx)?;
-        let body = json!({ "order_id": c.input.order_id, "fault": c.fault });
-        // Whatever the service says, a compensation must eventually succeed: retry it all.
-        let _: Value = self
-            .client
-            .step_call(&c.ctx, service, path, &c.ctx.idempotency_key, &body)
-            .await
-            .map_err(|e| StepError::Retryable(e.message().to_string()))?;
+        let body = Compensate {
+            order_id: c.input.order_id.clone(),
+            fault: c.fault,
+        };
+        let key = &c.ctx.idempotency_key;
+        self.send(&c, endpoint, key, &body, Stakes::MustSucceed)
+            .await?;
         Ok(())
     }
 }
@@ -183,7 +204,7 @@ pub fn purchase_saga(client: ServiceClient, allow_crash_faults: bool) -> SagaDef
         allow_crash_faults,
     });
     macro_rules! step {
-        ($name:literal, $action:ident, $service:expr, $compensation:literal) => {{
+        ($name:literal, $action:ident, $compensation:expr) => {{
             let (a, b) = (p.clone(), p.clone());
             policies(
                 Step::new($name)
@@ -193,36 +214,16 @@ pub fn purchase_saga(client: ServiceClient, allow_crash_faults: bool) -> SagaDef
                     })
                     .compensation(move |ctx| {
                         let p = b.clone();
-                        async move { p.compensate(ctx, $service, $compensation).await }
+                        async move { p.compensate(ctx, $compensation).await }
                     }),
             )
         }};
     }
     let steps = vec![
-        step!(
-            "place_order",
-            place_order,
-            ServiceName::Orders,
-            "cancel_order"
-        ),
-        step!(
-            "create_invoice",
-            create_invoice,
-            ServiceName::Billing,
-            "void_invoice"
-        ),
-        step!(
-            "process_payment",
-            process_payment,
-            ServiceName::Payments,
-            "refund_payment"
-        ),
-        step!(
-            "ship_order",
-            ship_order,
-            ServiceName::Shipping,
-            "cancel_shipment"
-        ),
+        step!("place_order", place_order, CANCEL_ORDER),
+        step!("create_invoice", create_invoice, VOID_INVOICE),
+        step!("process_payment", process_payment, REFUND_PAYMENT),
+        step!("ship_order", ship_order, CANCEL_SHIPMENT),
     ];
     match SagaDefinition::new(SAGA_NAME, steps) {
         Ok(d) => d,

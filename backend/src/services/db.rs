@@ -2,20 +2,24 @@
 //! (`saga-shop.orders.db`, …), or a schema of its own under PostgreSQL. One code path for both
 //! through sqlx's `Any` driver; queries use `$1, $2, …` in order, which both engines accept.
 //!
-//! Also the idempotency every service endpoint relies on: a request's `Idempotency-Key` is
-//! claimed in the same transaction as its effect, so a repeated key returns the first result
-//! and changes nothing, even when both copies arrive at once.
+//! Also where the idempotency every service endpoint relies on happens: a request's
+//! `Idempotency-Key` is claimed in the same transaction as its effect, so a repeated key
+//! returns the first answer and changes nothing, even when both copies arrive at once (what
+//! an answer is and how it is kept: [`super::idempotency`]).
 
-use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::str::FromStr;
 
-use serde_json::Value;
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
-
 use futures_util::FutureExt;
-use saga_engine::BoxFuture;
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 use tokio::sync::{mpsc, oneshot};
+
+use super::ServiceError;
+use super::idempotency::{self, Answer, Stored, Written};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -56,10 +60,11 @@ pub fn service_url(database: &str, service: &str) -> Result<String, DbError> {
 /// and only then replies to all of them: the same guarantee, one fsync shared. It also
 /// serialises each service's writes, which is what keeps stock from being oversold.
 ///
-/// A write that fails (a database error; a business refusal is an answer, not an error) takes
-/// its batch down with it: nothing of the batch is kept and every request in it is answered
-/// 503, which its saga retries. Such errors would fail the commit anyway, and not paying for a
-/// savepoint per request halves the statements a request costs.
+/// A write that fails (a [`ServiceError`] that is not a refusal: a database error, an unreadable
+/// row) takes its batch down with it: nothing of the batch is kept, the write gets its own error
+/// and every other request in the batch a 503, which its saga retries. Its statements may
+/// already have run in the shared transaction, and not paying for a savepoint per request halves
+/// the statements a request costs.
 #[derive(Debug, Clone)]
 pub struct ServiceDb {
     pub pool: AnyPool,
@@ -77,29 +82,44 @@ enum Order {
 /// At most this many requests share one commit.
 const MAX_BATCH: usize = 128;
 
-/// A write's answer: the HTTP status and body the service replies with.
-pub type Answer = (u16, Value);
-
-/// A write: statements on the writer's connection, inside the batch's transaction.
-pub trait Effect:
-    for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<Answer, sqlx::Error>> + Send + 'static
+/// A write: statements on the writer's connection, inside the batch's transaction, and its
+/// result. A refusal (a 4xx [`ServiceError`]) is an answer like a result, and must leave
+/// nothing behind: returning it rolls nothing back by itself. Any other error fails the batch.
+pub trait Effect<T>:
+    for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<T, ServiceError>> + Send + 'static
 {
 }
 
-impl<F> Effect for F where
-    F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<Answer, sqlx::Error>>
+impl<T, F> Effect<T> for F where
+    F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<T, ServiceError>>
         + Send
         + 'static
 {
 }
 
-type Work = Box<dyn Effect>;
+/// A write of any result type, so that all of a service's writes share one queue.
+trait Work: Send {
+    fn run<'c>(self: Box<Self>, conn: &'c mut AnyConnection) -> BoxFuture<'c, Written>;
+}
+
+/// An [`Effect`] whose result is turned into an [`Answer`] once it has run.
+struct Typed<T, F> {
+    effect: F,
+    result: PhantomData<fn() -> T>,
+}
+
+impl<T: Serialize + 'static, F: Effect<T>> Work for Typed<T, F> {
+    fn run<'c>(self: Box<Self>, conn: &'c mut AnyConnection) -> BoxFuture<'c, Written> {
+        let effect = (self.effect)(conn);
+        Box::pin(async move { Answer::of(effect.await) })
+    }
+}
 
 struct Job {
     /// The `Idempotency-Key`, for writes that must happen once per key.
     key: Option<String>,
-    work: Work,
-    reply: oneshot::Sender<Result<Answer, DbError>>,
+    work: Box<dyn Work>,
+    reply: oneshot::Sender<Written>,
 }
 
 /// The same settings on every connection of a service, pooled or the writer.
@@ -151,21 +171,20 @@ impl ServiceDb {
         Ok(ServiceDb { pool, writer })
     }
 
-    async fn submit<F>(&self, key: Option<String>, work: F) -> Result<Answer, DbError>
+    async fn submit<T>(&self, key: Option<String>, work: Box<dyn Work>) -> Result<T, ServiceError>
     where
-        F: Effect,
+        T: DeserializeOwned,
     {
         let (reply, answer) = oneshot::channel();
-        let job = Job {
-            key,
-            work: Box::new(work),
-            reply,
-        };
+        let job = Job { key, work, reply };
         self.writer
             .send(Order::Write(job))
             .await
             .map_err(|_| DbError::WriterGone)?;
-        answer.await.map_err(|_| DbError::WriterGone)?
+        answer
+            .await
+            .map_err(|_| DbError::WriterGone)??
+            .into_result()
     }
 
     /// Close the reading pool and the writer's connection, waiting for what is in use. For a
@@ -181,24 +200,34 @@ impl ServiceDb {
         }
     }
 
-    /// Run `work` in the writer's next batch; its answer comes back once the batch is durable.
-    pub async fn write<F>(&self, work: F) -> Result<Answer, DbError>
+    /// Run `effect` in the writer's next batch; its result comes back once the batch is durable.
+    pub async fn write<T, F>(&self, effect: F) -> Result<T, ServiceError>
     where
-        F: Effect,
+        T: Serialize + DeserializeOwned + 'static,
+        F: Effect<T>,
     {
-        self.submit(None, work).await
+        self.submit(None, typed(effect)).await
     }
 
-    /// Run `effect` once per `key`. The first call's answer is stored with its effect in one
-    /// transaction; later calls with the key get it back without running `effect`, even when
-    /// both copies arrive at once (the writer runs them one after the other). An effect answers
-    /// with a business status (2xx or 4xx): it has no server errors of its own to store.
-    pub async fn idempotent<F>(&self, key: &str, effect: F) -> Result<Answer, DbError>
+    /// Run `effect` once per `key`. The first call's answer, its result or its refusal, is
+    /// stored with its effect in one transaction; later calls with the key get the same status
+    /// and body back without running `effect`, even when both copies arrive at once (the writer
+    /// runs them one after the other). A failure is not an answer: it keeps nothing, so the key
+    /// is still unused and the next attempt runs `effect` afresh.
+    pub async fn idempotent<T, F>(&self, key: &str, effect: F) -> Result<T, ServiceError>
     where
-        F: Effect,
+        T: Serialize + DeserializeOwned + 'static,
+        F: Effect<T>,
     {
-        self.submit(Some(key.to_string()), effect).await
+        self.submit(Some(key.to_string()), typed(effect)).await
     }
+}
+
+fn typed<T: Serialize + 'static, F: Effect<T>>(effect: F) -> Box<dyn Work> {
+    Box::new(Typed {
+        effect,
+        result: PhantomData,
+    })
 }
 
 /// The writer: one batch at a time, one commit per batch.
@@ -247,17 +276,21 @@ async fn write_loop(
             .unzip();
         let outcome = match conn.as_mut() {
             Some(c) => run_batch(c, work).await,
-            None => Err("no connection".to_string()),
+            None => Err(Failed::batch("no connection")),
         };
         match outcome {
             Ok(answers) => {
                 for (reply, answer) in replies.into_iter().zip(answers) {
-                    let _ = reply.send(Ok(answer));
+                    let _ = reply.send(answer);
                 }
             }
-            Err(why) => {
-                for reply in replies {
-                    let _ = reply.send(Err(DbError::Batch(why.clone())));
+            Err(Failed { why, mut culprit }) => {
+                for (i, reply) in replies.into_iter().enumerate() {
+                    let error = match culprit.take_if(|(at, _)| *at == i) {
+                        Some((_, own)) => own,
+                        None => DbError::Batch(why.clone()).into(),
+                    };
+                    let _ = reply.send(Err(error));
                 }
                 tracing::error!(service, error = %why, "a write batch failed; reconnecting");
                 conn = None;
@@ -274,110 +307,83 @@ async fn write_loop(
     }
 }
 
+/// Why a batch kept nothing: what to log, and the write that failed it (its place in the batch
+/// and its own error, which it is answered with), when one did.
+struct Failed {
+    why: String,
+    culprit: Option<(usize, ServiceError)>,
+}
+
+impl Failed {
+    fn batch(why: impl std::fmt::Display) -> Self {
+        Failed {
+            why: why.to_string(),
+            culprit: None,
+        }
+    }
+}
+
 /// Run one batch: look up the keys already answered, run the rest, record their answers, and
-/// commit. The answers, in the batch's order, hold only once the commit did; `Err` says why
-/// nothing of the batch was kept.
+/// commit. The answers, in the batch's order, hold only once the commit did.
 async fn run_batch(
     conn: &mut AnyConnection,
-    batch: Vec<(Option<String>, Work)>,
-) -> Result<Vec<Answer>, String> {
-    let mut tx = conn.begin().await.map_err(|e| e.to_string())?;
+    batch: Vec<(Option<String>, Box<dyn Work>)>,
+) -> Result<Vec<Written>, Failed> {
+    let mut tx = conn.begin().await.map_err(Failed::batch)?;
     let keys: Vec<&str> = batch.iter().filter_map(|(key, _)| key.as_deref()).collect();
-    let mut known = answered(&mut tx, &keys).await.map_err(|e| e.to_string())?;
-    let mut fresh: Vec<(String, Answer)> = Vec::new();
+    let mut known = idempotency::answered(&mut tx, &keys)
+        .await
+        .map_err(Failed::batch)?;
+    let mut fresh: Vec<(String, Stored)> = Vec::new();
     let mut answers = Vec::with_capacity(batch.len());
-    for (key, work) in batch {
-        if let Some(answer) = key.as_ref().and_then(|k| known.get(k)) {
-            answers.push(answer.clone());
+    for (at, (key, work)) in batch.into_iter().enumerate() {
+        if let Some(stored) = key.as_ref().and_then(|k| known.get(k)) {
+            answers.push(Answer::from_stored(stored));
             continue;
         }
         // A write that panics fails its batch like an error, instead of taking the writer (and
         // every later write of the service) down with it.
-        let outcome = std::panic::AssertUnwindSafe(work(&mut tx))
+        let written = std::panic::AssertUnwindSafe(work.run(&mut tx))
             .catch_unwind()
             .await
-            .unwrap_or_else(|_| Err(sqlx::Error::Protocol("a write panicked".into())));
-        let answer = match outcome {
-            Ok((status, _)) if status >= 500 => Err(format!("a write answered {status}")),
-            Ok(answer) => Ok(answer),
-            Err(e) => Err(e.to_string()),
-        };
-        let answer = match answer {
-            Ok(answer) => answer,
-            Err(why) => {
-                let _ = tx.rollback().await;
-                return Err(why);
+            .unwrap_or_else(|_| Err(DbError::Batch("a write panicked".into()).into()));
+        let outcome = written.and_then(|answer| {
+            let stored = match key {
+                Some(_) => Some(answer.stored()?),
+                None => None,
+            };
+            Ok((answer, stored))
+        });
+        match outcome {
+            Ok((answer, stored)) => {
+                if let (Some(key), Some(stored)) = (key, stored) {
+                    known.insert(key.clone(), stored.clone());
+                    fresh.push((key, stored));
+                }
+                answers.push(Ok(answer));
             }
-        };
-        if let Some(key) = key {
-            known.insert(key.clone(), answer.clone());
-            fresh.push((key, answer.clone()));
+            Err(failure) => {
+                let _ = tx.rollback().await;
+                return Err(Failed {
+                    why: failure.to_string(),
+                    culprit: Some((at, failure)),
+                });
+            }
         }
-        answers.push(answer);
     }
-    if let Err(e) = record(&mut tx, &fresh).await {
+    if let Err(e) = idempotency::record(&mut tx, &fresh).await {
         let _ = tx.rollback().await;
-        return Err(e.to_string());
+        return Err(Failed::batch(e));
     }
-    tx.commit().await.map_err(|e| e.to_string())?;
+    tx.commit().await.map_err(Failed::batch)?;
     Ok(answers)
-}
-
-/// The stored answers of whichever of `keys` were already used, in one query.
-async fn answered(
-    conn: &mut AnyConnection,
-    keys: &[&str],
-) -> sqlx::Result<HashMap<String, Answer>> {
-    let mut known = HashMap::new();
-    if keys.is_empty() {
-        return Ok(known);
-    }
-    let marks: Vec<String> = (1..=keys.len()).map(|i| format!("${i}")).collect();
-    let sql = format!(
-        "SELECT key, status, body FROM idempotency WHERE key IN ({})",
-        marks.join(", ")
-    );
-    // One statement per batch size: not worth a place in the prepared-statement cache.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
-    for key in keys {
-        query = query.bind(*key);
-    }
-    for row in query.fetch_all(&mut *conn).await? {
-        let key: String = row.try_get("key")?;
-        let status: i64 = row.try_get("status")?;
-        let body: String = row.try_get("body")?;
-        let body = serde_json::from_str(&body).unwrap_or(Value::Null);
-        known.insert(key, (status as u16, body));
-    }
-    Ok(known)
-}
-
-/// Store the answers of keys used for the first time in this batch, in one statement.
-async fn record(conn: &mut AnyConnection, fresh: &[(String, Answer)]) -> sqlx::Result<()> {
-    if fresh.is_empty() {
-        return Ok(());
-    }
-    let rows: Vec<String> = (0..fresh.len())
-        .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
-        .collect();
-    let sql = format!(
-        "INSERT INTO idempotency (key, status, body) VALUES {}",
-        rows.join(", ")
-    );
-    // One statement per batch size: not worth a place in the prepared-statement cache.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
-    for (key, (status, body)) in fresh {
-        query = query
-            .bind(key.as_str())
-            .bind(i64::from(*status))
-            .bind(body.to_string());
-    }
-    query.execute(&mut *conn).await?;
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use axum::http::StatusCode;
+    use sqlx::Row;
+
     use super::*;
 
     #[test]
@@ -408,18 +414,42 @@ mod tests {
         (db, dir.join("t.payments.db"))
     }
 
-    /// Insert a refunded order (a one-column table) and answer 200.
-    fn insert(order: &str) -> impl Effect {
+    /// Insert a refunded order (a one-column table) and answer its id.
+    fn insert(order: &str) -> impl Effect<String> {
         let order = order.to_string();
-        move |conn| {
-            Box::pin(async move {
-                sqlx::query("INSERT INTO refunded_orders (order_id) VALUES ($1)")
-                    .bind(&order)
-                    .execute(&mut *conn)
-                    .await?;
-                Ok((200, serde_json::json!({ "order": order })))
-            })
-        }
+        move |conn| Box::pin(insert_refunded(conn, order))
+    }
+
+    async fn insert_refunded(
+        conn: &mut AnyConnection,
+        order: String,
+    ) -> Result<String, ServiceError> {
+        sqlx::query("INSERT INTO refunded_orders (order_id) VALUES ($1)")
+            .bind(&order)
+            .execute(&mut *conn)
+            .await?;
+        Ok(order)
+    }
+
+    /// Insert a refunded order, then refuse: the effect itself must undo what it did.
+    async fn insert_then_refuse(conn: &mut AnyConnection) -> Result<String, ServiceError> {
+        insert_refunded(conn, "refused".into()).await?;
+        sqlx::query("DELETE FROM refunded_orders WHERE order_id = 'refused'")
+            .execute(&mut *conn)
+            .await?;
+        Err(ServiceError::OutOfStock {
+            sku: "KB-01".into(),
+            qty: 2,
+        })
+    }
+
+    /// Insert a refunded order, then find a row it cannot read.
+    async fn insert_then_find_corrupt(conn: &mut AnyConnection) -> Result<String, ServiceError> {
+        insert_refunded(conn, "before".into()).await?;
+        Err(ServiceError::corrupt(
+            "the lines of order o",
+            "expected value",
+        ))
     }
 
     async fn count(db: &ServiceDb) -> i64 {
@@ -451,10 +481,59 @@ mod tests {
             futures_util::future::join_all(same),
         )
         .await;
-        assert!(a.iter().all(|r| matches!(r, Ok((200, _)))));
+        assert!(
+            a.iter()
+                .enumerate()
+                .all(|(i, r)| r.as_deref().ok() == Some(format!("o{i}").as_str()))
+        );
         let answers: Vec<_> = b.into_iter().map(|r| r.unwrap()).collect();
-        assert!(answers.iter().all(|x| *x == answers[0]), "{answers:?}");
+        assert!(answers.iter().all(|x| x == "only-once"), "{answers:?}");
         assert_eq!(count(&db).await, 201);
+    }
+
+    /// A refusal is an answer like a result: stored under its key, the same status and body
+    /// for every repeat, even one whose effect would now succeed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refusal_is_the_answer_to_every_repeat_of_its_key() {
+        let db = scratch_db().await;
+        let first = db
+            .idempotent("refused", |conn| Box::pin(insert_then_refuse(conn)))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(first, ServiceError::OutOfStock { .. }),
+            "{first:?}"
+        );
+        let again = db
+            .idempotent("refused", insert("now-fine"))
+            .await
+            .unwrap_err();
+        assert!(matches!(again, ServiceError::Repeated { .. }), "{again:?}");
+        assert_eq!(
+            (again.status(), again.body()),
+            (first.status(), first.body())
+        );
+        assert_eq!(count(&db).await, 0);
+    }
+
+    /// A stored answer that cannot be read is an error (500), never an empty answer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unreadable_stored_answer_is_an_error() {
+        let db = scratch_db().await;
+        for (key, status, body) in [("bad-body", 409, "not json"), ("bad-status", 99, "{}")] {
+            sqlx::query("INSERT INTO idempotency (key, status, body) VALUES ($1, $2, $3)")
+                .bind(key)
+                .bind(status)
+                .bind(body)
+                .execute(&db.pool)
+                .await
+                .unwrap();
+            let e = db.idempotent(key, insert(key)).await.unwrap_err();
+            assert!(matches!(e, ServiceError::Corrupt { .. }), "{e:?}");
+        }
+        // Only the requests with unreadable answers failed: nothing else was held up.
+        assert_eq!(db.idempotent("fine", insert("fine")).await.unwrap(), "fine");
+        assert_eq!(count(&db).await, 1);
     }
 
     /// Closed, the database is checkpointed and its write-ahead log gone; a later write is
@@ -473,7 +552,7 @@ mod tests {
         assert!(!wal.exists(), "the write-ahead log is left behind");
         assert!(matches!(
             db.idempotent("late", insert("late")).await,
-            Err(DbError::WriterGone)
+            Err(ServiceError::Unavailable(DbError::WriterGone))
         ));
     }
 
@@ -482,16 +561,46 @@ mod tests {
         let db = scratch_db().await;
         db.idempotent("first", insert("dup")).await.unwrap();
         // A constraint violation under a new key: an error, and the key is not used up.
-        assert!(db.idempotent("second", insert("dup")).await.is_err());
-        assert!(
-            db.idempotent("third", |_conn| Box::pin(async { panic!("a bug") }))
-                .await
-                .is_err()
-        );
+        let e = db.idempotent("second", insert("dup")).await.unwrap_err();
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE, "{e:?}");
+        let panicked = db
+            .idempotent::<String, _>("third", |_conn| Box::pin(async { panic!("a bug") }))
+            .await;
+        assert!(panicked.is_err());
         assert_eq!(
-            db.idempotent("second", insert("fresh")).await.unwrap().0,
-            200
+            db.idempotent("second", insert("fresh")).await.unwrap(),
+            "fresh"
         );
         assert_eq!(count(&db).await, 2);
+    }
+
+    /// A write whose row is unreadable gets its own error; the others of its batch a 503, and
+    /// nothing of the batch is kept.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_corrupt_row_fails_its_write_with_a_500_and_its_batch_with_503s() {
+        let db = scratch_db().await;
+        // Queued behind one another while the writer is busy: one batch.
+        let (a, b, c) = tokio::join!(
+            db.idempotent("a", insert("a")),
+            db.idempotent("b", |conn| Box::pin(insert_then_find_corrupt(conn))),
+            db.idempotent("c", insert("c")),
+        );
+        let b = b.unwrap_err();
+        assert_eq!(b.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        for other in [a, c] {
+            // Either in the failed batch (503) or in one of its own (committed).
+            match other {
+                Ok(_) => {}
+                Err(e) => assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE, "{e:?}"),
+            }
+        }
+        // The corrupt write's key was not used up, and its effect was not kept.
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT order_id FROM refunded_orders WHERE order_id = 'before'")
+                .fetch_optional(&db.pool)
+                .await
+                .unwrap();
+        assert_eq!(exists, None);
+        assert_eq!(db.idempotent("b", insert("b")).await.unwrap(), "b");
     }
 }

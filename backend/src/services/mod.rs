@@ -4,11 +4,19 @@
 //!
 //! By default `saga-shop` hosts all four under `/svc/{name}`; `saga-shop --service NAME` hosts
 //! one alone, so they can be spread over processes or machines.
+//!
+//! What goes over the wire is in [`protocol`], shared with the saga's client; every answer
+//! other than a result is a [`ServiceError`], whose status tells the saga whether to unwind (a
+//! 4xx refusal) or to try again (a 5xx). A handler is a few lines: its faults, then its effect,
+//! a named `async fn` on the writer's connection, run once per `Idempotency-Key` by [`db`].
 
 pub mod billing;
 pub mod db;
+mod error;
+mod idempotency;
 pub mod orders;
 pub mod payments;
+pub mod protocol;
 pub mod shipping;
 
 use std::fmt;
@@ -17,13 +25,13 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::FromRequestParts;
-use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use shared::Fault;
 
 pub use db::{DbError, Effect, ServiceDb};
+pub use error::ServiceError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ServiceName {
@@ -78,19 +86,15 @@ pub struct StepRequest {
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for StepRequest {
-    type Rejection = Response;
+    type Rejection = ServiceError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
         let key = header("idempotency-key")
             .filter(|k| !k.is_empty() && k.len() <= 200)
             .map(str::to_string)
-            .ok_or_else(|| {
-                reply(
-                    400,
-                    json!({ "error": "the Idempotency-Key header is required", "field": null }),
-                )
-            })?;
+            .ok_or(ServiceError::MissingKey)?;
+        // Only the transient faults read it: a missing or garbled one counts as a first try.
         let attempt = header("x-saga-attempt")
             .and_then(|v| v.parse().ok())
             .unwrap_or(1);
@@ -101,87 +105,60 @@ impl<S: Send + Sync> FromRequestParts<S> for StepRequest {
 impl StepRequest {
     /// An action, as every service runs one: the faults that act before it, the effect once
     /// per key, then the `timeout` fault's silence after a success.
-    pub async fn run_action<F>(&self, db: &ServiceDb, fault: Option<Fault>, effect: F) -> Response
-    where
-        F: Effect,
-    {
-        if let Some((status, body)) = before_action(fault, self.attempt).await {
-            return reply(status, body);
-        }
-        match db.idempotent(&self.key, effect).await {
-            Ok((status, body)) => {
-                if status == 200 {
-                    after_action(fault).await;
-                }
-                reply(status, body)
-            }
-            Err(e) => db_failure(e),
-        }
-    }
-
-    /// A compensation: its faults, then the effect once per key.
-    pub async fn run_compensation<F>(
+    pub async fn run_action<T, F>(
         &self,
         db: &ServiceDb,
         fault: Option<Fault>,
         effect: F,
-    ) -> Response
+    ) -> Result<Json<T>, ServiceError>
     where
-        F: Effect,
+        T: Serialize + DeserializeOwned + 'static,
+        F: Effect<T>,
     {
-        if let Some((status, body)) = before_compensation(fault, self.attempt) {
-            return reply(status, body);
-        }
+        before_action(fault, self.attempt).await?;
+        let result = db.idempotent(&self.key, effect).await?;
+        after_action(fault).await;
+        Ok(Json(result))
+    }
+
+    /// A compensation: its faults, then the effect once per key.
+    pub async fn run_compensation<T, F>(
+        &self,
+        db: &ServiceDb,
+        fault: Option<Fault>,
+        effect: F,
+    ) -> Result<Json<T>, ServiceError>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        F: Effect<T>,
+    {
+        before_compensation(fault, self.attempt)?;
         self.run(db, effect).await
     }
 
     /// The effect once per key, no faults.
-    pub async fn run<F>(&self, db: &ServiceDb, effect: F) -> Response
+    pub async fn run<T, F>(&self, db: &ServiceDb, effect: F) -> Result<Json<T>, ServiceError>
     where
-        F: Effect,
+        T: Serialize + DeserializeOwned + 'static,
+        F: Effect<T>,
     {
-        match db.idempotent(&self.key, effect).await {
-            Ok((status, body)) => reply(status, body),
-            Err(e) => db_failure(e),
-        }
+        db.idempotent(&self.key, effect).await.map(Json)
     }
 }
 
-pub fn reply(status: u16, body: Value) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, Json(body)).into_response()
-}
-
-/// A business refusal: the participant said no and applied nothing.
-pub fn refusal(message: impl Into<String>) -> (u16, Value) {
-    (409, json!({ "error": message.into(), "field": null }))
-}
-
-pub fn db_failure(e: impl fmt::Display) -> Response {
-    tracing::error!(error = %e, "service database error");
-    reply(
-        503,
-        json!({ "error": "the service's database is unavailable", "field": null }),
-    )
-}
-
-/// Faults that act before an action (DESIGN.md §4): `fail` refuses, `transient` answers 503 on
-/// the first N attempts, `delay` makes the service slow. `None` means go ahead.
-async fn before_action(fault: Option<Fault>, attempt: u32) -> Option<(u16, Value)> {
+/// Faults that act before an action (DESIGN.md §4): `fail` refuses, `transient` fails the
+/// first N attempts, `delay` makes the service slow.
+async fn before_action(fault: Option<Fault>, attempt: u32) -> Result<(), ServiceError> {
     match fault {
-        Some(Fault::Fail) => Some((
-            422,
-            json!({ "error": "the service refused the request (injected fault: fail)", "field": null }),
-        )),
-        Some(Fault::Transient { times }) if attempt <= times => Some((
-            503,
-            json!({ "error": format!("the service is temporarily unavailable (injected fault: transient, attempt {attempt} of {times})"), "field": null }),
-        )),
+        Some(Fault::Fail) => Err(ServiceError::InjectedRefusal),
+        Some(Fault::Transient { times }) if attempt <= times => {
+            Err(ServiceError::InjectedTransient { attempt, times })
+        }
         Some(Fault::Delay { ms }) => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            None
+            Ok(())
         }
-        _ => None,
+        _ => Ok(()),
     }
 }
 
@@ -194,18 +171,16 @@ async fn after_action(fault: Option<Fault>) {
 
 /// Faults of a compensation: `compensation_transient` fails the first N attempts,
 /// `compensation_fail` every one.
-fn before_compensation(fault: Option<Fault>, attempt: u32) -> Option<(u16, Value)> {
+fn before_compensation(fault: Option<Fault>, attempt: u32) -> Result<(), ServiceError> {
     let failing = match fault {
         Some(Fault::CompensationTransient { times }) => attempt <= times,
         Some(Fault::CompensationFail) => true,
         _ => false,
     };
-    failing.then(|| {
-        (
-            503,
-            json!({ "error": format!("the compensation failed (injected fault, attempt {attempt})"), "field": null }),
-        )
-    })
+    if failing {
+        return Err(ServiceError::InjectedCompensationFailure { attempt });
+    }
+    Ok(())
 }
 
 pub fn now_ms() -> i64 {

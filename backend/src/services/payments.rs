@@ -6,16 +6,18 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::{Path, State};
-use axum::response::Response;
 use axum::routing::{get, post};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
-use shared::{Fault, PaymentView};
-use sqlx::Row;
+use axum::{Json, Router};
+use shared::PaymentView;
+use sqlx::{AnyConnection, AnyPool, Row};
 
-use super::{ServiceDb, StepRequest, db_failure, new_id, now_ms, refusal, reply};
+use super::protocol::{
+    Charge, Compensate, PROCESS_PAYMENT, REFUND_PAYMENT, TOKENISE_CARD, Updated, UpdatedTo,
+};
+// Where `POST /api/orders` has always found them.
+pub use super::protocol::{CardToken, PaymentRef, TokeniseCard};
+use super::{ServiceDb, ServiceError, StepRequest, new_id, now_ms};
 use crate::body::JsonBody;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/payments");
@@ -27,40 +29,6 @@ pub const EMPTY_WALLET: &str = "empty-wallet";
 #[derive(Clone)]
 pub struct Payments {
     db: ServiceDb,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct TokeniseCard {
-    pub card_number: String,
-    pub expiry: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CardToken {
-    pub token: String,
-    pub last4: String,
-}
-
-/// How a purchase pays, as the saga carries it: never a card number.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "method", rename_all = "snake_case")]
-pub enum PaymentRef {
-    Card { token: String, last4: String },
-    Wallet { wallet_id: String },
-}
-
-#[derive(Debug, Deserialize)]
-pub struct Charge {
-    pub order_id: String,
-    pub amount_cents: i64,
-    pub payment: PaymentRef,
-    pub fault: Option<Fault>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct RefundRef {
-    pub order_id: String,
-    pub fault: Option<Fault>,
 }
 
 impl Payments {
@@ -77,9 +45,9 @@ impl Payments {
 
     pub fn router(self) -> Router {
         Router::new()
-            .route("/tokens", post(tokenise))
-            .route("/process_payment", post(process_payment))
-            .route("/refund_payment", post(refund_payment))
+            .route(TOKENISE_CARD.path, post(tokenise))
+            .route(PROCESS_PAYMENT.path, post(process_payment))
+            .route(REFUND_PAYMENT.path, post(refund_payment))
             .route("/payments/{order_id}", get(get_payment))
             .with_state(Arc::new(self))
     }
@@ -87,161 +55,209 @@ impl Payments {
 
 type Svc = State<Arc<Payments>>;
 
+/// How a test card behaves when charged, as `card_tokens.behaviour` holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Behaviour {
+    Pays,
+    Declined,
+    InsufficientFunds,
+}
+
+impl Behaviour {
+    fn of(digits: &str) -> Self {
+        match digits {
+            DECLINED_CARD => Behaviour::Declined,
+            INSUFFICIENT_FUNDS_CARD => Behaviour::InsufficientFunds,
+            _ => Behaviour::Pays,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Behaviour::Pays => "ok",
+            Behaviour::Declined => "declined",
+            Behaviour::InsufficientFunds => "insufficient_funds",
+        }
+    }
+
+    fn parse(stored: &str) -> Result<Self, ServiceError> {
+        [
+            Behaviour::Pays,
+            Behaviour::Declined,
+            Behaviour::InsufficientFunds,
+        ]
+        .into_iter()
+        .find(|b| b.as_str() == stored)
+        .ok_or_else(|| {
+            ServiceError::corrupt(
+                "a card token's behaviour",
+                format_args!("{stored:?} is no behaviour"),
+            )
+        })
+    }
+}
+
 /// Turn a card (already validated by the API) into a token. The number is not stored.
-async fn tokenise(State(svc): Svc, JsonBody(req): JsonBody<TokeniseCard>) -> Response {
+async fn tokenise(
+    State(svc): Svc,
+    JsonBody(req): JsonBody<TokeniseCard>,
+) -> Result<Json<CardToken>, ServiceError> {
     let digits: String = req
         .card_number
         .chars()
         .filter(char::is_ascii_digit)
         .collect();
     if digits.len() < 12 {
-        return reply(
-            422,
-            json!({ "error": "the card number is too short", "field": "payment.card_number" }),
-        );
+        return Err(ServiceError::CardTooShort);
     }
-    let behaviour = match digits.as_str() {
-        DECLINED_CARD => "declined",
-        INSUFFICIENT_FUNDS_CARD => "insufficient_funds",
-        _ => "ok",
-    };
     let token = CardToken {
         token: new_id("tok"),
         last4: digits[digits.len() - 4..].to_string(),
     };
-    let expiry = req.expiry;
-    let inserted = svc
-        .db
-        .write(move |conn| {
-            Box::pin(async move {
-                sqlx::query(
-                    "INSERT INTO card_tokens (token, last4, expiry, behaviour) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(&token.token)
-                .bind(&token.last4)
-                .bind(&expiry)
-                .bind(behaviour)
-                .execute(&mut *conn)
-                .await?;
-                Ok((200, json!(token)))
-            })
-        })
-        .await;
-    match inserted {
-        Ok((status, body)) => reply(status, body),
-        Err(e) => db_failure(e),
-    }
+    let card = (req.expiry, Behaviour::of(&digits));
+    svc.db
+        .write(|conn| Box::pin(store_token(conn, token, card)))
+        .await
+        .map(Json)
 }
 
 async fn process_payment(
     State(svc): Svc,
     step: StepRequest,
     JsonBody(req): JsonBody<Charge>,
-) -> Response {
+) -> Result<Json<PaymentView>, ServiceError> {
     let fault = req.fault;
-    step.run_action(&svc.db, fault, move |tx| {
-            Box::pin(async move {
-                let refunded = sqlx::query("SELECT order_id FROM refunded_orders WHERE order_id = $1")
-                    .bind(&req.order_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if refunded.is_some() {
-                    return Ok(refusal(format!("the payment for order {} was refunded before it was taken", req.order_id)));
-                }
-                let (method, last4, wallet) = match &req.payment {
-                    PaymentRef::Card { token, .. } => {
-                        let row = sqlx::query("SELECT last4, behaviour FROM card_tokens WHERE token = $1")
-                            .bind(token)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                        let Some(row) = row else {
-                            return Ok(refusal("unknown card token"));
-                        };
-                        let behaviour: String = row.try_get("behaviour")?;
-                        match behaviour.as_str() {
-                            "declined" => return Ok((402, json!({ "error": "the card was declined", "field": null }))),
-                            "insufficient_funds" => {
-                                return Ok((402, json!({ "error": "the card has insufficient funds", "field": null })));
-                            }
-                            _ => {}
-                        }
-                        ("card", Some(row.try_get::<String, _>("last4")?), None)
-                    }
-                    PaymentRef::Wallet { wallet_id } => {
-                        if wallet_id == EMPTY_WALLET {
-                            return Ok((402, json!({ "error": "the wallet has insufficient funds", "field": null })));
-                        }
-                        ("wallet", None, Some(wallet_id.clone()))
-                    }
-                };
-                let payment = PaymentView {
-                    payment_id: new_id("pay"),
-                    status: "captured".into(),
-                    amount_cents: req.amount_cents,
-                    refunded_cents: 0,
-                    card_last4: last4,
-                };
-                sqlx::query(
-                    "INSERT INTO payments (payment_id, order_id, method, card_last4, wallet_id, amount_cents, refunded_cents, status, captured_at_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6, 0, 'captured', $7)",
-                )
-                .bind(&payment.payment_id)
-                .bind(&req.order_id)
-                .bind(method)
-                .bind(payment.card_last4.clone())
-                .bind(wallet)
-                .bind(req.amount_cents)
-                .bind(now_ms())
-                .execute(&mut *tx)
-                .await?;
-                Ok((200, json!(payment)))
-            })
-        })
+    step.run_action(&svc.db, fault, |tx| Box::pin(take_payment(tx, req)))
         .await
 }
 
 async fn refund_payment(
     State(svc): Svc,
     step: StepRequest,
-    JsonBody(req): JsonBody<RefundRef>,
-) -> Response {
+    JsonBody(req): JsonBody<Compensate>,
+) -> Result<Json<Updated>, ServiceError> {
     let fault = req.fault;
-    step.run_compensation(&svc.db, fault, move |tx| {
-            Box::pin(async move {
-                sqlx::query("UPDATE payments SET status = 'refunded', refunded_cents = amount_cents WHERE order_id = $1")
-                    .bind(&req.order_id)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("INSERT INTO refunded_orders (order_id) VALUES ($1) ON CONFLICT DO NOTHING")
-                    .bind(&req.order_id)
-                    .execute(&mut *tx)
-                    .await?;
-                Ok((200, json!({ "order_id": req.order_id, "status": "refunded" })))
-            })
-        })
+    step.run_compensation(&svc.db, fault, |tx| Box::pin(refund(tx, req)))
         .await
 }
 
-async fn get_payment(State(svc): Svc, Path(order_id): Path<String>) -> Response {
-    let row = sqlx::query("SELECT payment_id, status, amount_cents, refunded_cents, card_last4 FROM payments WHERE order_id = $1")
-        .bind(&order_id)
-        .fetch_optional(&svc.db.pool)
-        .await;
-    match row {
-        Ok(Some(r)) => reply(
-            200,
-            json!(PaymentView {
-                payment_id: r.try_get("payment_id").unwrap_or_default(),
-                status: r.try_get("status").unwrap_or_default(),
-                amount_cents: r.try_get("amount_cents").unwrap_or_default(),
-                refunded_cents: r.try_get("refunded_cents").unwrap_or_default(),
-                card_last4: r.try_get("card_last4").ok().flatten(),
-            }),
-        ),
-        Ok(None) => reply(
-            404,
-            json!({ "error": format!("no payment for order {order_id}"), "field": null }),
-        ),
-        Err(e) => db_failure(e),
+async fn get_payment(
+    State(svc): Svc,
+    Path(order_id): Path<String>,
+) -> Result<Json<PaymentView>, ServiceError> {
+    load_payment(&svc.db.pool, &order_id).await.map(Json)
+}
+
+async fn store_token(
+    conn: &mut AnyConnection,
+    token: CardToken,
+    (expiry, behaviour): (String, Behaviour),
+) -> Result<CardToken, ServiceError> {
+    sqlx::query(
+        "INSERT INTO card_tokens (token, last4, expiry, behaviour) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(&token.token)
+    .bind(&token.last4)
+    .bind(&expiry)
+    .bind(behaviour.as_str())
+    .execute(&mut *conn)
+    .await?;
+    Ok(token)
+}
+
+/// Charge the card or the wallet, unless a refund for the order came first (then refused, so
+/// the late action does nothing).
+async fn take_payment(tx: &mut AnyConnection, req: Charge) -> Result<PaymentView, ServiceError> {
+    let refunded = sqlx::query("SELECT order_id FROM refunded_orders WHERE order_id = $1")
+        .bind(&req.order_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if refunded.is_some() {
+        return Err(ServiceError::PaymentRefundedFirst {
+            order_id: req.order_id,
+        });
     }
+    let (method, last4, wallet) = match &req.payment {
+        PaymentRef::Card { token, .. } => ("card", Some(charge_card(tx, token).await?), None),
+        PaymentRef::Wallet { wallet_id } if wallet_id == EMPTY_WALLET => {
+            return Err(ServiceError::WalletInsufficientFunds);
+        }
+        PaymentRef::Wallet { wallet_id } => ("wallet", None, Some(wallet_id.clone())),
+    };
+    let payment = PaymentView {
+        payment_id: new_id("pay"),
+        status: "captured".into(),
+        amount_cents: req.amount_cents,
+        refunded_cents: 0,
+        card_last4: last4,
+    };
+    sqlx::query(
+        "INSERT INTO payments (payment_id, order_id, method, card_last4, wallet_id, amount_cents, refunded_cents, status, captured_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, 0, 'captured', $7)",
+    )
+    .bind(&payment.payment_id)
+    .bind(&req.order_id)
+    .bind(method)
+    .bind(payment.card_last4.clone())
+    .bind(wallet)
+    .bind(req.amount_cents)
+    .bind(now_ms())
+    .execute(&mut *tx)
+    .await?;
+    Ok(payment)
+}
+
+/// Whether the card behind `token` pays; its last four digits if it does.
+async fn charge_card(tx: &mut AnyConnection, token: &str) -> Result<String, ServiceError> {
+    let card = sqlx::query("SELECT last4, behaviour FROM card_tokens WHERE token = $1")
+        .bind(token)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(ServiceError::UnknownCardToken)?;
+    let behaviour: String = card.try_get("behaviour")?;
+    match Behaviour::parse(&behaviour)? {
+        Behaviour::Pays => Ok(card.try_get("last4")?),
+        Behaviour::Declined => Err(ServiceError::CardDeclined),
+        Behaviour::InsufficientFunds => Err(ServiceError::CardInsufficientFunds),
+    }
+}
+
+/// Refund the order's payment in full, and remember the refund so a payment arriving later is
+/// refused.
+async fn refund(tx: &mut AnyConnection, req: Compensate) -> Result<Updated, ServiceError> {
+    sqlx::query(
+        "UPDATE payments SET status = 'refunded', refunded_cents = amount_cents WHERE order_id = $1",
+    )
+    .bind(&req.order_id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("INSERT INTO refunded_orders (order_id) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(&req.order_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(Updated {
+        order_id: req.order_id,
+        status: UpdatedTo::Refunded,
+    })
+}
+
+async fn load_payment(pool: &AnyPool, order_id: &str) -> Result<PaymentView, ServiceError> {
+    let row = sqlx::query(
+        "SELECT payment_id, status, amount_cents, refunded_cents, card_last4 FROM payments WHERE order_id = $1",
+    )
+    .bind(order_id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| ServiceError::NothingFor {
+        what: "payment",
+        order_id: order_id.to_string(),
+    })?;
+    Ok(PaymentView {
+        payment_id: row.try_get("payment_id")?,
+        status: row.try_get("status")?,
+        amount_cents: row.try_get("amount_cents")?,
+        refunded_cents: row.try_get("refunded_cents")?,
+        // NULL for a wallet payment.
+        card_last4: row.try_get("card_last4")?,
+    })
 }
