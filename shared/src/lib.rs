@@ -4,6 +4,7 @@
 pub mod api;
 pub mod event;
 pub mod rules;
+pub mod story;
 pub mod timeline;
 
 pub use api::*;

@@ -68,6 +68,12 @@ async fn the_happy_path_ends_completed_with_every_lane_succeeded() {
             );
             let log = b.wait_testid("event-log", LONG).await?.text().await?;
             anyhow::ensure!(log.contains("saga_completed"), "{log}");
+            let summary = b.wait_testid("saga-summary", LONG).await?.text().await?;
+            anyhow::ensure!(
+                summary.starts_with("The order is confirmed")
+                    && summary.ends_with("You were charged."),
+                "{summary}"
+            );
             Ok(())
         }
         .await;
@@ -89,6 +95,14 @@ async fn a_declined_card_compensates_back_up_the_lanes() {
                 lanes == ["compensated", "compensated", "failed", "skipped"],
                 "lanes {lanes:?}"
             );
+            let summary = b.wait_testid("saga-summary", LONG).await?.text().await?;
+            anyhow::ensure!(
+                summary
+                    == "The payment was refused: the card was declined. The invoice was voided \
+                        and the order was cancelled, its stock back on the shelf. You were not \
+                        charged.",
+                "{summary}"
+            );
             Ok(())
         }
         .await;
@@ -109,6 +123,12 @@ async fn an_unserved_country_compensates_three_steps_and_makes_the_readme_screen
             anyhow::ensure!(
                 lanes == ["compensated", "compensated", "compensated", "failed"],
                 "lanes {lanes:?}"
+            );
+            let summary = b.wait_testid("saga-summary", LONG).await?.text().await?;
+            anyhow::ensure!(
+                summary.starts_with("The shipment could not be scheduled: ")
+                    && summary.ends_with("You were charged, then refunded in full."),
+                "{summary}"
             );
             b.client
                 .wait()
@@ -138,6 +158,13 @@ async fn insufficient_stock_fails_the_first_step_and_skips_the_rest() {
             anyhow::ensure!(
                 lanes == ["failed", "skipped", "skipped", "skipped"],
                 "lanes {lanes:?}"
+            );
+            let summary = b.wait_testid("saga-summary", LONG).await?.text().await?;
+            anyhow::ensure!(
+                summary.starts_with("The order was refused: ")
+                    && summary.contains("Nothing had been done yet, so nothing was undone.")
+                    && summary.ends_with("You were not charged."),
+                "{summary}"
             );
             Ok(())
         }

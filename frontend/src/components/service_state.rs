@@ -61,20 +61,25 @@ fn services(o: OrderView) -> [(&'static str, Option<String>); 5] {
         (
             "payments",
             o.payment.map(|p| {
-                format!(
-                    "{} · {} · refunded {}{}",
-                    p.status,
-                    money(p.amount_cents),
-                    money(p.refunded_cents),
-                    p.card_last4
-                        .map(|l| format!(" · card …{l}"))
-                        .unwrap_or_default()
-                )
+                let card = p
+                    .card_last4
+                    .map(|l| format!(" · card …{l}"))
+                    .unwrap_or_default();
+                if p.refunded_cents > 0 {
+                    format!(
+                        "{} · {} of {} given back{card}",
+                        p.status,
+                        money(p.refunded_cents),
+                        money(p.amount_cents)
+                    )
+                } else {
+                    format!("{} · {}{card}", p.status, money(p.amount_cents))
+                }
             }),
         ),
         (
             "shipping",
-            o.shipment.map(|s| {
+            o.shipment.as_ref().map(|s| {
                 format!(
                     "{} · {} · expected {}",
                     s.status, s.tracking_number, s.estimated_delivery
@@ -83,8 +88,19 @@ fn services(o: OrderView) -> [(&'static str, Option<String>); 5] {
         ),
         (
             "notification",
-            o.notification
-                .map(|n| format!("to {}: {}", n.email, n.message)),
+            o.notification.map(|n| {
+                // The message was sent when the shipment was scheduled; once the shipment is
+                // cancelled it no longer holds, and the panel must not say otherwise.
+                let cancelled = o.shipment.as_ref().is_some_and(|s| s.status == "cancelled");
+                if cancelled {
+                    format!(
+                        "to {}: withdrawn, the shipment was cancelled (it had said: {})",
+                        n.email, n.message
+                    )
+                } else {
+                    format!("to {}: {}", n.email, n.message)
+                }
+            }),
         ),
     ]
 }

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use leptos::prelude::*;
+use shared::story::{summary, words_of};
 use shared::{Event, STEPS, SagaEvent, StepOutcome, Timeline as Projection};
 
 use crate::components::service_state::ServiceState;
@@ -177,6 +178,9 @@ fn watch(t: Shown) -> AnyView {
                 </span>
                 <span class="muted">{text(move || duration(t.axis().1))}</span>
             </div>
+            <p class="summary" data-testid="saga-summary" data-status=text(status) aria-live="polite">
+                {text(move || t.shown.with(|shown| summary(shown)))}
+            </p>
             <ol class="lanes">
                 {STEPS.iter().enumerate().map(|(i, &step)| lane(t, i, step)).collect_view()}
             </ol>
@@ -215,7 +219,8 @@ fn lane(t: Shown, i: usize, step: &'static str) -> impl IntoView {
     view! {
         <li class=text(move || format!("lane {}", status())) data-testid=format!("step-{step}") data-status=text(status)>
             <div class="lane-label">
-                <span class="step-name">{step}</span>
+                <span class="step-title">{words_of(step).map(|w| format!("{} · {}", w.service, w.action)).unwrap_or_default()}</span>
+                <code class="step-name">{step}</code>
                 <span class="lane-status">{text(status)}</span>
                 <span class="attempts">{text(move || match t.projection.with(|p| p.steps[i].attempts) {
                     0 => String::new(),

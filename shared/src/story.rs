@@ -1,0 +1,480 @@
+//! A purchase saga in words: one sentence for whatever state it is in, in business terms (what
+//! is happening or happened, why, what was undone, whether the customer was charged, what was
+//! left behind), and the business name of each step.
+//!
+//! Built from the typed events alone, the same way [`Timeline`] is, so the page and anything
+//! else that shows a saga say the same thing. The words for each step live in [`STEP_WORDS`],
+//! beside the step names of [`STEPS`](crate::STEPS).
+
+use crate::api::SagaEvent;
+use crate::event::{Event, SagaState, StepOutcome};
+use crate::timeline::Timeline;
+
+/// How a step of the purchase is spoken of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepWords {
+    /// The step's code name (`process_payment`).
+    pub step: &'static str,
+    /// The service that does it.
+    pub service: &'static str,
+    /// The business action, as a lane's title ("Charge the payment").
+    pub action: &'static str,
+    /// The action under way ("charging the payment").
+    pub doing: &'static str,
+    /// What its compensation did ("the payment was refunded").
+    pub undone: &'static str,
+    /// The compensation under way ("refunding the payment").
+    pub undoing: &'static str,
+    /// What stays if it is never undone ("the payment stays charged").
+    pub left: &'static str,
+    /// Its action failing, as the start of a sentence ("The payment was refused").
+    pub refused: &'static str,
+}
+
+/// The purchase's steps in words, in the order of [`STEPS`](crate::STEPS).
+pub const STEP_WORDS: [StepWords; 4] = [
+    StepWords {
+        step: "place_order",
+        service: "Orders",
+        action: "Place the order and reserve the stock",
+        doing: "placing the order and reserving the stock",
+        undone: "the order was cancelled, its stock back on the shelf",
+        undoing: "cancelling the order and putting the stock back",
+        left: "the order stays pending with its stock reserved",
+        refused: "The order was refused",
+    },
+    StepWords {
+        step: "create_invoice",
+        service: "Billing",
+        action: "Issue the invoice",
+        doing: "issuing the invoice",
+        undone: "the invoice was voided",
+        undoing: "voiding the invoice",
+        left: "the invoice stays issued",
+        refused: "The invoice could not be issued",
+    },
+    StepWords {
+        step: "process_payment",
+        service: "Payments",
+        action: "Charge the payment",
+        doing: "charging the payment",
+        undone: "the payment was refunded",
+        undoing: "refunding the payment",
+        left: "the payment stays charged",
+        refused: "The payment was refused",
+    },
+    StepWords {
+        step: "ship_order",
+        service: "Shipping",
+        action: "Schedule the shipment",
+        doing: "scheduling the shipment",
+        undone: "the shipment was cancelled",
+        undoing: "cancelling the shipment",
+        left: "the shipment stays scheduled",
+        refused: "The shipment could not be scheduled",
+    },
+];
+
+/// The words of a step of the purchase, if `step` is one.
+pub fn words_of(step: &str) -> Option<&'static StepWords> {
+    STEP_WORDS.iter().find(|w| w.step == step)
+}
+
+/// What happened to the step that failed, as the events tell it.
+struct Failure<'a> {
+    words: &'static StepWords,
+    error: &'a str,
+    unknown: bool,
+}
+
+/// One sentence (or a few short ones) that is true for the purchase saga in its current state.
+pub fn summary(events: &[SagaEvent]) -> String {
+    let timeline = Timeline::from_events("", &crate::STEPS, events);
+    let failure = events.iter().find_map(|e| match &e.event {
+        Event::StepFailed { error, outcome, .. } => Some(Failure {
+            words: words_of(e.step.as_deref()?)?,
+            error,
+            unknown: *outcome == StepOutcome::Unknown,
+        }),
+        _ => None,
+    });
+    let undone: Vec<&StepWords> = events
+        .iter()
+        .filter(|e| matches!(e.event, Event::CompensationSucceeded { .. }))
+        .filter_map(|e| words_of(e.step.as_deref()?))
+        .collect();
+    match timeline.status {
+        SagaState::Pending => "Waiting for the saga's first event.".into(),
+        SagaState::Running => running(events, &timeline),
+        SagaState::Completed => "The order is confirmed: the stock is reserved, the invoice \
+             issued, the payment charged and the shipment scheduled. You were charged."
+            .into(),
+        SagaState::Compensating => {
+            let mut s = failure.as_ref().map(why).unwrap_or_default();
+            s.push_str(" Undoing what was done, newest first");
+            if !undone.is_empty() {
+                s.push_str(": ");
+                s.push_str(&join(undone.iter().map(|w| w.undone)));
+            }
+            if let Some(current) = compensating_now(events) {
+                s.push_str(if undone.is_empty() { ": " } else { "; now " });
+                s.push_str(current.undoing);
+            }
+            s.push('…');
+            s
+        }
+        SagaState::Compensated => {
+            let mut s = failure.as_ref().map(why).unwrap_or_default();
+            s.push(' ');
+            if undone.is_empty() {
+                s.push_str("Nothing had been done yet, so nothing was undone.");
+            } else {
+                s.push_str(&capitalised(&join(undone.iter().map(|w| w.undone))));
+                s.push('.');
+            }
+            s.push(' ');
+            s.push_str(charged(events, &undone, failure.as_ref()));
+            s
+        }
+        SagaState::Stuck => stuck(events, &undone, failure.as_ref()),
+    }
+}
+
+/// A saga going forward: the step under way, or the retry it waits for.
+fn running(events: &[SagaEvent], timeline: &Timeline) -> String {
+    let done = timeline
+        .steps
+        .iter()
+        .filter(|s| s.status == crate::StepState::Succeeded)
+        .count();
+    let Some(last) = events.iter().rev().find(|e| e.step.is_some()) else {
+        return "The order was received; the first step is about to start.".into();
+    };
+    let Some(words) = last.step.as_deref().and_then(words_of) else {
+        return format!("{done} of 4 steps done.");
+    };
+    match &last.event {
+        Event::StepStarted { .. } => {
+            let attempt = last.attempt.unwrap_or(1);
+            let mut s = format!(
+                "{} ({}, step {} of 4)",
+                capitalised(words.doing),
+                words.service,
+                done + 1
+            );
+            if attempt > 1 {
+                s.push_str(&format!(", attempt {attempt}"));
+            }
+            s.push('…');
+            s
+        }
+        Event::StepRetrying {
+            error,
+            outcome_unknown,
+            delay_ms,
+            ..
+        } => {
+            let why = if *outcome_unknown {
+                format!("{} did not answer in time ({error})", words.service)
+            } else {
+                format!("{} failed: {error}", capitalised(words.doing))
+            };
+            format!("{why}. Trying again in {delay_ms} ms.")
+        }
+        _ => format!("{done} of 4 steps done; the next one is about to start."),
+    }
+}
+
+/// Why the saga unwound, as a sentence.
+fn why(f: &Failure<'_>) -> String {
+    if f.unknown {
+        format!(
+            "{} did not answer in time ({}), so whether it went through is unknown: it is \
+             undone as if it had.",
+            f.words.service, f.error
+        )
+    } else {
+        format!("{}: {}.", f.words.refused, f.error)
+    }
+}
+
+/// The compensation under way, if one is.
+fn compensating_now(events: &[SagaEvent]) -> Option<&'static StepWords> {
+    let last = events.iter().rev().find(|e| e.step.is_some())?;
+    match last.event {
+        Event::CompensationStarted {}
+        | Event::CompensationFailed {
+            will_retry: true, ..
+        } => words_of(last.step.as_deref()?),
+        _ => None,
+    }
+}
+
+/// Whether the customer's money was taken, kept or given back.
+fn charged(
+    events: &[SagaEvent],
+    undone: &[&StepWords],
+    failure: Option<&Failure<'_>>,
+) -> &'static str {
+    let payment = "process_payment";
+    let paid = events.iter().any(|e| {
+        matches!(e.event, Event::StepSucceeded { .. }) && e.step.as_deref() == Some(payment)
+    }) || failure.is_some_and(|f| f.unknown && f.words.step == payment);
+    let refunded = undone.iter().any(|w| w.step == payment);
+    match (paid, refunded) {
+        (false, _) => "You were not charged.",
+        (true, true) => "You were charged, then refunded in full.",
+        (true, false) => "Your payment has not been refunded.",
+    }
+}
+
+/// A compensation gave up: what is left behind and what a person must do.
+fn stuck(events: &[SagaEvent], undone: &[&StepWords], failure: Option<&Failure<'_>>) -> String {
+    let mut s = failure.map(why).unwrap_or_default();
+    let gave_up = events.iter().rev().find_map(|e| match &e.event {
+        Event::SagaStuck { step, error } => Some((words_of(step), error.as_str())),
+        _ => None,
+    });
+    if let Some((words, error)) = gave_up {
+        let what = words.map(|w| w.undoing).unwrap_or("undoing a step");
+        s.push_str(&format!(
+            " {} failed on every attempt: {error}.",
+            capitalised(what)
+        ));
+    }
+    // Left behind: every step done (or maybe done) that was not undone.
+    let left: Vec<&str> = STEP_WORDS
+        .iter()
+        .filter(|w| {
+            let done = events.iter().any(|e| {
+                e.step.as_deref() == Some(w.step)
+                    && matches!(
+                        e.event,
+                        Event::StepSucceeded { .. }
+                            | Event::StepFailed {
+                                outcome: StepOutcome::Unknown,
+                                ..
+                            }
+                    )
+            });
+            done && !undone.iter().any(|u| u.step == w.step)
+        })
+        .map(|w| w.left)
+        .collect();
+    if !left.is_empty() {
+        s.push_str(&format!(" Left behind: {}.", join(left.into_iter())));
+    }
+    s.push_str(
+        " The saga is stuck and needs a person: retry the compensation once the service is back.",
+    );
+    s
+}
+
+/// "a, b and c".
+fn join<'a>(parts: impl Iterator<Item = &'a str>) -> String {
+    let parts: Vec<&str> = parts.collect();
+    match parts.split_last() {
+        None => String::new(),
+        Some((last, [])) => (*last).to_string(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+fn capitalised(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A saga's events, written the short way: (kind, step).
+    struct Story(Vec<SagaEvent>);
+
+    impl Story {
+        fn new() -> Self {
+            Story(Vec::new()).with(
+                Event::SagaStarted {
+                    saga: "purchase".into(),
+                    order_id: Some("ord_1".into()),
+                },
+                None,
+            )
+        }
+
+        fn with(mut self, event: Event, step: Option<&str>) -> Self {
+            let seq = self.0.len() as u64 + 1;
+            self.0.push(SagaEvent {
+                saga_id: "s".into(),
+                seq,
+                at: format!("2026-12-06T12:00:00.{seq:03}Z"),
+                step: step.map(str::to_string),
+                attempt: Some(1),
+                event,
+            });
+            self
+        }
+
+        fn ok(self, step: &str) -> Self {
+            self.with(Event::StepStarted { timeout_ms: 5000 }, Some(step))
+                .with(
+                    Event::StepSucceeded {
+                        output: serde_json::Value::Null,
+                        duration_ms: 3,
+                    },
+                    Some(step),
+                )
+        }
+
+        fn refused(self, step: &str, error: &str, outcome: StepOutcome) -> Self {
+            self.with(Event::StepStarted { timeout_ms: 5000 }, Some(step))
+                .with(
+                    Event::StepFailed {
+                        error: error.into(),
+                        outcome,
+                        retryable: false,
+                        duration_ms: 3,
+                    },
+                    Some(step),
+                )
+        }
+
+        fn undone(self, step: &str) -> Self {
+            self.with(Event::CompensationStarted {}, Some(step))
+                .with(Event::CompensationSucceeded { duration_ms: 2 }, Some(step))
+        }
+
+        fn end(self, event: Event) -> String {
+            summary(&self.with(event, None).0)
+        }
+    }
+
+    #[test]
+    fn a_declined_card_says_what_was_undone_and_that_nothing_was_charged() {
+        let s = Story::new()
+            .ok("place_order")
+            .ok("create_invoice")
+            .refused(
+                "process_payment",
+                "the card was declined",
+                StepOutcome::Failed,
+            )
+            .undone("create_invoice")
+            .undone("place_order")
+            .end(Event::SagaCompensated {});
+        assert_eq!(
+            s,
+            "The payment was refused: the card was declined. The invoice was voided and the \
+             order was cancelled, its stock back on the shelf. You were not charged."
+        );
+    }
+
+    #[test]
+    fn an_order_refused_at_the_first_step_says_nothing_was_undone() {
+        let s = Story::new()
+            .refused("place_order", "KB-01 is out of stock", StepOutcome::Failed)
+            .end(Event::SagaCompensated {});
+        assert!(
+            s.starts_with("The order was refused: KB-01 is out of stock."),
+            "{s}"
+        );
+        assert!(s.contains("nothing was undone"), "{s}");
+        assert!(s.ends_with("You were not charged."), "{s}");
+    }
+
+    #[test]
+    fn a_timeout_says_the_outcome_is_unknown_and_the_refund() {
+        let s = Story::new()
+            .ok("place_order")
+            .ok("create_invoice")
+            .ok("process_payment")
+            .refused("ship_order", "timed out after 800 ms", StepOutcome::Unknown)
+            .undone("ship_order")
+            .undone("process_payment")
+            .undone("create_invoice")
+            .undone("place_order")
+            .end(Event::SagaCompensated {});
+        assert!(s.starts_with("Shipping did not answer in time"), "{s}");
+        assert!(s.contains("is unknown"), "{s}");
+        assert!(
+            s.contains("The shipment was cancelled, the payment was refunded"),
+            "{s}"
+        );
+        assert!(
+            s.ends_with("You were charged, then refunded in full."),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn a_stuck_saga_says_what_is_left_behind_and_what_to_do() {
+        let s = Story::new()
+            .ok("place_order")
+            .ok("create_invoice")
+            .refused(
+                "process_payment",
+                "the card was declined",
+                StepOutcome::Failed,
+            )
+            .with(Event::CompensationStarted {}, Some("create_invoice"))
+            .with(
+                Event::CompensationFailed {
+                    error: "billing is down".into(),
+                    will_retry: false,
+                    delay_ms: None,
+                    duration_ms: 1,
+                },
+                Some("create_invoice"),
+            )
+            .end(Event::SagaStuck {
+                step: "create_invoice".into(),
+                error: "billing is down".into(),
+            });
+        assert!(
+            s.contains("Voiding the invoice failed on every attempt: billing is down."),
+            "{s}"
+        );
+        assert!(
+            s.contains("Left behind: the order stays pending with its stock reserved and the invoice stays issued."),
+            "{s}"
+        );
+        assert!(s.contains("needs a person"), "{s}");
+    }
+
+    #[test]
+    fn running_and_retrying_say_what_is_under_way() {
+        let story = Story::new().ok("place_order").with(
+            Event::StepStarted { timeout_ms: 5000 },
+            Some("create_invoice"),
+        );
+        assert_eq!(
+            summary(&story.0),
+            "Issuing the invoice (Billing, step 2 of 4)…"
+        );
+        let story = story.with(
+            Event::StepRetrying {
+                error: "billing is busy".into(),
+                outcome_unknown: false,
+                delay_ms: 200,
+                duration_ms: 1,
+            },
+            Some("create_invoice"),
+        );
+        assert_eq!(
+            summary(&story.0),
+            "Issuing the invoice failed: billing is busy. Trying again in 200 ms."
+        );
+        let done = Story::new()
+            .ok("place_order")
+            .ok("create_invoice")
+            .ok("process_payment")
+            .ok("ship_order")
+            .end(Event::SagaCompleted {});
+        assert!(done.starts_with("The order is confirmed"), "{done}");
+        assert_eq!(summary(&[]), "Waiting for the saga's first event.");
+    }
+}
