@@ -82,6 +82,57 @@ async fn the_happy_path_ends_completed_with_every_lane_succeeded() {
     .await;
 }
 
+/// The timeline's box and the viewport's height, as the page lays them out now.
+async fn timeline_box(b: &Browser) -> anyhow::Result<(f64, f64, f64)> {
+    let got = b
+        .client
+        .execute(
+            "const r = document.querySelector('[data-testid=timeline]').getBoundingClientRect(); \
+             return [r.top, r.bottom, window.innerHeight];",
+            vec![],
+        )
+        .await?;
+    let n = |i: usize| got[i].as_f64().unwrap_or(f64::NAN);
+    Ok((n(0), n(1), n(2)))
+}
+
+/// Buy is at the bottom of a long form; the new saga's timeline must be where the person is
+/// looking: wholly in the viewport side by side at 1280×800, brought into view on a phone.
+#[tokio::test]
+async fn the_new_sagas_timeline_is_in_view_after_buy() {
+    scenario("timeline_in_view", |b, url| async move {
+        let r = async {
+            b.client.set_window_size(1280, 800).await?;
+            buy(&b, "KB-01").await?;
+            let placed = b.wait_testid("order-placed", LONG).await?.text().await?;
+            anyhow::ensure!(placed.starts_with("Order ord_"), "{placed}");
+            b.wait_attr("timeline", "data-status", "completed", LONG)
+                .await?;
+            let (top, bottom, height) = timeline_box(&b).await?;
+            anyhow::ensure!(
+                top >= 0.0 && bottom <= height,
+                "at 1280×800 the timeline spans {top}..{bottom} of a {height} px viewport"
+            );
+            b.screenshot("after-buy-1280").await?;
+
+            b.client.goto(&url).await?;
+            b.client.set_window_size(375, 812).await?;
+            buy(&b, "KB-01").await?;
+            b.wait_attr("timeline", "data-status", "completed", LONG)
+                .await?;
+            let (top, _, height) = timeline_box(&b).await?;
+            anyhow::ensure!(
+                (0.0..height / 2.0).contains(&top),
+                "at 375 px the timeline starts at {top} of a {height} px viewport"
+            );
+            Ok(())
+        }
+        .await;
+        (b, r)
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_declined_card_compensates_back_up_the_lanes() {
     scenario("declined_card", |b, _| async move {

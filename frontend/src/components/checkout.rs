@@ -269,12 +269,15 @@ pub fn Checkout(state: ShopState) -> impl IntoView {
     let show_errors = RwSignal::new(false);
     let server_error = RwSignal::new(None::<ApiFailure>);
     let busy = RwSignal::new(false);
+    // The order the last Buy placed: said by the button, where the person is looking.
+    let placed = RwSignal::new(None::<String>);
     let inputs = Inputs {
         state,
         show_errors,
         server_error,
     };
     let buy = move |_| {
+        placed.set(None);
         show_errors.set(true);
         let form = state.form.get_untracked();
         if state.cart.with_untracked(Vec::is_empty) {
@@ -294,7 +297,10 @@ pub fn Checkout(state: ShopState) -> impl IntoView {
                 Ok(accepted) => {
                     server_error.set(None);
                     state.cart.set(Vec::new());
+                    placed.set(Some(accepted.order_id));
                     navigate(state.route, Route::Saga(accepted.saga_id));
+                    // Once the page has drawn the new saga and emptied the cart above it.
+                    set_timeout(bring_saga_into_view, std::time::Duration::ZERO);
                 }
                 Err(e) => server_error.set(Some(e)),
             }
@@ -367,6 +373,31 @@ pub fn Checkout(state: ShopState) -> impl IntoView {
             <button type="submit" class="buy" data-testid="buy" on:click=buy disabled=busy>
                 {text(move || if busy.get() { "Placing the order…".into() } else { "Buy".into() })}
             </button>
+            <p class="placed" role="status" data-testid="order-placed">
+                {text(move || placed.get().map(|id| format!("Order {id} placed: its saga is running, step by step, in the timeline.")).unwrap_or_default())}
+            </p>
         </form>
+    }
+}
+
+/// Where the page is one column (a phone), the timeline is far below the Buy button: scroll it
+/// into view. Side by side, the timeline's column stays in view by itself (`position: sticky`).
+fn bring_saga_into_view() {
+    let Some(window) = web_sys::window() else {
+        return;
+    };
+    let one_column = window
+        .match_media("(max-width: 900px)")
+        .ok()
+        .flatten()
+        .is_some_and(|m| m.matches());
+    if !one_column {
+        return;
+    }
+    if let Some(watch) = window
+        .document()
+        .and_then(|d| d.query_selector("section.watch").ok().flatten())
+    {
+        watch.scroll_into_view();
     }
 }
