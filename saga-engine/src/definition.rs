@@ -122,10 +122,6 @@ pub struct Step {
     pub(crate) retry: RetryPolicy,
     pub(crate) compensation_retry: RetryPolicy,
     pub(crate) timeout: Duration,
-    /// Steps that must have succeeded before this one starts. Today's executor runs steps one
-    /// at a time in definition order (a valid topological order); the field is where parallel
-    /// branches will hang.
-    pub(crate) depends_on: Vec<Arc<str>>,
 }
 
 impl std::fmt::Debug for Step {
@@ -135,7 +131,6 @@ impl std::fmt::Debug for Step {
             .field("retry", &self.retry)
             .field("compensation_retry", &self.compensation_retry)
             .field("timeout", &self.timeout)
-            .field("depends_on", &self.depends_on)
             .finish_non_exhaustive()
     }
 }
@@ -154,7 +149,6 @@ impl Step {
                 ..RetryPolicy::default()
             },
             timeout: Duration::from_secs(10),
-            depends_on: Vec::new(),
         }
     }
 
@@ -217,8 +211,6 @@ pub enum DefinitionError {
     Empty(String),
     #[error("saga {saga} has two steps named {step}")]
     DuplicateStep { saga: String, step: String },
-    #[error("step {step} depends on {dependency}, which is not an earlier step")]
-    BadDependency { step: String, dependency: String },
 }
 
 /// A saga kind: a name (recorded in the log, so recovery can find the definition again) and
@@ -230,30 +222,18 @@ pub struct SagaDefinition {
 }
 
 impl SagaDefinition {
-    /// Steps run in the order given; each depends on the one before unless it says otherwise.
+    /// Steps run one after another in the order given.
     pub fn new(name: &str, steps: Vec<Step>) -> Result<Self, DefinitionError> {
         if steps.is_empty() {
             return Err(DefinitionError::Empty(name.to_string()));
         }
-        let mut steps = steps;
-        let mut seen: Vec<Arc<str>> = Vec::with_capacity(steps.len());
-        for step in &mut steps {
-            if seen.contains(&step.name) {
+        for (i, step) in steps.iter().enumerate() {
+            if steps[..i].iter().any(|earlier| earlier.name == step.name) {
                 return Err(DefinitionError::DuplicateStep {
                     saga: name.to_string(),
                     step: step.name.to_string(),
                 });
             }
-            if step.depends_on.is_empty() {
-                step.depends_on.extend(seen.last().cloned());
-            }
-            if let Some(bad) = step.depends_on.iter().find(|d| !seen.contains(d)) {
-                return Err(DefinitionError::BadDependency {
-                    step: step.name.to_string(),
-                    dependency: bad.to_string(),
-                });
-            }
-            seen.push(step.name.clone());
         }
         Ok(SagaDefinition {
             name: Arc::from(name),
@@ -305,7 +285,5 @@ mod tests {
             SagaDefinition::new("x", vec![Step::new("a"), Step::new("a")]),
             Err(DefinitionError::DuplicateStep { .. })
         ));
-        let d = SagaDefinition::new("x", vec![Step::new("a"), Step::new("b")]).unwrap();
-        assert_eq!(d.steps[1].depends_on, vec![Arc::from("a")]);
     }
 }
