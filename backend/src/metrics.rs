@@ -175,9 +175,9 @@ impl Metrics {
             self.retries.load(Ordering::Relaxed)
         );
         out.push_str("# HELP saga_log_commits_total Saga log transactions committed.\n# TYPE saga_log_commits_total counter\n");
-        let _ = writeln!(out, "saga_log_commits_total {}", engine.stats().commits());
+        let _ = writeln!(out, "saga_log_commits_total {}", engine.log_stats().commits);
         out.push_str("# HELP saga_log_records_total Saga log records written.\n# TYPE saga_log_records_total counter\n");
-        let _ = writeln!(out, "saga_log_records_total {}", engine.stats().records());
+        let _ = writeln!(out, "saga_log_records_total {}", engine.log_stats().records);
         out.push_str("# HELP sse_subscribers Connected event-stream subscribers.\n# TYPE sse_subscribers gauge\n");
         let _ = writeln!(
             out,

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -16,7 +15,7 @@ use crate::definition::SagaDefinition;
 use crate::error::EngineError;
 use crate::events::{self, EventStream, FeedStream};
 use crate::executor::SagaRun;
-use crate::log_writer::{LogStats, LogWriter};
+use crate::log_writer::{Counters, LogStats, LogWriter};
 use crate::progress::SagaProgress;
 use crate::record::{SagaId, SagaStatus};
 use crate::running::RunningSet;
@@ -68,7 +67,7 @@ pub(crate) struct Inner {
     pub events: broadcast::Sender<Arc<Committed>>,
     /// One per engine, shared by its sagas: a saga holds one count on it, not one on each part.
     writer: Arc<LogWriter>,
-    stats: Arc<LogStats>,
+    counters: Arc<Counters>,
     config: EngineConfig,
     definitions: RwLock<HashMap<String, Arc<SagaDefinition>>>,
     /// Shared with per-saga subscribers, which ask it whether the saga is driven here.
@@ -91,14 +90,18 @@ impl Engine {
     /// For a store chosen at run time (SQLite or PostgreSQL, say).
     pub fn with_shared_store(store: Arc<dyn SagaStore>, config: EngineConfig) -> Self {
         let (events, _) = broadcast::channel(config.event_buffer.max(16));
-        let stats = Arc::new(LogStats::default());
-        let writer = Arc::new(LogWriter::new(store.clone(), events.clone(), stats.clone()));
+        let counters = Arc::new(Counters::default());
+        let writer = Arc::new(LogWriter::new(
+            store.clone(),
+            events.clone(),
+            counters.clone(),
+        ));
         Engine {
             inner: Arc::new(Inner {
                 store,
                 events,
                 writer,
-                stats,
+                counters,
                 config,
                 definitions: RwLock::new(HashMap::new()),
                 running: Arc::default(),
@@ -359,7 +362,6 @@ impl Engine {
     /// [`EngineConfig::elsewhere_poll`] instead.
     pub fn subscribe(&self, saga_id: SagaId, after_seq: u64) -> EventStream {
         let live = self.inner.events.subscribe();
-        self.inner.stats.watched.store(true, Ordering::SeqCst);
         let elsewhere = events::Elsewhere {
             every: self.inner.config.elsewhere_poll,
             running: self.inner.running.clone(),
@@ -376,9 +378,8 @@ impl Engine {
     /// Every saga's records: from `after_position` in the log if given, else from now on.
     pub fn subscribe_all(&self, after_position: Option<i64>) -> FeedStream {
         let live = self.inner.events.subscribe();
-        // Between subscribing and reading `last_announced`: see `LogStats::watched`.
-        self.inner.stats.watched.store(true, Ordering::SeqCst);
-        let now = self.inner.stats.last_announced.load(Ordering::SeqCst);
+        // After subscribing: see `Counters::last_announced`.
+        let now = self.inner.counters.last_announced();
         events::feed_stream(self.inner.store.clone(), live, after_position, now)
     }
 
@@ -400,8 +401,9 @@ impl Engine {
         &*self.inner.store
     }
 
-    pub fn stats(&self) -> &LogStats {
-        &self.inner.stats
+    /// What this engine has committed so far; see [`LogStats`].
+    pub fn log_stats(&self) -> LogStats {
+        self.inner.counters.snapshot()
     }
 
     /// Sagas this process is driving right now.

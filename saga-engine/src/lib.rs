@@ -46,7 +46,6 @@ mod log_writer;
 mod progress;
 mod record;
 mod running;
-mod sharded;
 pub mod store;
 
 pub use definition::{

@@ -77,29 +77,6 @@ pub trait SagaStore: Send + Sync + 'static {
         records: &'a [SagaRecord],
     ) -> BoxFuture<'a, Result<Vec<i64>, StoreError>>;
 
-    /// True for a store whose commit never waits (one in memory): the log writer then calls
-    /// [`append_in_place`](Self::append_in_place) from each saga's own task instead of queueing
-    /// for a group commit. Group commit exists to share a costly commit; where a commit costs
-    /// nothing, queueing for it and being woken afterwards is all the cost there is.
-    fn commits_in_place(&self) -> bool {
-        false
-    }
-
-    /// `append`, done right away in the caller, handing the records with their positions to
-    /// `announce` before the next append may commit, so that announcements come in log order.
-    /// `announce` takes the records it sends out of the `Vec`; the store frees what it leaves
-    /// only after its lock is released. Called only if
-    /// [`commits_in_place`](Self::commits_in_place).
-    fn append_in_place(
-        &self,
-        _records: Vec<SagaRecord>,
-        _announce: &mut dyn FnMut(&[i64], &mut Vec<SagaRecord>),
-    ) -> Result<(), StoreError> {
-        Err(StoreError::Database(
-            "this store commits only through `append`".into(),
-        ))
-    }
-
     /// One saga's records with `seq > after_seq`, in order.
     fn saga_records(
         &self,
