@@ -10,6 +10,7 @@ mod report;
 mod sqlite;
 mod sse;
 mod sse_run;
+mod tuned_store;
 
 use report::Report;
 
