@@ -20,6 +20,7 @@
 //!   fsync per batch, not per record.
 //!
 //! ```no_run
+//! # #[cfg(feature = "sqlite")] {
 //! use saga_engine::{Engine, SagaDefinition, SqliteStore, Step, StepError};
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = SqliteStore::open(std::path::Path::new("sagas.db")).await?;
@@ -34,6 +35,7 @@
 //! let id = engine.start("trip", &serde_json::json!({"who": "Ada"})).await?;
 //! let status = engine.wait_finished(id).await?;
 //! # Ok(()) }
+//! # }
 //! ```
 
 mod definition;
@@ -56,4 +58,8 @@ pub use error::EngineError;
 pub use events::{EventStream, FeedStream};
 pub use log_writer::LogStats;
 pub use record::{RecordKind, SagaId, SagaRecord, SagaStatus};
-pub use store::{Committed, MemoryStore, PgStore, SagaStore, SagaSummary, SqliteStore, StoreError};
+#[cfg(feature = "postgres")]
+pub use store::PgStore;
+#[cfg(feature = "sqlite")]
+pub use store::SqliteStore;
+pub use store::{Committed, MemoryStore, SagaStore, SagaSummary, StoreError};

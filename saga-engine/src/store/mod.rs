@@ -2,15 +2,20 @@
 //! transaction, durably), read them back, and keep a one-row-per-saga summary beside them so
 //! that "which sagas are unfinished" and "list recent sagas" do not scan the log.
 //!
-//! Two durable implementations pass the same test suite: [`SqliteStore`] (the embedded default)
-//! and [`PgStore`] (for several nodes sharing one database); [`MemoryStore`] keeps nothing.
+//! Two durable implementations pass the same test suite: `SqliteStore` (embedded; the `sqlite`
+//! feature) and `PgStore` (for several nodes sharing one database; the `postgres` feature).
+//! [`MemoryStore`] keeps nothing, and is the contract written plainly.
 
 mod memory;
+#[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
 pub use postgres::PgStore;
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
 use std::time::Duration;
@@ -31,6 +36,7 @@ pub enum StoreError {
     Closed,
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match e {
@@ -40,6 +46,7 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl From<sqlx::migrate::MigrateError> for StoreError {
     fn from(e: sqlx::migrate::MigrateError) -> Self {
         StoreError::Database(format!("migrating the saga log: {e}"))
@@ -149,6 +156,7 @@ pub(crate) fn summary_change(record: &SagaRecord) -> Option<SummaryChange<'_>> {
     }
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn parse_record(
     saga_id: &str,
     seq: i64,
@@ -172,6 +180,7 @@ pub(crate) fn parse_record(
     })
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn parse_summary(
     saga_id: &str,
     definition: String,
