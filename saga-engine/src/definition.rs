@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use crate::record::SagaId;
 
+/// The future every [`SagaStore`](crate::SagaStore) method returns: boxed, so that the trait
+/// can be used as `dyn SagaStore` (an engine holds its store that way, chosen at run time). An
+/// implementation returns `Box::pin(async move { … })`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// How a step failed, as told by the step's own code.
@@ -30,6 +33,7 @@ pub enum StepError {
 }
 
 impl StepError {
+    /// What the step said, whichever kind of failure it is: what the log records.
     pub fn message(&self) -> &str {
         match self {
             StepError::Business(m) | StepError::Retryable(m) => m,
@@ -42,8 +46,13 @@ impl StepError {
 /// service do not retry in lock step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
+    /// Tries in all, the first included: 1 never retries. A step's action that is still
+    /// failing after these fails the step (the saga unwinds); a compensation leaves the saga
+    /// stuck, for a person to look at.
     pub max_attempts: u32,
+    /// The wait before the first retry; each retry after it waits twice as long.
     pub initial_backoff: Duration,
+    /// The longest wait between two tries, however many came before.
     pub max_backoff: Duration,
 }
 
@@ -60,7 +69,7 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// The wait before attempt `next_attempt` (2 for the first retry): exponential, capped,
     /// with "equal jitter" (half fixed, half random) so it never collapses to zero.
-    pub fn backoff(&self, next_attempt: u32) -> Duration {
+    pub(crate) fn backoff(&self, next_attempt: u32) -> Duration {
         let exp = next_attempt.saturating_sub(2).min(30);
         let base = self
             .initial_backoff
@@ -74,9 +83,9 @@ impl RetryPolicy {
 /// What a step's action or compensation is given: who it is, and everything the saga knows.
 #[derive(Debug, Clone)]
 pub struct StepContext {
+    /// The saga this attempt belongs to.
     pub saga_id: SagaId,
-    /// The step's name: a `String` of its own, not a count on the definition's, which every
-    /// saga on every thread would share.
+    /// The step being attempted, by its name in the definition.
     pub step: String,
     /// 1 for the first try; grows across retries and across restarts.
     pub attempt: u32,
@@ -102,10 +111,6 @@ impl StepContext {
                 StepError::Business(format!("output of step {step} does not match: {e}"))
             }),
         }
-    }
-
-    pub fn input_json(&self) -> &Value {
-        &self.input
     }
 }
 
@@ -182,11 +187,15 @@ impl Step {
         self
     }
 
+    /// How the action is retried when it fails retryably ([`StepError::Retryable`], a
+    /// timeout or a panic): 3 tries by default.
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
         self
     }
 
+    /// How the compensation is retried when it fails, whatever the error: 10 tries by
+    /// default, since a saga whose compensation gives up is left stuck.
     pub fn compensation_retry(mut self, policy: RetryPolicy) -> Self {
         self.compensation_retry = policy;
         self
@@ -199,6 +208,7 @@ impl Step {
         self
     }
 
+    /// The name the log records for this step's records, unique within its saga.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -207,10 +217,17 @@ impl Step {
 /// Why a definition cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DefinitionError {
+    /// A saga with nothing to do: the definition's name.
     #[error("saga {0} has no steps")]
     Empty(String),
+    /// Two steps share a name, so the log could not tell their records apart.
     #[error("saga {saga} has two steps named {step}")]
-    DuplicateStep { saga: String, step: String },
+    DuplicateStep {
+        /// The definition's name.
+        saga: String,
+        /// The name given twice.
+        step: String,
+    },
 }
 
 /// A saga kind: a name (recorded in the log, so recovery can find the definition again) and
@@ -241,10 +258,12 @@ impl SagaDefinition {
         })
     }
 
+    /// The name sagas of this kind are started by and recorded under.
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// The steps' names in the order they run: what a view of a saga's progress lays out.
     pub fn step_names(&self) -> impl Iterator<Item = &str> {
         self.steps.iter().map(|s| &*s.name)
     }

@@ -21,7 +21,7 @@ use crate::record::{SagaId, SagaStatus};
 use crate::running::RunningSet;
 use crate::store::{Committed, SagaStore, StoreError};
 
-/// Tuning knobs; the defaults suit one node.
+/// How an engine behaves towards other nodes and subscribers; the defaults suit one node.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// Names this process as a saga owner in the store (see `SagaStore::claim_unfinished`).
@@ -56,7 +56,12 @@ impl Default for EngineConfig {
     }
 }
 
-/// A saga executor bound to one store. Cheap to clone; all clones share the same sagas.
+/// A saga executor bound to one store: it starts sagas, drives each to its end in a task of
+/// its own, resumes the unfinished ones a previous process left in the log, and tells
+/// subscribers about every record it commits.
+///
+/// Cheap to clone; all clones share the same sagas. Register every definition before
+/// [`recover`](Self::recover)ing, so that sagas of every kind can be resumed.
 #[derive(Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
@@ -79,15 +84,18 @@ pub(crate) struct Inner {
 }
 
 impl Engine {
+    /// An engine on `store`, with the default [`EngineConfig`].
     pub fn new(store: impl SagaStore) -> Self {
         Self::with_config(store, EngineConfig::default())
     }
 
+    /// An engine on `store`, configured.
     pub fn with_config(store: impl SagaStore, config: EngineConfig) -> Self {
         Self::with_shared_store(Arc::new(store), config)
     }
 
-    /// For a store chosen at run time (SQLite or PostgreSQL, say).
+    /// An engine on a store chosen at run time (SQLite or PostgreSQL, say), or one the caller
+    /// keeps a handle on too (to [`close`](SagaStore::close) it at shutdown).
     pub fn with_shared_store(store: Arc<dyn SagaStore>, config: EngineConfig) -> Self {
         let (events, _) = broadcast::channel(config.event_buffer.max(16));
         let counters = Arc::new(Counters::default());
@@ -110,7 +118,8 @@ impl Engine {
         }
     }
 
-    /// Make a saga kind known, for new sagas and for recovering old ones of that name.
+    /// Make a saga kind known, for new sagas and for recovering old ones of that name. A
+    /// definition registered again under the same name replaces the earlier one.
     pub fn register(&self, definition: SagaDefinition) {
         let mut defs = self
             .inner
@@ -131,7 +140,9 @@ impl Engine {
             .ok_or_else(|| EngineError::UnknownDefinition(name.to_string()))
     }
 
-    /// Start a saga with a fresh id. Returns once its start is durably logged.
+    /// Start a saga with a fresh id; returns once its start is durably logged, while the saga
+    /// runs on in a task of its own. `input` is logged as JSON and read by the steps through
+    /// [`StepContext::input`](crate::StepContext::input).
     pub async fn start<I: Serialize>(
         &self,
         definition: &str,
@@ -383,7 +394,7 @@ impl Engine {
         events::feed_stream(self.inner.store.clone(), live, after_position, now)
     }
 
-    /// Wait until a saga reaches a final state.
+    /// Wait until a saga reaches a final state, and say which: completed, compensated or stuck.
     pub async fn wait_finished(&self, saga_id: SagaId) -> Result<SagaStatus, EngineError> {
         use futures_util::StreamExt;
         let mut stream = self.subscribe(saga_id, 0);
@@ -397,6 +408,7 @@ impl Engine {
         status.ok_or(EngineError::ShuttingDown)
     }
 
+    /// The store the log is in, for reading it: a saga's records, the list of sagas.
     pub fn store(&self) -> &dyn SagaStore {
         &*self.inner.store
     }
@@ -406,11 +418,13 @@ impl Engine {
         self.inner.counters.snapshot()
     }
 
-    /// Sagas this process is driving right now.
+    /// How many sagas this engine is driving right now (started here or resumed here, not
+    /// yet finished): a gauge for metrics and for waiting until a node is idle.
     pub fn running(&self) -> usize {
         self.inner.running.len()
     }
 
+    /// The name this engine claims sagas under ([`EngineConfig::node_id`]).
     pub fn node_id(&self) -> &str {
         &self.inner.config.node_id
     }

@@ -50,20 +50,33 @@ impl FromStr for SagaId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RecordKind {
+    /// The saga exists: its definition's name and input are in the detail.
     SagaStarted,
+    /// An attempt at a step's action is about to run; logged first, so a step with no such
+    /// record never ran.
     StepStarted,
+    /// The action succeeded; its output is in the detail, for later steps to read.
     StepSucceeded,
+    /// The step failed for good (refused, or out of tries): the saga unwinds.
     StepFailed,
+    /// The attempt failed in a way that may go away; another follows after a backoff.
     StepRetrying,
+    /// An attempt at a step's compensation is about to run: the saga is unwinding.
     CompensationStarted,
+    /// The step's effect is undone.
     CompensationSucceeded,
+    /// The compensation failed; it is tried again unless it is out of tries.
     CompensationFailed,
+    /// Every step succeeded.
     SagaCompleted,
+    /// Every step that had (or might have had) an effect is undone.
     SagaCompensated,
+    /// A compensation ran out of tries: the saga needs a person.
     SagaStuck,
 }
 
 impl RecordKind {
+    /// Every kind, in the order a saga can log them.
     pub const ALL: [RecordKind; 11] = [
         RecordKind::SagaStarted,
         RecordKind::StepStarted,
@@ -78,6 +91,7 @@ impl RecordKind {
         RecordKind::SagaStuck,
     ];
 
+    /// The kind's name in the log and in the event stream (`saga_started`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             RecordKind::SagaStarted => "saga_started",
@@ -107,6 +121,7 @@ impl RecordKind {
         }
     }
 
+    /// Whether a record of this kind is a saga's last.
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
@@ -135,14 +150,20 @@ impl FromStr for RecordKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SagaStatus {
+    /// Going forward, step by step.
     Running,
+    /// A step failed for good; undoing the steps before it, newest first.
     Compensating,
+    /// Every step succeeded.
     Completed,
+    /// Undone: every effect the saga had is compensated.
     Compensated,
+    /// A compensation gave up; the saga stays here until a person sees to it.
     Stuck,
 }
 
 impl SagaStatus {
+    /// The status's name in the store and the API (`running`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             SagaStatus::Running => "running",
@@ -153,6 +174,7 @@ impl SagaStatus {
         }
     }
 
+    /// Whether the saga is over: completed, compensated or stuck.
     pub fn is_finished(self) -> bool {
         matches!(
             self,
@@ -189,13 +211,19 @@ impl FromStr for SagaStatus {
 /// the output for `step_succeeded`, the error for failures and retries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SagaRecord {
+    /// The saga the record belongs to.
     pub saga_id: SagaId,
+    /// The record's number within its saga: 1, 2, 3… with no gap.
     pub seq: u64,
+    /// What happened.
     pub kind: RecordKind,
     /// Milliseconds since the Unix epoch, when the transition happened.
     pub at_ms: i64,
+    /// The step it is about, for a step's or a compensation's record.
     pub step: Option<String>,
+    /// Which try at the step's action or compensation (1 for the first).
     pub attempt: Option<u32>,
+    /// What the kind carries (see the type's own doc).
     pub detail: Value,
 }
 

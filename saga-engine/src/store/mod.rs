@@ -26,12 +26,18 @@ use crate::record::{RecordKind, SagaId, SagaRecord, SagaStatus};
 /// A store failure. Cloneable because one failed group commit fails every saga in the group.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
+    /// A `saga_started` record for an id the store already has: nothing of its batch is kept.
     #[error("a saga with id {0} already exists")]
     DuplicateSaga(SagaId),
+    /// The database failed (or could not be reached); the message is the driver's.
     #[error("saga log database error: {0}")]
     Database(String),
+    /// Something read back is not what the engine writes: a row edited by hand, a schema
+    /// from elsewhere.
     #[error("saga log holds something unreadable: {0}")]
     Corrupt(String),
+    /// The store was [closed](SagaStore::close): the process is stopping, and its sagas are
+    /// left for the next one to resume.
     #[error("the saga log is closed")]
     Closed,
 }
@@ -56,10 +62,15 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 /// One saga, as the summary table holds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SagaSummary {
+    /// Which saga.
     pub saga_id: SagaId,
+    /// The name of its [`SagaDefinition`](crate::SagaDefinition).
     pub definition: String,
+    /// Where it stands, as of its last committed record.
     pub status: SagaStatus,
+    /// When it was started, in milliseconds since the Unix epoch.
     pub started_at_ms: i64,
+    /// When it finished, once it has.
     pub finished_at_ms: Option<i64>,
 }
 
@@ -67,7 +78,10 @@ pub struct SagaSummary {
 /// to every saga resume where it left off.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Committed {
+    /// Where the record is in the whole log; larger for records committed later by the same
+    /// engine. What a reader of every saga keeps to resume after.
     pub position: i64,
+    /// The record itself.
     pub record: SagaRecord,
 }
 
@@ -101,6 +115,7 @@ pub trait SagaStore: Send + Sync + 'static {
     /// The position of the newest record (0 for an empty log).
     fn last_position(&self) -> BoxFuture<'_, Result<i64, StoreError>>;
 
+    /// One saga's summary, if the store has it.
     fn saga(&self, saga_id: SagaId) -> BoxFuture<'_, Result<Option<SagaSummary>, StoreError>>;
 
     /// Recent sagas, newest first (by start, then by id, descending: UUIDv7 ids started in
