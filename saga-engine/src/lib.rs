@@ -50,6 +50,9 @@
 //! # Ok(()) }
 //! ```
 //!
+//! `examples/trip.rs` is a whole saga in one file: book a flight, a hotel and a car, and
+//! watch the first two undone when the car cannot be had.
+//!
 //! # Stores
 //!
 //! [`MemoryStore`] keeps the log in memory (tests, examples, trying the engine). The durable
