@@ -450,7 +450,7 @@ mod tests {
             (before + 1..=before + 8).collect::<Vec<_>>()
         );
 
-        // A saga that ended before anyone watched: its whole history, then the stream ends.
+        // A saga that ended before anyone subscribed: its whole history, then the stream ends.
         let history: Vec<SagaRecord> = tokio::time::timeout(
             Duration::from_secs(10),
             engine
