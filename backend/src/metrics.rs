@@ -185,11 +185,11 @@ struct EngineFigures {
 
 impl EngineFigures {
     fn of(engine: &Engine) -> Self {
-        let stats = engine.stats();
+        let stats = engine.log_stats();
         EngineFigures {
             running: engine.running(),
-            commits: stats.commits(),
-            records: stats.records(),
+            commits: stats.commits,
+            records: stats.records,
         }
     }
 

@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use crate::record::SagaId;
 
+/// The future every [`SagaStore`](crate::SagaStore) method returns: boxed, so that the trait
+/// can be used as `dyn SagaStore` (an engine holds its store that way, chosen at run time). An
+/// implementation returns `Box::pin(async move { … })`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// How a step failed, as told by the step's own code.
@@ -30,6 +33,7 @@ pub enum StepError {
 }
 
 impl StepError {
+    /// What the step said, whichever kind of failure it is: what the log records.
     pub fn message(&self) -> &str {
         match self {
             StepError::Business(m) | StepError::Retryable(m) => m,
@@ -42,8 +46,13 @@ impl StepError {
 /// service do not retry in lock step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
+    /// Tries in all, the first included: 1 never retries. A step's action that is still
+    /// failing after these fails the step (the saga unwinds); a compensation leaves the saga
+    /// stuck, for a person to look at.
     pub max_attempts: u32,
+    /// The wait before the first retry; each retry after it waits twice as long.
     pub initial_backoff: Duration,
+    /// The longest wait between two tries, however many came before.
     pub max_backoff: Duration,
 }
 
@@ -60,7 +69,7 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// The wait before attempt `next_attempt` (2 for the first retry): exponential, capped,
     /// with "equal jitter" (half fixed, half random) so it never collapses to zero.
-    pub fn backoff(&self, next_attempt: u32) -> Duration {
+    pub(crate) fn backoff(&self, next_attempt: u32) -> Duration {
         let exp = next_attempt.saturating_sub(2).min(30);
         let base = self
             .initial_backoff
@@ -74,9 +83,9 @@ impl RetryPolicy {
 /// What a step's action or compensation is given: who it is, and everything the saga knows.
 #[derive(Debug, Clone)]
 pub struct StepContext {
+    /// The saga this attempt belongs to.
     pub saga_id: SagaId,
-    /// The step's name: a `String` of its own, not a count on the definition's, which every
-    /// saga on every thread would share.
+    /// The step being attempted, by its name in the definition.
     pub step: String,
     /// 1 for the first try; grows across retries and across restarts.
     pub attempt: u32,
@@ -103,10 +112,6 @@ impl StepContext {
             }),
         }
     }
-
-    pub fn input_json(&self) -> &Value {
-        &self.input
-    }
 }
 
 type ActionFn = dyn Fn(StepContext) -> BoxFuture<'static, Result<Value, StepError>> + Send + Sync;
@@ -122,10 +127,6 @@ pub struct Step {
     pub(crate) retry: RetryPolicy,
     pub(crate) compensation_retry: RetryPolicy,
     pub(crate) timeout: Duration,
-    /// Steps that must have succeeded before this one starts. Today's executor runs steps one
-    /// at a time in definition order (a valid topological order); the field is where parallel
-    /// branches will hang.
-    pub(crate) depends_on: Vec<Arc<str>>,
 }
 
 impl std::fmt::Debug for Step {
@@ -135,7 +136,6 @@ impl std::fmt::Debug for Step {
             .field("retry", &self.retry)
             .field("compensation_retry", &self.compensation_retry)
             .field("timeout", &self.timeout)
-            .field("depends_on", &self.depends_on)
             .finish_non_exhaustive()
     }
 }
@@ -154,7 +154,6 @@ impl Step {
                 ..RetryPolicy::default()
             },
             timeout: Duration::from_secs(10),
-            depends_on: Vec::new(),
         }
     }
 
@@ -188,11 +187,15 @@ impl Step {
         self
     }
 
+    /// How the action is retried when it fails retryably ([`StepError::Retryable`], a
+    /// timeout or a panic): 3 tries by default.
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
         self
     }
 
+    /// How the compensation is retried when it fails, whatever the error: 10 tries by
+    /// default, since a saga whose compensation gives up is left stuck.
     pub fn compensation_retry(mut self, policy: RetryPolicy) -> Self {
         self.compensation_retry = policy;
         self
@@ -205,6 +208,7 @@ impl Step {
         self
     }
 
+    /// The name the log records for this step's records, unique within its saga.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -213,12 +217,17 @@ impl Step {
 /// Why a definition cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DefinitionError {
+    /// A saga with nothing to do: the definition's name.
     #[error("saga {0} has no steps")]
     Empty(String),
+    /// Two steps share a name, so the log could not tell their records apart.
     #[error("saga {saga} has two steps named {step}")]
-    DuplicateStep { saga: String, step: String },
-    #[error("step {step} depends on {dependency}, which is not an earlier step")]
-    BadDependency { step: String, dependency: String },
+    DuplicateStep {
+        /// The definition's name.
+        saga: String,
+        /// The name given twice.
+        step: String,
+    },
 }
 
 /// A saga kind: a name (recorded in the log, so recovery can find the definition again) and
@@ -230,30 +239,18 @@ pub struct SagaDefinition {
 }
 
 impl SagaDefinition {
-    /// Steps run in the order given; each depends on the one before unless it says otherwise.
+    /// Steps run one after another in the order given.
     pub fn new(name: &str, steps: Vec<Step>) -> Result<Self, DefinitionError> {
         if steps.is_empty() {
             return Err(DefinitionError::Empty(name.to_string()));
         }
-        let mut steps = steps;
-        let mut seen: Vec<Arc<str>> = Vec::with_capacity(steps.len());
-        for step in &mut steps {
-            if seen.contains(&step.name) {
+        for (i, step) in steps.iter().enumerate() {
+            if steps[..i].iter().any(|earlier| earlier.name == step.name) {
                 return Err(DefinitionError::DuplicateStep {
                     saga: name.to_string(),
                     step: step.name.to_string(),
                 });
             }
-            if step.depends_on.is_empty() {
-                step.depends_on.extend(seen.last().cloned());
-            }
-            if let Some(bad) = step.depends_on.iter().find(|d| !seen.contains(d)) {
-                return Err(DefinitionError::BadDependency {
-                    step: step.name.to_string(),
-                    dependency: bad.to_string(),
-                });
-            }
-            seen.push(step.name.clone());
         }
         Ok(SagaDefinition {
             name: Arc::from(name),
@@ -261,10 +258,12 @@ impl SagaDefinition {
         })
     }
 
+    /// The name sagas of this kind are started by and recorded under.
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// The steps' names in the order they run: what a view of a saga's progress lays out.
     pub fn step_names(&self) -> impl Iterator<Item = &str> {
         self.steps.iter().map(|s| &*s.name)
     }
@@ -305,7 +304,5 @@ mod tests {
             SagaDefinition::new("x", vec![Step::new("a"), Step::new("a")]),
             Err(DefinitionError::DuplicateStep { .. })
         ));
-        let d = SagaDefinition::new("x", vec![Step::new("a"), Step::new("b")]).unwrap();
-        assert_eq!(d.steps[1].depends_on, vec![Arc::from("a")]);
     }
 }

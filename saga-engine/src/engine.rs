@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -16,13 +15,13 @@ use crate::definition::SagaDefinition;
 use crate::error::EngineError;
 use crate::events::{self, EventStream, FeedStream};
 use crate::executor::SagaRun;
-use crate::log_writer::{LogStats, LogWriter};
+use crate::log_writer::{Counters, LogStats, LogWriter};
 use crate::progress::SagaProgress;
 use crate::record::{RecordKind, SagaId, SagaStatus};
 use crate::running::RunningSet;
 use crate::store::{Committed, SagaStore, StoreError};
 
-/// Tuning knobs; the defaults suit one node.
+/// How an engine behaves towards other nodes and subscribers; the defaults suit one node.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// Names this process as a saga owner in the store (see `SagaStore::claim_unfinished`).
@@ -57,7 +56,12 @@ impl Default for EngineConfig {
     }
 }
 
-/// A saga executor bound to one store. Cheap to clone; all clones share the same sagas.
+/// A saga executor bound to one store: it starts sagas, drives each to its end in a task of
+/// its own, resumes the unfinished ones a previous process left in the log, and tells
+/// subscribers about every record it commits.
+///
+/// Cheap to clone; all clones share the same sagas. Register every definition before
+/// [`recover`](Self::recover)ing, so that sagas of every kind can be resumed.
 #[derive(Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
@@ -68,7 +72,7 @@ pub(crate) struct Inner {
     pub events: broadcast::Sender<Arc<Committed>>,
     /// One per engine, shared by its sagas: a saga holds one count on it, not one on each part.
     writer: Arc<LogWriter>,
-    stats: Arc<LogStats>,
+    counters: Arc<Counters>,
     config: EngineConfig,
     definitions: RwLock<HashMap<String, Arc<SagaDefinition>>>,
     /// Shared with per-saga subscribers, which ask it whether the saga is driven here.
@@ -80,25 +84,32 @@ pub(crate) struct Inner {
 }
 
 impl Engine {
+    /// An engine on `store`, with the default [`EngineConfig`].
     pub fn new(store: impl SagaStore) -> Self {
         Self::with_config(store, EngineConfig::default())
     }
 
+    /// An engine on `store`, configured.
     pub fn with_config(store: impl SagaStore, config: EngineConfig) -> Self {
         Self::with_shared_store(Arc::new(store), config)
     }
 
-    /// For a store chosen at run time (SQLite or PostgreSQL, say).
+    /// An engine on a store chosen at run time (SQLite or PostgreSQL, say), or one the caller
+    /// keeps a handle on too (to [`close`](SagaStore::close) it at shutdown).
     pub fn with_shared_store(store: Arc<dyn SagaStore>, config: EngineConfig) -> Self {
         let (events, _) = broadcast::channel(config.event_buffer.max(16));
-        let stats = Arc::new(LogStats::default());
-        let writer = Arc::new(LogWriter::new(store.clone(), events.clone(), stats.clone()));
+        let counters = Arc::new(Counters::default());
+        let writer = Arc::new(LogWriter::new(
+            store.clone(),
+            events.clone(),
+            counters.clone(),
+        ));
         Engine {
             inner: Arc::new(Inner {
                 store,
                 events,
                 writer,
-                stats,
+                counters,
                 config,
                 definitions: RwLock::new(HashMap::new()),
                 running: Arc::default(),
@@ -107,7 +118,8 @@ impl Engine {
         }
     }
 
-    /// Make a saga kind known, for new sagas and for recovering old ones of that name.
+    /// Make a saga kind known, for new sagas and for recovering old ones of that name. A
+    /// definition registered again under the same name replaces the earlier one.
     pub fn register(&self, definition: SagaDefinition) {
         let mut defs = self
             .inner
@@ -128,7 +140,9 @@ impl Engine {
             .ok_or_else(|| EngineError::UnknownDefinition(name.to_string()))
     }
 
-    /// Start a saga with a fresh id. Returns once its start is durably logged.
+    /// Start a saga with a fresh id; returns once its start is durably logged, while the saga
+    /// runs on in a task of its own. `input` is logged as JSON and read by the steps through
+    /// [`StepContext::input`](crate::StepContext::input).
     pub async fn start<I: Serialize>(
         &self,
         definition: &str,
@@ -356,7 +370,6 @@ impl Engine {
     /// [`EngineConfig::elsewhere_poll`] instead.
     pub fn subscribe(&self, saga_id: SagaId, after_seq: u64) -> EventStream {
         let live = self.inner.events.subscribe();
-        self.inner.stats.watched.store(true, Ordering::SeqCst);
         let elsewhere = events::Elsewhere {
             every: self.inner.config.elsewhere_poll,
             running: self.inner.running.clone(),
@@ -373,13 +386,12 @@ impl Engine {
     /// Every saga's records: from `after_position` in the log if given, else from now on.
     pub fn subscribe_all(&self, after_position: Option<i64>) -> FeedStream {
         let live = self.inner.events.subscribe();
-        // Between subscribing and reading `last_announced`: see `LogStats::watched`.
-        self.inner.stats.watched.store(true, Ordering::SeqCst);
-        let now = self.inner.stats.last_announced.load(Ordering::SeqCst);
+        // After subscribing: see `Counters::last_announced`.
+        let now = self.inner.counters.last_announced();
         events::feed_stream(self.inner.store.clone(), live, after_position, now)
     }
 
-    /// Wait until a saga reaches a final state.
+    /// Wait until a saga reaches a final state, and say which: completed, compensated or stuck.
     pub async fn wait_finished(&self, saga_id: SagaId) -> Result<SagaStatus, EngineError> {
         use futures_util::StreamExt;
         let mut stream = self.subscribe(saga_id, 0);
@@ -393,19 +405,23 @@ impl Engine {
         status.ok_or(EngineError::ShuttingDown)
     }
 
+    /// The store the log is in, for reading it: a saga's records, the list of sagas.
     pub fn store(&self) -> &dyn SagaStore {
         &*self.inner.store
     }
 
-    pub fn stats(&self) -> &LogStats {
-        &self.inner.stats
+    /// What this engine has committed so far; see [`LogStats`].
+    pub fn log_stats(&self) -> LogStats {
+        self.inner.counters.snapshot()
     }
 
-    /// Sagas this process is driving right now.
+    /// How many sagas this engine is driving right now (started here or resumed here, not
+    /// yet finished): a gauge for metrics and for waiting until a node is idle.
     pub fn running(&self) -> usize {
         self.inner.running.len()
     }
 
+    /// The name this engine claims sagas under ([`EngineConfig::node_id`]).
     pub fn node_id(&self) -> &str {
         &self.inner.config.node_id
     }

@@ -21,7 +21,15 @@ use crate::record::{SagaId, SagaRecord};
 use crate::running::RunningSet;
 use crate::store::{Committed, SagaStore};
 
+/// One saga's records, from [`Engine::subscribe`](crate::Engine::subscribe): its history,
+/// then each record as it is committed, numbered by `seq` with no gap and no repeat; it ends
+/// after the saga's final record. A saga the log does not know, or a store that failed,
+/// comes as an `Err` item.
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<SagaRecord, EngineError>> + Send>>;
+
+/// Every saga's records in log order, from [`Engine::subscribe_all`](crate::Engine::subscribe_all),
+/// each with its position, which a reader keeps to resume after it. Shared (`Arc`) because one
+/// committed record goes to every subscriber. It does not end while the engine lives.
 pub type FeedStream = Pin<Box<dyn Stream<Item = Result<Arc<Committed>, EngineError>> + Send>>;
 
 /// Page size when catching up on the whole log.

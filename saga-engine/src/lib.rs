@@ -19,22 +19,49 @@
 //! - Records of many sagas are committed together (**group commit**), so durability costs one
 //!   fsync per batch, not per record.
 //!
-//! ```no_run
-//! use saga_engine::{Engine, SagaDefinition, SqliteStore, Step, StepError};
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let store = SqliteStore::open(std::path::Path::new("sagas.db")).await?;
-//! let engine = Engine::new(store);
-//! engine.register(SagaDefinition::new("trip", vec![
-//!     Step::new("book_hotel")
-//!         .action(|ctx| async move { Ok::<_, StepError>(format!("room for {}", ctx.idempotency_key)) })
-//!         .compensation(|_ctx| async move { Ok(()) }),
-//!     Step::new("book_flight"),
+//! Using it comes down to four moves: describe a kind of saga as a [`SagaDefinition`] of
+//! [`Step`]s (each an action and its compensation, both async closures given a
+//! [`StepContext`]); make an [`Engine`] on a [`SagaStore`]; [`register`](Engine::register) the
+//! definition; [`start`](Engine::start) sagas of it and follow them
+//! ([`subscribe`](Engine::subscribe) streams a saga's records as they are committed).
+//!
+//! ```
+//! use saga_engine::{Engine, MemoryStore, SagaDefinition, SagaStatus, Step, StepError};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let engine = Engine::new(MemoryStore::new());
+//! engine.register(SagaDefinition::new("transfer", vec![
+//!     Step::new("debit")
+//!         .action(|ctx| async move {
+//!             let cents: u64 = ctx.input()?;
+//!             // Call the bank with `ctx.idempotency_key`; its answer is this step's output.
+//!             Ok::<_, StepError>(format!("debited {cents}"))
+//!         })
+//!         .compensation(|_ctx| async move { Ok(()) }), // credit it back
+//!     Step::new("credit")
+//!         .action(|_ctx| async move {
+//!             Err::<(), _>(StepError::Business("account closed".into()))
+//!         }),
 //! ])?);
 //! engine.recover().await?; // resume whatever a previous run left unfinished
-//! let id = engine.start("trip", &serde_json::json!({"who": "Ada"})).await?;
-//! let status = engine.wait_finished(id).await?;
+//! let id = engine.start("transfer", &1_500u64).await?;
+//! // The credit is refused, so the debit is compensated.
+//! assert_eq!(engine.wait_finished(id).await?, SagaStatus::Compensated);
 //! # Ok(()) }
 //! ```
+//!
+//! `examples/trip.rs` is a whole saga in one file: book a flight, a hotel and a car, and
+//! watch the first two undone when the car cannot be had.
+//!
+//! # Stores
+//!
+//! [`MemoryStore`] keeps the log in memory (tests, examples, trying the engine). The durable
+//! stores are behind Cargo features, both on by default: `sqlite` gives `SqliteStore`
+//! (embedded, one node) and `postgres` gives `PgStore` (several nodes sharing one database).
+//! Without either, the crate has no database dependency at all. Each store migrates its own
+//! tables when opened. Another database is one implementation of [`SagaStore`] away.
+
+#![deny(missing_docs)]
 
 mod definition;
 mod engine;
@@ -46,8 +73,7 @@ mod log_writer;
 mod progress;
 mod record;
 mod running;
-mod sharded;
-pub mod store;
+mod store;
 
 pub use definition::{
     BoxFuture, DefinitionError, RetryPolicy, SagaDefinition, Step, StepContext, StepError,
@@ -57,4 +83,8 @@ pub use error::EngineError;
 pub use events::{EventStream, FeedStream};
 pub use log_writer::LogStats;
 pub use record::{RecordKind, SagaId, SagaRecord, SagaStatus, StepOutcome};
-pub use store::{Committed, MemoryStore, PgStore, SagaStore, SagaSummary, SqliteStore, StoreError};
+#[cfg(feature = "postgres")]
+pub use store::PgStore;
+#[cfg(feature = "sqlite")]
+pub use store::SqliteStore;
+pub use store::{Committed, MemoryStore, SagaStore, SagaSummary, StoreError};

@@ -8,52 +8,54 @@
 //! until the queue is empty; the others just wait for their records' outcome. A saga running
 //! alone so pays no task hop per commit, and a crowd still shares commits.
 //!
-//! A store that commits without waiting (in memory, see `SagaStore::commits_in_place`) has
-//! nothing to share: each saga appends in its own task, the store announcing under its lock so
-//! that announcements keep log order, and nobody is ever woken.
-//!
 //! It is also the one place where "log before announce" is enforced: records reach the
 //! broadcast channel only after `append` returned Ok.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{broadcast, oneshot};
 
 use crate::record::{RecordKind, SagaRecord};
-use crate::sharded::Counter;
 use crate::store::{Committed, SagaStore, StoreError};
 
 /// Most records written in one transaction; bounds a commit's latency under a flood.
 const MAX_BATCH_RECORDS: usize = 4096;
 
-/// Counters for benchmarks and `/metrics`.
-#[derive(Debug, Default)]
+/// How much this engine has written to its saga log, as [`Engine::log_stats`] reads it: a
+/// snapshot, for metrics and for judging group commit (records per commit).
+///
+/// [`Engine::log_stats`]: crate::Engine::log_stats
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LogStats {
-    commits: Counter,
-    records: Counter,
-    /// The position of the last record announced (0: none yet by this engine).
-    pub last_announced: AtomicI64,
-    /// Whether anyone has ever subscribed to the announcements. Until then nothing is built
-    /// to announce, and the channel's own receiver count, which takes its lock, is not even
-    /// asked: sagas on every thread commit, and a lock taken per commit moves its cache line
-    /// between the cores. Set by a subscriber right after subscribing and before it reads
-    /// `last_announced` or the store; an announcer reads it right after moving
-    /// `last_announced` (both SeqCst), so either the announcer sees the subscriber, or the
-    /// subscriber sees the records as already announced (and reads them as history).
-    pub(crate) watched: AtomicBool,
+    /// Log transactions committed by this engine since it was made.
+    pub commits: u64,
+    /// Records committed by this engine since it was made.
+    pub records: u64,
 }
 
-impl LogStats {
-    /// Log transactions committed by this engine.
-    pub fn commits(&self) -> u64 {
-        self.commits.get()
+/// What the log writer counts and remembers as it commits.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    commits: AtomicU64,
+    records: AtomicU64,
+    /// The position of the last record announced (0: none yet by this engine): what a
+    /// subscriber "from now on" starts after. Moved before the records are sent, so one who
+    /// subscribes and then reads it either receives a record or finds it counted as past.
+    last_announced: AtomicI64,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> LogStats {
+        LogStats {
+            commits: self.commits.load(Ordering::Relaxed),
+            records: self.records.load(Ordering::Relaxed),
+        }
     }
 
-    /// Records committed by this engine.
-    pub fn records(&self) -> u64 {
-        self.records.get()
+    pub(crate) fn last_announced(&self) -> i64 {
+        self.last_announced.load(Ordering::SeqCst)
     }
 }
 
@@ -74,7 +76,7 @@ struct Queue {
 pub(crate) struct LogWriter {
     store: Arc<dyn SagaStore>,
     events: broadcast::Sender<Arc<Committed>>,
-    stats: Arc<LogStats>,
+    counters: Arc<Counters>,
     queue: Arc<Mutex<Queue>>,
 }
 
@@ -82,12 +84,12 @@ impl LogWriter {
     pub(crate) fn new(
         store: Arc<dyn SagaStore>,
         events: broadcast::Sender<Arc<Committed>>,
-        stats: Arc<LogStats>,
+        counters: Arc<Counters>,
     ) -> Self {
         LogWriter {
             store,
             events,
-            stats,
+            counters,
             queue: Arc::default(),
         }
     }
@@ -98,14 +100,6 @@ impl LogWriter {
 
     /// Write `records` durably; returns once they are committed (and announced).
     pub(crate) async fn append(&self, records: Vec<SagaRecord>) -> Result<(), StoreError> {
-        if self.store.commits_in_place() {
-            return self
-                .store
-                .append_in_place(records, &mut |positions, records| {
-                    self.count(positions.len());
-                    self.announce(positions, || std::mem::take(records))
-                });
-        }
         let (done, wait) = oneshot::channel();
         let lead = {
             let mut q = self.lock();
@@ -125,35 +119,17 @@ impl LogWriter {
             .map_err(|_| StoreError::Database("the saga log writer has stopped".into()))?
     }
 
-    /// Count a commit of `records` records, before announcing them: whoever sees a record
-    /// announced sees it counted.
-    fn count(&self, records: usize) {
-        self.stats.commits.add(1);
-        self.stats.records.add(records as u64);
-    }
-
-    /// Announce a commit's records, in order.
-    ///
-    /// `records` is called only if someone listens: otherwise the records stay where they are,
-    /// to be freed by their owner (the memory store frees them after releasing its lock).
-    fn announce<I: IntoIterator<Item = SagaRecord>>(
-        &self,
-        positions: &[i64],
-        records: impl FnOnce() -> I,
-    ) {
-        // Noted before the announcements, so a subscriber from "now" that reads it after
-        // subscribing misses nothing after it (see `events::follow`).
+    /// Count a commit and announce its records, in order. Counted first: whoever sees a
+    /// record announced sees it counted.
+    fn announce(&self, positions: &[i64], records: impl IntoIterator<Item = SagaRecord>) {
+        self.counters.commits.fetch_add(1, Ordering::Relaxed);
+        (self.counters.records).fetch_add(positions.len() as u64, Ordering::Relaxed);
+        // Noted before the records are sent: see `Counters::last_announced`.
         if let Some(&last) = positions.last() {
-            self.stats.last_announced.fetch_max(last, Ordering::SeqCst);
+            (self.counters.last_announced).fetch_max(last, Ordering::SeqCst);
         }
-        // Nobody watching: nothing to build. One who subscribes from now on reads
-        // `last_announced`, already past these, and expects none of them live; one who follows
-        // a saga reads its history from the store, which holds them.
-        if !self.stats.watched.load(Ordering::SeqCst) || self.events.receiver_count() == 0 {
-            return;
-        }
-        for (&position, record) in positions.iter().zip(records()) {
-            // A receiver gone since is fine.
+        for (&position, record) in positions.iter().zip(records) {
+            // Nobody listening, or a receiver gone since, is fine.
             let _ = self.events.send(Arc::new(Committed { position, record }));
         }
     }
@@ -211,8 +187,7 @@ impl LogWriter {
             }
             match self.store.append(records).await {
                 Ok(positions) => {
-                    self.count(positions.len());
-                    self.announce(&positions, || records.drain(..));
+                    self.announce(&positions, records.drain(..));
                     for w in waiters.iter_mut() {
                         if let Some(done) = w.done.take() {
                             let _ = done.send(Ok(()));

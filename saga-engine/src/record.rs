@@ -226,14 +226,20 @@ impl fmt::Display for RecordKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SagaStatus {
+    /// Going forward, step by step.
     Running,
+    /// A step failed for good; undoing the steps before it, newest first.
     Compensating,
+    /// Every step succeeded.
     Completed,
+    /// Undone: every effect the saga had is compensated.
     Compensated,
+    /// A compensation gave up; the saga stays here until a person sees to it.
     Stuck,
 }
 
 impl SagaStatus {
+    /// The status's name in the store and the API (`running`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             SagaStatus::Running => "running",
@@ -244,6 +250,7 @@ impl SagaStatus {
         }
     }
 
+    /// Whether the saga is over: completed, compensated or stuck.
     pub fn is_finished(self) -> bool {
         matches!(
             self,

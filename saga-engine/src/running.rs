@@ -1,32 +1,36 @@
-//! The sagas this process is driving: one driver per saga, whoever asks to drive it. Every
-//! saga enters and leaves this set, on whichever worker thread runs it, so it is sharded.
+//! The sagas this process is driving: one driver per saga, whoever asks to drive it.
 
 use std::collections::HashSet;
+use std::sync::{Mutex, MutexGuard};
 
 use crate::record::SagaId;
-use crate::sharded::Sharded;
 
 #[derive(Default)]
 pub(crate) struct RunningSet {
-    sagas: Sharded<HashSet<SagaId>>,
+    sagas: Mutex<HashSet<SagaId>>,
 }
 
 impl RunningSet {
+    /// What it guards is one insert or remove at a time, never left half done by a panic.
+    fn lock(&self) -> MutexGuard<'_, HashSet<SagaId>> {
+        self.sagas.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Claim the saga for a driver; false if another driver already has it.
     pub(crate) fn insert(&self, id: SagaId) -> bool {
-        self.sagas.lock(id).insert(id)
+        self.lock().insert(id)
     }
 
     pub(crate) fn remove(&self, id: SagaId) {
-        self.sagas.lock(id).remove(&id);
+        self.lock().remove(&id);
     }
 
     pub(crate) fn contains(&self, id: SagaId) -> bool {
-        self.sagas.lock(id).contains(&id)
+        self.lock().contains(&id)
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.sagas.each().map(|shard| shard.len()).sum()
+        self.lock().len()
     }
 }
 

@@ -1,5 +1,5 @@
-//! The engine suite, run against SQLite and against PostgreSQL: every DESIGN.md §2 rule,
-//! judged from the saga log and from what the participants applied.
+//! The engine suite, run against the memory store, SQLite and PostgreSQL: every DESIGN.md §2
+//! rule, judged from the saga log and from what the participants applied.
 
 mod support;
 
@@ -94,7 +94,7 @@ async fn happy_path_logs_every_transition_in_order(backend: Backend) {
         ]
     );
     // Outcomes are committed together with the next start: 5 commits for 10 records.
-    assert_eq!(h.engine.stats().commits(), 5);
+    assert_eq!(h.engine.log_stats().commits, 5);
 }
 
 async fn failure_at_each_step_compensates_exactly_the_earlier_steps_in_reverse(backend: Backend) {
@@ -392,12 +392,8 @@ async fn a_subscriber_that_falls_behind_catches_up_from_the_log(backend: Backend
         .unwrap();
     let slow = h.engine.subscribe(id, 0);
     let mut feed = h.engine.subscribe_all(None);
-    // What had been announced when the feed started (read just after it, so perhaps later).
-    let from = h
-        .engine
-        .stats()
-        .last_announced
-        .load(std::sync::atomic::Ordering::SeqCst);
+    // What had been committed when the feed started (read just after it, so perhaps later).
+    let from = h.engine.store().last_position().await.unwrap();
     // Flood the broadcast far past its buffer while `slow` is not read.
     let others: Vec<_> = (0..100).map(|_| h.run(&plan)).collect();
     futures_util::future::join_all(others).await;
@@ -750,6 +746,10 @@ async fn the_list_comes_in_pages_newest_first(backend: Backend) {
 
 macro_rules! engine_suite {
     ($($test:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() { super::$test(super::Backend::Memory).await })*
+        }
         mod sqlite {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $test() { super::$test(super::Backend::Sqlite).await })*

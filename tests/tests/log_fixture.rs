@@ -38,10 +38,10 @@ fn saga_of(plan: &str) -> SagaId {
 }
 
 fn plan(ctx: &StepContext) -> String {
-    ctx.input_json()["plan"]
-        .as_str()
+    ctx.input::<serde_json::Value>()
+        .ok()
+        .and_then(|input| input["plan"].as_str().map(str::to_string))
         .unwrap_or_default()
-        .to_string()
 }
 
 /// The saga that wrote the fixture. An attempt that hung when the fixture was written (the

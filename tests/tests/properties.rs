@@ -42,6 +42,11 @@ fn fault_plan() -> impl Strategy<Value = FaultPlan> {
 }
 
 #[test]
+fn every_fault_plan_ends_as_it_implies_in_memory() {
+    every_fault_plan_ends_as_it_implies(support::Backend::Memory, 128);
+}
+
+#[test]
 fn every_fault_plan_ends_as_it_implies_on_sqlite() {
     every_fault_plan_ends_as_it_implies(support::Backend::Sqlite, 128);
 }

@@ -4,8 +4,8 @@
 //!   release server, installing the wasm target and the matching wasm-bindgen-cli if missing.
 //! - `cargo xtask serve [ARGS…]` — build, then run `saga-shop` on an embedded SQLite file.
 //! - `cargo xtask test` — build, then every test of the workspace, browser tests included
-//!   (installing Chromium and ChromeDriver from Debian's packages when they are missing), and
-//!   the schemathesis run below.
+//!   (installing Chromium and ChromeDriver from Debian's packages when they are missing), the
+//!   engine's example saga (`saga-engine/examples/trip.rs`), and the schemathesis run below.
 //! - `cargo xtask schemathesis` — build the server, then fuzz it against its OpenAPI document
 //!   (installing schemathesis from PyPI into a venv under `.tools/` when it is missing).
 
@@ -129,6 +129,35 @@ fn run_bench(root: &Path, quick: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `cargo xtask test` builds for the host: the pages are wasm-only, and the benchmark
+/// crate's tests are the quick run of the suite.
+const TESTED_PACKAGES: [&str; 7] = [
+    "--workspace",
+    "--exclude",
+    "saga-shop-frontend",
+    "--exclude",
+    "hello-page",
+    "--exclude",
+    "saga-bench",
+];
+
+/// The engine's example saga, which exits with a failure if the saga did not end as it must.
+/// Built as part of the same packages as the tests (`cargo run -p saga-engine` would resolve
+/// the dependencies' features for the engine alone and compile sqlx again), then run.
+fn trip_example(root: &Path) -> anyhow::Result<()> {
+    let t = step("running the engine's example saga (saga-engine/examples/trip.rs)");
+    run_cmd(
+        cargo()
+            .current_dir(root)
+            .arg("build")
+            .args(TESTED_PACKAGES)
+            .args(["--example", "trip"]),
+    )?;
+    run_cmd(Command::new(build::target_dir(root).join("debug/examples/trip")).current_dir(root))?;
+    done(t);
+    Ok(())
+}
+
 fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let started = Instant::now();
     build::all(root)?;
@@ -138,17 +167,8 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let t = step("running every test of the workspace");
     let mut cmd = cargo();
     cmd.current_dir(root)
-        // The pages are wasm-only, and the benchmark crate's tests are the quick run above.
-        .args([
-            "test",
-            "--workspace",
-            "--exclude",
-            "saga-shop-frontend",
-            "--exclude",
-            "hello-page",
-            "--exclude",
-            "saga-bench",
-        ])
+        .arg("test")
+        .args(TESTED_PACKAGES)
         .args(args)
         .env("SAGA_SHOP_BIN", build::server_binary(root))
         .env("SAGA_SHOP_STATIC_DIR", build::dist_dir(root))
@@ -156,6 +176,7 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
         .env("SAGA_TEST_CHROMEDRIVER", &browser.chromedriver);
     run_cmd(&mut cmd)?;
     done(t);
+    trip_example(root)?;
     schemathesis::run(root)?;
     eprintln!(
         "==> all tests passed in {:.0}s",

@@ -55,7 +55,7 @@ async fn raw_sqlite(rows: usize, per_tx: usize) -> anyhow::Result<f64> {
 /// Sagas/s of the engine with `in_flight` at a time, and the log commits and records per saga.
 pub async fn engine_throughput(engine: &Engine, n: usize, in_flight: usize) -> (f64, f64, f64) {
     let input = serde_json::json!({});
-    let (c0, r0) = (engine.stats().commits(), engine.stats().records());
+    let before = engine.log_stats();
     let run = measure(n, in_flight, Callers::Dispatcher, {
         let engine = engine.clone();
         move || {
@@ -66,11 +66,11 @@ pub async fn engine_throughput(engine: &Engine, n: usize, in_flight: usize) -> (
         }
     })
     .await;
-    let (c1, r1) = (engine.stats().commits(), engine.stats().records());
+    let after = engine.log_stats();
     (
         run.per_second,
-        (c1 - c0) as f64 / n as f64,
-        (r1 - r0) as f64 / n as f64,
+        (after.commits - before.commits) as f64 / n as f64,
+        (after.records - before.records) as f64 / n as f64,
     )
 }
 

@@ -1,21 +1,9 @@
-//! A store in memory: nothing survives the process. For tests, examples and for measuring the
-//! executor without a disk (the way steno's `InMemorySecStore` is used).
-//!
-//! Records are kept compact, their detail as JSON text the way the durable stores keep it: a
-//! `serde_json::Value` object is a B-tree node of ~600 bytes however small it is, so keeping
-//! values made every record cost a fresh page-faulted kilobyte, and that growth, not the
-//! executor, set the pace of a long run (measured: a third of the time went to the kernel
-//! zeroing pages, and two threads faulting in the same heap slowed each other down).
-//!
-//! Sagas append from their own tasks, on every worker thread at once, so the store is built
-//! for that: the per-saga state (summary, lease, where its records are) lives in shards by saga
-//! id, and the one lock every append takes, the log's, covers only giving the records their
-//! positions (pushing a pointer each) and announcing them. A contended lock puts a thread to
-//! sleep and wakes it again, which costs more than the whole critical section; before this
-//! split, the map lookups under one lock made two threads appending slower per saga than one.
+//! The reference store: everything in memory, behind one lock, nothing durable. It is what the
+//! [`SagaStore`] contract means, written plainly (the durable stores pass the same suite), and
+//! what tests, examples and a first try of the engine run on.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::cmp::Reverse;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -23,218 +11,163 @@ use super::{
     Committed, SagaStore, SagaSummary, StoreError, SummaryChange, lease_until, summary_change,
 };
 use crate::definition::BoxFuture;
-use crate::record::{RecordKind, SagaId, SagaRecord, SagaStatus, now_ms};
-use crate::sharded::{SHARDS, Sharded, lock, shard_of};
+use crate::record::{SagaId, SagaRecord, SagaStatus, now_ms};
 
+/// A saga log in memory: gone with the process. Use it for tests, examples and trying the
+/// engine; [`Engine::recover`](crate::Engine::recover) finds nothing to resume on a new one.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    /// Position `i + 1` is `log[i]`. Taken after a shard's lock when both are held, never
-    /// before.
-    log: Mutex<Log>,
-    /// The sagas by id, so that appends on different cores for different sagas touch nothing
-    /// in common but the log.
-    sagas: Sharded<SagaMap>,
+    state: Mutex<State>,
 }
 
-type SagaMap = HashMap<SagaId, Saga, BuildHasherDefault<IdHasher>>;
-
-/// Pointers, not the records themselves: each record is allocated (and its memory first
-/// touched) by the appending thread before the lock, and the lock covers pushing 8 bytes,
-/// where pushing the ~90-byte record would page-fault under it every few dozen records.
-type Log = Vec<Box<Kept>>;
-
-/// One saga: its summary row, its lease, and where its newest record is.
-#[derive(Debug)]
-struct Saga {
-    /// `None` for records of a saga that was never started, kept all the same (as a table of
-    /// records would keep them).
-    summary: Option<SagaSummary>,
-    holder: Option<String>,
-    lease_end: i64,
-    /// Index in `log` of its newest record, whose `previous` leads back to its first: no
-    /// allocation per saga for an index. `None` only between making the entry and logging
-    /// its first record, both under the shard's lock.
-    last: Option<usize>,
-}
-
-/// Saga ids are random UUIDs: their bits are already a good hash, and SipHash on every record
-/// of every saga is time spent under the store's lock.
 #[derive(Debug, Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
+struct State {
+    /// The whole log in commit order: the record at position `p` is `log[p - 1]`.
+    log: Vec<SagaRecord>,
+    sagas: HashMap<SagaId, Saga>,
+    closed: bool,
 }
 
-/// A record as kept: what it was given, with its detail as JSON text.
-#[derive(Debug)]
-struct Kept {
-    saga_id: SagaId,
-    seq: u64,
-    kind: RecordKind,
-    at_ms: i64,
-    step: Option<Box<str>>,
-    attempt: Option<u32>,
-    /// Index in `log` of the same saga's record before this one.
-    previous: Option<usize>,
-}
-
-impl Kept {
-    fn new(r: &SagaRecord) -> Result<Self, StoreError> {
-        Ok(Kept {
-            saga_id: r.saga_id,
-            seq: r.seq,
-            kind: r.kind.clone(),
-            at_ms: r.at_ms,
-            step: r.step.as_deref().map(Box::from),
-            attempt: r.attempt,
-            previous: None,
-        })
-    }
-
-    fn record(&self) -> Result<SagaRecord, StoreError> {
-        Ok(SagaRecord {
-            saga_id: self.saga_id,
-            seq: self.seq,
-            kind: self.kind.clone(),
-            at_ms: self.at_ms,
-            step: self.step.as_deref().map(str::to_string),
-            attempt: self.attempt,
-        })
-    }
-}
-
-/// A record as it goes into the log, with the change it makes to its saga's summary: both made
-/// before any lock is taken, so that the locks cover moves and no allocation.
-struct Prepared {
-    kept: Box<Kept>,
-    change: Option<Change>,
-}
-
-enum Change {
-    Create(SagaSummary),
-    Status { status: SagaStatus, at_ms: i64 },
+/// What the durable stores keep in their `sagas` table, and where the saga's records are.
+#[derive(Debug, Default)]
+struct Saga {
+    /// `None` for records of a saga that was never started: kept all the same, as a table of
+    /// records would keep them.
+    summary: Option<SagaSummary>,
+    /// Indices into `State::log`, oldest first.
+    records: Vec<usize>,
+    owner: Option<String>,
+    lease_until_ms: i64,
 }
 
 impl MemoryStore {
+    /// An empty log.
     pub fn new() -> Self {
         Self::default()
     }
 
-    fn log(&self) -> MutexGuard<'_, Log> {
-        lock(&self.log)
+    /// The state, unless the store was closed. A panic while the lock was held cannot have
+    /// left it half changed (an append checks everything before it changes anything).
+    fn open(&self) -> Result<MutexGuard<'_, State>, StoreError> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.closed {
+            return Err(StoreError::Closed);
+        }
+        Ok(state)
     }
+}
 
-    /// Everything an append needs that can be done before taking a lock.
-    fn prepare(records: &[SagaRecord]) -> Result<Vec<Prepared>, StoreError> {
-        records
-            .iter()
-            .map(|r| {
-                let change = summary_change(r).map(|change| match change {
-                    SummaryChange::Create { definition } => Change::Create(SagaSummary {
+/// The store's answer, already there: nothing here waits.
+fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, T> {
+    Box::pin(std::future::ready(value))
+}
+
+impl State {
+    fn append(&mut self, records: &[SagaRecord]) -> Result<Vec<i64>, StoreError> {
+        // All or nothing, like a transaction: refuse the batch before changing anything.
+        let mut starting = HashSet::new();
+        for r in records {
+            if let Some(SummaryChange::Create { .. }) = summary_change(r) {
+                let taken = self
+                    .sagas
+                    .get(&r.saga_id)
+                    .is_some_and(|s| s.summary.is_some());
+                if taken || !starting.insert(r.saga_id) {
+                    return Err(StoreError::DuplicateSaga(r.saga_id));
+                }
+            }
+        }
+        let mut positions = Vec::with_capacity(records.len());
+        for r in records {
+            let saga = self.sagas.entry(r.saga_id).or_default();
+            match summary_change(r) {
+                Some(SummaryChange::Create { definition }) => {
+                    saga.summary = Some(SagaSummary {
                         saga_id: r.saga_id,
                         definition: definition.to_string(),
                         status: SagaStatus::Running,
                         started_at_ms: r.at_ms,
                         finished_at_ms: None,
-                    }),
-                    SummaryChange::Status(status) => Change::Status {
-                        status,
-                        at_ms: r.at_ms,
-                    },
-                });
-                Ok(Prepared {
-                    kept: Box::new(Kept::new(r)?),
-                    change,
-                })
-            })
-            .collect()
-    }
-
-    /// The whole of an append: lock the shards of the sagas in it (in shard order, so two
-    /// appends cannot deadlock), refuse the batch if it starts a saga whose id is taken, then
-    /// under the log's lock give each record its position, update its saga, and call
-    /// `committed` (which announces, in log order) before letting the next append in.
-    fn commit(
-        &self,
-        mut prepared: Vec<Prepared>,
-        positions: &mut Vec<i64>,
-        committed: impl FnOnce(&[i64]),
-    ) -> Result<(), StoreError> {
-        let mut wanted = [false; SHARDS];
-        for p in &prepared {
-            wanted[shard_of(p.kept.saga_id)] = true;
-        }
-        let mut shards: [Option<MutexGuard<'_, SagaMap>>; SHARDS] = Default::default();
-        for (i, guard) in shards.iter_mut().enumerate() {
-            if wanted[i] {
-                *guard = Some(self.sagas.lock_shard(i));
-            }
-        }
-        fn saga_map<'a>(
-            shards: &'a mut [Option<MutexGuard<'_, SagaMap>>; SHARDS],
-            id: SagaId,
-        ) -> &'a mut SagaMap {
-            shards[shard_of(id)]
-                .as_deref_mut()
-                .expect("the shard of every saga in the batch is locked")
-        }
-        // All or nothing, like a transaction: check before changing anything.
-        for p in &prepared {
-            if let Some(Change::Create(summary)) = &p.change
-                && saga_map(&mut shards, summary.saga_id)
-                    .get(&summary.saga_id)
-                    .is_some_and(|saga| saga.summary.is_some())
-            {
-                return Err(StoreError::DuplicateSaga(summary.saga_id));
-            }
-        }
-        // Each saga's entry found (or made) and its summary changed under the shards' locks
-        // alone: the map's cache misses stay out of the log's lock, which every append on
-        // every core takes.
-        for p in &mut prepared {
-            let saga = saga_map(&mut shards, p.kept.saga_id)
-                .entry(p.kept.saga_id)
-                .or_insert(Saga {
-                    summary: None,
-                    holder: None,
-                    lease_end: 0,
-                    last: None,
-                });
-            match p.change.take() {
-                Some(Change::Create(summary)) => saga.summary = Some(summary),
-                Some(Change::Status { status, at_ms }) => {
-                    if let Some(s) = &mut saga.summary {
-                        s.status = status;
-                        s.finished_at_ms = status.is_finished().then_some(at_ms);
+                    });
+                }
+                Some(SummaryChange::Status(status)) => {
+                    if let Some(summary) = &mut saga.summary {
+                        summary.status = status;
+                        summary.finished_at_ms = status.is_finished().then_some(r.at_ms);
                     }
                 }
                 None => {}
             }
+            saga.records.push(self.log.len());
+            self.log.push(r.clone());
+            positions.push(self.log.len() as i64);
         }
-        let mut log = self.log();
-        for Prepared { mut kept, .. } in prepared {
-            let index = log.len();
-            let saga = saga_map(&mut shards, kept.saga_id)
-                .get_mut(&kept.saga_id)
-                .expect("every saga of the batch has its entry, made above");
-            kept.previous = saga.last.replace(index);
-            log.push(kept);
-            positions.push(index as i64 + 1);
+        Ok(positions)
+    }
+
+    fn saga_records(&self, saga_id: SagaId, after_seq: u64) -> Vec<SagaRecord> {
+        let indices = self.sagas.get(&saga_id).map(|s| s.records.as_slice());
+        let mut records: Vec<SagaRecord> = (indices.unwrap_or_default().iter())
+            .map(|&i| &self.log[i])
+            .filter(|r| r.seq > after_seq)
+            .cloned()
+            .collect();
+        records.sort_by_key(|r| r.seq);
+        records
+    }
+
+    fn records_after(&self, after: i64, limit: u32) -> Vec<Committed> {
+        let skip = usize::try_from(after).unwrap_or(0);
+        (self.log.iter().zip(1..))
+            .skip(skip)
+            .take(limit as usize)
+            .map(|(record, position)| Committed {
+                position,
+                record: record.clone(),
+            })
+            .collect()
+    }
+
+    fn list_sagas(
+        &self,
+        status: Option<SagaStatus>,
+        before: Option<SagaId>,
+        limit: u32,
+    ) -> Vec<SagaSummary> {
+        // The list's order, as a key that grows towards the older sagas.
+        let key = |s: &SagaSummary| (Reverse(s.started_at_ms), Reverse(s.saga_id));
+        let after = match before {
+            None => None,
+            Some(id) => match self.sagas.get(&id).and_then(|s| s.summary.as_ref()) {
+                Some(cursor) => Some(key(cursor)),
+                None => return Vec::new(),
+            },
+        };
+        let mut list: Vec<SagaSummary> = (self.sagas.values())
+            .filter_map(|saga| saga.summary.as_ref())
+            .filter(|s| status.is_none_or(|wanted| s.status == wanted))
+            .filter(|s| after.is_none_or(|after| key(s) > after))
+            .cloned()
+            .collect();
+        list.sort_by_key(key);
+        list.truncate(limit as usize);
+        list
+    }
+
+    fn claim_unfinished(&mut self, owner: &str, lease: Duration) -> Vec<SagaId> {
+        let (now, until) = (now_ms(), lease_until(lease));
+        let mut claimed = Vec::new();
+        for (&id, saga) in &mut self.sagas {
+            let unfinished = (saga.summary.as_ref()).is_some_and(|s| !s.status.is_finished());
+            let free =
+                saga.owner.as_deref().is_none_or(|o| o == owner) || saga.lease_until_ms < now;
+            if unfinished && free {
+                saga.owner = Some(owner.to_string());
+                saga.lease_until_ms = until;
+                claimed.push(id);
+            }
         }
-        committed(positions);
-        Ok(())
+        claimed
     }
 }
 
@@ -243,30 +176,7 @@ impl SagaStore for MemoryStore {
         &'a self,
         records: &'a [SagaRecord],
     ) -> BoxFuture<'a, Result<Vec<i64>, StoreError>> {
-        let mut positions = Vec::with_capacity(records.len());
-        let result = Self::prepare(records)
-            .and_then(|prepared| self.commit(prepared, &mut positions, |_| {}))
-            .map(|()| positions);
-        Box::pin(async move { result })
-    }
-
-    fn commits_in_place(&self) -> bool {
-        true
-    }
-
-    fn append_in_place(
-        &self,
-        mut records: Vec<SagaRecord>,
-        announce: &mut dyn FnMut(&[i64], &mut Vec<SagaRecord>),
-    ) -> Result<(), StoreError> {
-        let prepared = Self::prepare(&records)?;
-        let mut positions = Vec::with_capacity(records.len());
-        self.commit(prepared, &mut positions, |positions| {
-            announce(positions, &mut records)
-        })?;
-        // What `announce` left (all of it, when nobody listens) is freed here, after the locks.
-        drop(records);
-        Ok(())
+        ready(self.open().and_then(|mut state| state.append(records)))
     }
 
     fn saga_records(
@@ -274,25 +184,10 @@ impl SagaStore for MemoryStore {
         saga_id: SagaId,
         after_seq: u64,
     ) -> BoxFuture<'_, Result<Vec<SagaRecord>, StoreError>> {
-        // Where its newest record is, then the chain back from there: a record appended in
-        // between is newer than all of these, and left for the next read.
-        let last = self
-            .sagas
-            .lock(saga_id)
-            .get(&saga_id)
-            .and_then(|saga| saga.last);
-        let log = self.log();
-        let mut newest_first = Vec::new();
-        let mut next = last;
-        while let Some(i) = next {
-            let kept = &log[i];
-            if kept.seq > after_seq {
-                newest_first.push(&**kept);
-            }
-            next = kept.previous;
-        }
-        let records = newest_first.into_iter().rev().map(Kept::record).collect();
-        Box::pin(async move { records })
+        ready(
+            self.open()
+                .map(|state| state.saga_records(saga_id, after_seq)),
+        )
     }
 
     fn records_after(
@@ -300,35 +195,18 @@ impl SagaStore for MemoryStore {
         after: i64,
         limit: u32,
     ) -> BoxFuture<'_, Result<Vec<Committed>, StoreError>> {
-        let log = self.log();
-        let start = usize::try_from(after.max(0)).unwrap_or(0);
-        let page = log
-            .iter()
-            .enumerate()
-            .skip(start)
-            .take(limit as usize)
-            .map(|(i, k)| {
-                Ok(Committed {
-                    position: i as i64 + 1,
-                    record: k.record()?,
-                })
-            })
-            .collect();
-        Box::pin(async move { page })
+        ready(self.open().map(|state| state.records_after(after, limit)))
     }
 
     fn last_position(&self) -> BoxFuture<'_, Result<i64, StoreError>> {
-        let last = self.log().len() as i64;
-        Box::pin(async move { Ok(last) })
+        ready(self.open().map(|state| state.log.len() as i64))
     }
 
     fn saga(&self, saga_id: SagaId) -> BoxFuture<'_, Result<Option<SagaSummary>, StoreError>> {
-        let summary = self
-            .sagas
-            .lock(saga_id)
-            .get(&saga_id)
-            .and_then(|saga| saga.summary.clone());
-        Box::pin(async move { Ok(summary) })
+        ready(self.open().map(|state| {
+            let saga = state.sagas.get(&saga_id);
+            saga.and_then(|s| s.summary.clone())
+        }))
     }
 
     fn list_sagas(
@@ -337,39 +215,10 @@ impl SagaStore for MemoryStore {
         before: Option<SagaId>,
         limit: u32,
     ) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>> {
-        // The list's order, as a key that grows towards the older sagas.
-        let key = |s: &SagaSummary| {
-            (
-                std::cmp::Reverse(s.started_at_ms),
-                std::cmp::Reverse(s.saga_id),
-            )
-        };
-        let cursor = match before {
-            None => None,
-            Some(id) => match self
-                .sagas
-                .lock(id)
-                .get(&id)
-                .and_then(|saga| saga.summary.as_ref())
-            {
-                Some(summary) => Some(key(summary)),
-                None => return Box::pin(async move { Ok(Vec::new()) }),
-            },
-        };
-        let mut list: Vec<SagaSummary> = Vec::new();
-        for shard in self.sagas.each() {
-            list.extend(
-                shard
-                    .values()
-                    .filter_map(|saga| saga.summary.as_ref())
-                    .filter(|s| status.is_none_or(|st| s.status == st))
-                    .filter(|s| cursor.is_none_or(|c| key(s) > c))
-                    .cloned(),
-            );
-        }
-        list.sort_by_key(key);
-        list.truncate(limit as usize);
-        Box::pin(async move { Ok(list) })
+        ready(
+            self.open()
+                .map(|state| state.list_sagas(status, before, limit)),
+        )
     }
 
     fn claim_unfinished(
@@ -377,22 +226,16 @@ impl SagaStore for MemoryStore {
         owner: &str,
         lease: Duration,
     ) -> BoxFuture<'_, Result<Vec<SagaId>, StoreError>> {
-        let now = now_ms();
-        let until = lease_until(lease);
-        let mut claimed = Vec::new();
-        for mut shard in self.sagas.each() {
-            for (id, saga) in shard.iter_mut() {
-                let Some(s) = &saga.summary else { continue };
-                let free =
-                    saga.holder.as_deref().is_none_or(|h| h == owner) || saga.lease_end < now;
-                if !s.status.is_finished() && free {
-                    saga.holder = Some(owner.to_string());
-                    saga.lease_end = until;
-                    claimed.push(*id);
-                }
-            }
-        }
-        Box::pin(async move { Ok(claimed) })
+        ready(
+            self.open()
+                .map(|mut state| state.claim_unfinished(owner, lease)),
+        )
+    }
+
+    /// Later calls fail with [`StoreError::Closed`], as on the durable stores.
+    fn close(&self) -> BoxFuture<'_, ()> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+        ready(())
     }
 }
 
@@ -402,53 +245,39 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::record::RecordKind;
     use crate::{Engine, SagaDefinition, Step};
 
     fn record(saga_id: SagaId, seq: u64, kind: RecordKind) -> SagaRecord {
-        let started = matches!(kind, RecordKind::SagaStarted { .. });
         SagaRecord {
             saga_id,
             seq,
             kind,
             at_ms: 1_700_000_000_000 + seq as i64,
-            step: (!started).then(|| "reserve".to_string()),
-            attempt: (!started).then_some(1),
+            step: None,
+            attempt: None,
         }
     }
 
-    fn started(saga: &str, input: serde_json::Value) -> RecordKind {
+    fn started(saga: &str) -> RecordKind {
         RecordKind::SagaStarted {
             saga: saga.into(),
-            input,
+            input: json!({ "n": [1, 2.5, null] }),
         }
     }
 
+    /// Records come back as they went in, by saga and by position; a batch that starts a
+    /// taken saga is refused as a whole.
     #[tokio::test]
-    async fn records_read_back_as_written_and_a_taken_id_changes_nothing() {
+    async fn records_come_back_as_written_and_a_duplicate_start_refuses_the_whole_batch() {
         let store = MemoryStore::new();
         let id = SagaId::new();
-        let first = vec![
-            record(id, 1, started("buy", json!({ "n": [1, 2.5, null] }))),
+        let first = [
+            record(id, 1, started("buy")),
             record(id, 2, RecordKind::StepStarted { timeout_ms: 5000 }),
         ];
-        let mut announced = Vec::new();
-        let mut announce = |positions: &[i64], records: &mut Vec<SagaRecord>| {
-            announced.extend(positions.iter().copied().zip(records.drain(..)));
-        };
-        assert_eq!(store.append_in_place(first.clone(), &mut announce), Ok(()));
-        assert_eq!(
-            announced,
-            [(1, first[0].clone()), (2, first[1].clone())],
-            "announced with their positions"
-        );
-        let second = [record(
-            id,
-            3,
-            RecordKind::StepSucceeded {
-                output: json!("é\"\n"),
-                duration_ms: 1,
-            },
-        )];
+        assert_eq!(store.append(&first).await, Ok(vec![1, 2]));
+        let second = [record(id, 3, RecordKind::SagaCompleted {})];
         assert_eq!(store.append(&second).await, Ok(vec![3]));
 
         let all: Vec<SagaRecord> = first.iter().chain(&second).cloned().collect();
@@ -457,17 +286,62 @@ mod tests {
         let page = store.records_after(1, 10).await.expect("read");
         assert_eq!(page.iter().map(|c| c.position).collect::<Vec<_>>(), [2, 3]);
         assert_eq!(page[1].record, all[2]);
+        let summary = store.saga(id).await.expect("read").expect("listed");
+        assert_eq!(summary.status, SagaStatus::Completed);
+        assert_eq!(summary.finished_at_ms, Some(all[2].at_ms));
 
-        // Starting the same saga again fails as a whole: the other saga in the batch is not kept.
         let other = SagaId::new();
         let again = [
-            record(other, 1, started("buy", json!(null))),
-            record(id, 1, started("buy", json!(null))),
+            record(other, 1, started("buy")),
+            record(id, 1, started("buy")),
         ];
-        let refused = store.append_in_place(again.to_vec(), &mut |_, _| panic!("announced"));
-        assert_eq!(refused, Err(StoreError::DuplicateSaga(id)));
+        assert_eq!(
+            store.append(&again).await,
+            Err(StoreError::DuplicateSaga(id))
+        );
+        let twice = [
+            record(other, 1, started("buy")),
+            record(other, 1, started("buy")),
+        ];
+        assert_eq!(
+            store.append(&twice).await,
+            Err(StoreError::DuplicateSaga(other))
+        );
         assert_eq!(store.last_position().await, Ok(3));
         assert_eq!(store.saga(other).await, Ok(None));
+    }
+
+    /// Claims take unfinished sagas nobody holds, renew the claimer's own, and leave another
+    /// node's live lease alone; a closed store refuses everything.
+    #[tokio::test]
+    async fn claims_respect_live_leases_and_a_closed_store_refuses() {
+        let store = MemoryStore::new();
+        let (running, done) = (SagaId::new(), SagaId::new());
+        store
+            .append(&[
+                record(running, 1, started("s")),
+                record(done, 1, started("s")),
+                record(done, 2, RecordKind::SagaCompleted {}),
+            ])
+            .await
+            .expect("appended");
+        let lease = Duration::from_secs(60);
+        assert_eq!(store.claim_unfinished("a", lease).await, Ok(vec![running]));
+        assert_eq!(store.claim_unfinished("b", lease).await, Ok(vec![]));
+        assert_eq!(store.claim_unfinished("a", lease).await, Ok(vec![running]));
+        assert_eq!(
+            store.claim_unfinished("a", Duration::ZERO).await,
+            Ok(vec![running])
+        );
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(store.claim_unfinished("b", lease).await, Ok(vec![running]));
+
+        store.close().await;
+        assert_eq!(store.last_position().await, Err(StoreError::Closed));
+        assert_eq!(
+            store.append(&[record(SagaId::new(), 1, started(""))]).await,
+            Err(StoreError::Closed)
+        );
     }
 
     /// An engine on a fresh memory store, with `three`: three steps that succeed (a saga of
@@ -481,10 +355,10 @@ mod tests {
         engine
     }
 
-    /// Appended in the sagas' own tasks (no group commit), from many at once: every saga's
-    /// records are announced once each, in log order, and match what the log holds.
+    /// Many sagas at once through the engine: every record is announced once, in log order,
+    /// and each saga's records, interleaved with the others' in the log, read back alone.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sagas_appending_in_place_announce_everything_in_log_order() {
+    async fn concurrent_sagas_are_announced_in_log_order_and_read_back_per_saga() {
         let engine = engine_with_three_steps();
         let feed = engine.subscribe_all(None);
         let runs: Vec<_> = (0..200)
@@ -510,11 +384,8 @@ mod tests {
         )
         .await
         .expect("every record announced");
-        let positions: Vec<i64> = seen.iter().map(|c| c.position).collect();
-        assert_eq!(positions, (1..=logged).collect::<Vec<_>>());
         let stored = engine.store().records_after(0, 10_000).await.expect("read");
         assert_eq!(seen, stored);
-        // Each saga's own records, interleaved with the others' in the log, read back alone.
         for id in ids {
             let own: Vec<SagaRecord> = stored
                 .iter()
@@ -528,13 +399,17 @@ mod tests {
                 Ok(own[5..].to_vec())
             );
         }
+        assert_eq!(
+            engine.log_stats().records,
+            logged as u64,
+            "every record counted"
+        );
     }
 
-    /// Until someone subscribes nothing is announced at all (`LogStats::watched`); the first
-    /// subscribers must still get exactly what they asked for: "from now on" is from now on,
-    /// and a saga's history is all there.
+    /// A subscriber that comes after sagas ran gets exactly what it asked for: "from now on"
+    /// is from now on, and a finished saga's history is all there.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_first_subscriber_after_unwatched_sagas_misses_nothing_and_gets_no_old_news() {
+    async fn a_late_subscriber_misses_nothing_and_gets_no_old_news() {
         let engine = engine_with_three_steps();
         let mut earlier = Vec::new();
         for _ in 0..20 {
@@ -564,7 +439,7 @@ mod tests {
             (before + 1..=before + 8).collect::<Vec<_>>()
         );
 
-        // A saga that ended before anyone watched: its whole history, then the stream ends.
+        // A saga that ended before anyone subscribed: its whole history, then the stream ends.
         let history: Vec<SagaRecord> = tokio::time::timeout(
             Duration::from_secs(10),
             engine
@@ -596,7 +471,7 @@ mod tests {
             .enumerate()
             .map(|(i, &id)| SagaRecord {
                 at_ms: 100 + i as i64 / 3,
-                ..record(id, 1, started("list", json!(null)))
+                ..record(id, 1, started("list"))
             })
             .collect();
         store.append(&batch).await.unwrap();

@@ -2,15 +2,20 @@
 //! transaction, durably), read them back, and keep a one-row-per-saga summary beside them so
 //! that "which sagas are unfinished" and "list recent sagas" do not scan the log.
 //!
-//! Two durable implementations pass the same test suite: [`SqliteStore`] (the embedded default)
-//! and [`PgStore`] (for several nodes sharing one database); [`MemoryStore`] keeps nothing.
+//! Two durable implementations pass the same test suite: `SqliteStore` (embedded; the `sqlite`
+//! feature) and `PgStore` (for several nodes sharing one database; the `postgres` feature).
+//! [`MemoryStore`] keeps nothing, and is the contract written plainly.
 
 mod memory;
+#[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
 pub use postgres::PgStore;
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
 use std::time::Duration;
@@ -21,16 +26,23 @@ use crate::record::{RecordKind, SagaId, SagaRecord, SagaStatus};
 /// A store failure. Cloneable because one failed group commit fails every saga in the group.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
+    /// A `saga_started` record for an id the store already has: nothing of its batch is kept.
     #[error("a saga with id {0} already exists")]
     DuplicateSaga(SagaId),
+    /// The database failed (or could not be reached); the message is the driver's.
     #[error("saga log database error: {0}")]
     Database(String),
+    /// Something read back is not what the engine writes: a row edited by hand, a schema
+    /// from elsewhere.
     #[error("saga log holds something unreadable: {0}")]
     Corrupt(String),
+    /// The store was [closed](SagaStore::close): the process is stopping, and its sagas are
+    /// left for the next one to resume.
     #[error("the saga log is closed")]
     Closed,
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match e {
@@ -40,6 +52,7 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl From<sqlx::migrate::MigrateError> for StoreError {
     fn from(e: sqlx::migrate::MigrateError) -> Self {
         StoreError::Database(format!("migrating the saga log: {e}"))
@@ -49,10 +62,15 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 /// One saga, as the summary table holds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SagaSummary {
+    /// Which saga.
     pub saga_id: SagaId,
+    /// The name of its [`SagaDefinition`](crate::SagaDefinition).
     pub definition: String,
+    /// Where it stands, as of its last committed record.
     pub status: SagaStatus,
+    /// When it was started, in milliseconds since the Unix epoch.
     pub started_at_ms: i64,
+    /// When it finished, once it has.
     pub finished_at_ms: Option<i64>,
 }
 
@@ -60,7 +78,10 @@ pub struct SagaSummary {
 /// to every saga resume where it left off.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Committed {
+    /// Where the record is in the whole log; larger for records committed later by the same
+    /// engine. What a reader of every saga keeps to resume after.
     pub position: i64,
+    /// The record itself.
     pub record: SagaRecord,
 }
 
@@ -76,29 +97,6 @@ pub trait SagaStore: Send + Sync + 'static {
         &'a self,
         records: &'a [SagaRecord],
     ) -> BoxFuture<'a, Result<Vec<i64>, StoreError>>;
-
-    /// True for a store whose commit never waits (one in memory): the log writer then calls
-    /// [`append_in_place`](Self::append_in_place) from each saga's own task instead of queueing
-    /// for a group commit. Group commit exists to share a costly commit; where a commit costs
-    /// nothing, queueing for it and being woken afterwards is all the cost there is.
-    fn commits_in_place(&self) -> bool {
-        false
-    }
-
-    /// `append`, done right away in the caller, handing the records with their positions to
-    /// `announce` before the next append may commit, so that announcements come in log order.
-    /// `announce` takes the records it sends out of the `Vec`; the store frees what it leaves
-    /// only after its lock is released. Called only if
-    /// [`commits_in_place`](Self::commits_in_place).
-    fn append_in_place(
-        &self,
-        _records: Vec<SagaRecord>,
-        _announce: &mut dyn FnMut(&[i64], &mut Vec<SagaRecord>),
-    ) -> Result<(), StoreError> {
-        Err(StoreError::Database(
-            "this store commits only through `append`".into(),
-        ))
-    }
 
     /// One saga's records with `seq > after_seq`, in order.
     fn saga_records(
@@ -117,6 +115,7 @@ pub trait SagaStore: Send + Sync + 'static {
     /// The position of the newest record (0 for an empty log).
     fn last_position(&self) -> BoxFuture<'_, Result<i64, StoreError>>;
 
+    /// One saga's summary, if the store has it.
     fn saga(&self, saga_id: SagaId) -> BoxFuture<'_, Result<Option<SagaSummary>, StoreError>>;
 
     /// Recent sagas, newest first (by start, then by id, descending: UUIDv7 ids started in
@@ -167,6 +166,7 @@ pub(crate) fn summary_change(record: &SagaRecord) -> Option<SummaryChange<'_>> {
 }
 
 /// A record's fields as its `detail` column holds them.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn detail_of(record: &SagaRecord) -> Result<String, StoreError> {
     record.kind.detail_json().map_err(|e| {
         StoreError::Corrupt(format!(
@@ -176,6 +176,7 @@ pub(crate) fn detail_of(record: &SagaRecord) -> Result<String, StoreError> {
     })
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn parse_record(
     saga_id: &str,
     seq: i64,
@@ -199,6 +200,7 @@ pub(crate) fn parse_record(
     })
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn parse_summary(
     saga_id: &str,
     definition: String,

@@ -17,6 +17,8 @@ use crate::record::{SagaId, SagaRecord, SagaStatus, now_ms};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// The saga log in PostgreSQL: durable, and shared by every node on the database, each
+/// claiming the sagas it drives. Clones share connections.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,

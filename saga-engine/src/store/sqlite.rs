@@ -25,6 +25,7 @@ const LOG_ROWS_PER_INSERT: usize = 1000;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// The saga log in a SQLite file: durable, embedded, for one node. Clones share connections.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     writer: SqlitePool,

@@ -5,10 +5,12 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
-use saga_engine::{PgStore, SagaStore, SqliteStore};
+use saga_engine::{MemoryStore, PgStore, SagaStore, SqliteStore};
 
 #[derive(Debug, Clone, Copy)]
 pub enum Backend {
+    /// The reference store: what the durable ones are held to, held to the same suite.
+    Memory,
     Sqlite,
     Postgres,
 }
@@ -80,6 +82,10 @@ impl Drop for SchemaGuard {
 /// server to run against.
 pub async fn fresh_store(backend: Backend, test: &str) -> Option<FreshStore> {
     match backend {
+        Backend::Memory => Some(FreshStore {
+            store: Arc::new(MemoryStore::new()),
+            _schema: None,
+        }),
         Backend::Sqlite => {
             let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("engine-tests");
             std::fs::create_dir_all(&dir).expect("create the test directory");
