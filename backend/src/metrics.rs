@@ -170,7 +170,9 @@ fn observation(record: &SagaRecord) -> Option<Observation<'_>> {
         RecordKind::CompensationFailed { will_retry, .. } => {
             will_retry.then_some(Observation::Retry)
         }
-        RecordKind::StepStarted { .. } | RecordKind::CompensationStarted {} => None,
+        RecordKind::StepStarted { .. }
+        | RecordKind::CompensationStarted {}
+        | RecordKind::SagaResumed {} => None,
     }
 }
 

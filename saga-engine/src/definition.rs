@@ -92,6 +92,10 @@ pub struct StepContext {
     /// `{saga_id}:{step}:action` or `{saga_id}:{step}:compensation`: the same on every retry and
     /// after every restart, so a participant can apply each effect once.
     pub idempotency_key: String,
+    /// How many times a person resumed this saga after it was stuck
+    /// ([`Engine::retry_stuck`](crate::Engine::retry_stuck)): 0 until then. A step that models
+    /// an outage can take it as the sign that the outage is over.
+    pub resumed: u32,
     pub(crate) input: Arc<Value>,
     pub(crate) outputs: Arc<BTreeMap<String, Value>>,
 }

@@ -21,6 +21,15 @@ use crate::record::{RecordKind, SagaId, SagaStatus};
 use crate::running::RunningSet;
 use crate::store::{Committed, SagaStore, StoreError};
 
+/// What [`Engine::retry_stuck`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retried {
+    /// The saga was stuck; it is unwinding again.
+    Resumed,
+    /// It had been resumed already: nothing more was done.
+    Already,
+}
+
 /// How an engine behaves towards other nodes and subscribers; the defaults suit one node.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -265,6 +274,78 @@ impl Engine {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(resumed = n, "resumed unfinished sagas"),
                 Err(e) => tracing::error!(error = %e, "claiming unfinished sagas failed"),
+            }
+        }
+    }
+
+    /// Resume a stuck saga: log that a person asked for it (`saga_resumed`), then unwind on
+    /// from where it stopped, each compensation with a fresh budget of attempts and the same
+    /// idempotency key, as Step Functions redrives an execution. Returns once the request is
+    /// durably on record; the saga then runs on its own task (follow it with
+    /// [`subscribe`](Self::subscribe)). Idempotent: a saga resumed already, whether it is
+    /// still unwinding or has ended since, gives [`Retried::Already`] and nothing more is done.
+    /// A saga that was never stuck is [`EngineError::NotStuck`]. A crash after the request
+    /// is logged leaves the saga compensating, which recovery resumes like any other.
+    pub async fn retry_stuck(&self, id: SagaId) -> Result<Retried, EngineError> {
+        let summary = self
+            .inner
+            .store
+            .saga(id)
+            .await?
+            .ok_or(EngineError::UnknownSaga(id))?;
+        if summary.status != SagaStatus::Stuck {
+            let records = self.inner.store.saga_records(id, 0).await?;
+            let resumed = records
+                .iter()
+                .any(|r| matches!(r.kind, RecordKind::SagaResumed {}));
+            return if resumed {
+                Ok(Retried::Already)
+            } else {
+                Err(EngineError::NotStuck(id, summary.status))
+            };
+        }
+        // Its driver leaves the running set just after logging `saga_stuck`, and a request
+        // a moment ago may be resuming it: wait out the one, and the other is `Already`.
+        let mut waited = Duration::ZERO;
+        while !self.mark_running(id) {
+            if waited >= Duration::from_secs(1) {
+                return Ok(Retried::Already);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += Duration::from_millis(10);
+        }
+        let run = async {
+            let records = self.inner.store.saga_records(id, 0).await?;
+            let Some(RecordKind::SagaStarted { saga, .. }) = records.first().map(|r| &r.kind)
+            else {
+                return Err(EngineError::CorruptLog(format!(
+                    "saga {id} has no saga_started record"
+                )));
+            };
+            let definition = self.definition(saga)?;
+            let progress = SagaProgress::replay(&definition, &records)?;
+            if progress.finished != Some(SagaStatus::Stuck) {
+                return Ok(None);
+            }
+            let mut run = SagaRun::new(id, definition, progress, self.inner.writer.clone());
+            run.resume().await?;
+            Ok(Some(run))
+        }
+        .await;
+        match run {
+            Ok(Some(run)) => {
+                tracing::info!(saga_id = %id, "stuck saga resumed by request");
+                self.drive_marked(run, None);
+                Ok(Retried::Resumed)
+            }
+            // Resumed (and finished) by another request between the two reads.
+            Ok(None) => {
+                self.inner.running.remove(id);
+                Ok(Retried::Already)
+            }
+            Err(e) => {
+                self.inner.running.remove(id);
+                Err(e)
             }
         }
     }

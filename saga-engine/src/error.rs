@@ -18,6 +18,10 @@ pub enum EngineError {
     /// Subscribed to a saga the log has never heard of.
     #[error("no saga with id {0}")]
     UnknownSaga(SagaId),
+    /// [`Engine::retry_stuck`](crate::Engine::retry_stuck) on a saga that is not stuck and
+    /// was never resumed: there is nothing to retry.
+    #[error("saga {0} is {1}, not stuck: there is nothing to retry")]
+    NotStuck(SagaId, crate::SagaStatus),
     /// The input did not serialize to JSON, so the saga could not be logged.
     #[error("the saga input cannot be serialized: {0}")]
     Input(String),

@@ -160,7 +160,9 @@ impl SagaCursor {
 
     fn hand_out(&mut self, r: SagaRecord) -> SagaRecord {
         self.last_seq = r.seq;
-        if r.kind.is_terminal() {
+        // A terminal record ends the stream unless the log already holds more after it: a
+        // stuck saga that a person resumed goes on (`saga_resumed`).
+        if r.kind.is_terminal() && self.backlog.is_empty() {
             self.finished = true;
         }
         r

@@ -106,6 +106,13 @@ impl SagaRun {
         result
     }
 
+    /// Log, durably, that a person resumed this stuck saga; [`drive`](Self::drive) then
+    /// unwinds it on.
+    pub async fn resume(&mut self) -> Result<(), EngineError> {
+        self.record(RecordKind::SagaResumed {}, None, None)?;
+        self.flush().await
+    }
+
     /// Run the saga to a final state (or until the log cannot be written).
     pub async fn drive(mut self) -> Result<SagaStatus, EngineError> {
         loop {
@@ -136,6 +143,7 @@ impl SagaRun {
             idempotency_key: format!("{}:{}:{}", self.id, name, phase),
             step: name.to_string(),
             attempt,
+            resumed: self.progress.resumed,
             input: self.progress.input.clone(),
             outputs: self.progress.outputs.clone(),
         }

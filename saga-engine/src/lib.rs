@@ -78,7 +78,7 @@ mod store;
 pub use definition::{
     BoxFuture, DefinitionError, RetryPolicy, SagaDefinition, Step, StepContext, StepError,
 };
-pub use engine::{Engine, EngineConfig};
+pub use engine::{Engine, EngineConfig, Retried};
 pub use error::EngineError;
 pub use events::{EventStream, FeedStream};
 pub use log_writer::LogStats;

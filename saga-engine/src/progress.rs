@@ -80,6 +80,8 @@ pub(crate) struct SagaProgress {
     pub completion_order: Vec<usize>,
     pub unwinding: bool,
     pub finished: Option<SagaStatus>,
+    /// How many times a person resumed the saga after it was stuck.
+    pub resumed: u32,
 }
 
 impl SagaProgress {
@@ -92,6 +94,7 @@ impl SagaProgress {
             completion_order: Vec::new(),
             unwinding: false,
             finished: None,
+            resumed: 0,
         }
     }
 
@@ -191,6 +194,16 @@ impl SagaProgress {
             RecordKind::SagaCompleted {} => self.finished = Some(SagaStatus::Completed),
             RecordKind::SagaCompensated {} => self.finished = Some(SagaStatus::Compensated),
             RecordKind::SagaStuck { .. } => self.finished = Some(SagaStatus::Stuck),
+            RecordKind::SagaResumed {} => {
+                // Only a stuck saga is resumed, and a stuck saga was unwinding: it unwinds on,
+                // every compensation left with a fresh budget of attempts.
+                self.finished = None;
+                self.unwinding = true;
+                self.resumed += 1;
+                for s in &mut self.steps {
+                    s.compensation_failures = 0;
+                }
+            }
         }
         Ok(())
     }

@@ -130,6 +130,10 @@ pub enum RecordKind {
         /// Its last error.
         error: String,
     },
+    /// A person asked a stuck saga to try its compensations again
+    /// ([`Engine::retry_stuck`](crate::Engine::retry_stuck)): it unwinds on from where it
+    /// stopped, each compensation with a fresh retry budget and the same idempotency key.
+    SagaResumed {},
 }
 
 /// How a step's action ended when it failed for good.
@@ -159,6 +163,7 @@ impl RecordKind {
             RecordKind::SagaCompleted {} => "saga_completed",
             RecordKind::SagaCompensated {} => "saga_compensated",
             RecordKind::SagaStuck { .. } => "saga_stuck",
+            RecordKind::SagaResumed {} => "saga_resumed",
         }
     }
 
@@ -166,7 +171,9 @@ impl RecordKind {
     pub fn status_after(&self) -> Option<SagaStatus> {
         match self {
             RecordKind::SagaStarted { .. } => Some(SagaStatus::Running),
-            RecordKind::CompensationStarted {} => Some(SagaStatus::Compensating),
+            RecordKind::CompensationStarted {} | RecordKind::SagaResumed {} => {
+                Some(SagaStatus::Compensating)
+            }
             RecordKind::SagaCompleted {} => Some(SagaStatus::Completed),
             RecordKind::SagaCompensated {} => Some(SagaStatus::Compensated),
             RecordKind::SagaStuck { .. } => Some(SagaStatus::Stuck),
@@ -356,6 +363,7 @@ mod tests {
                 step: "charge".into(),
                 error: "down".into(),
             },
+            RecordKind::SagaResumed {},
         ]
     }
 

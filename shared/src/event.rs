@@ -78,6 +78,9 @@ pub enum Event {
         step: String,
         error: String,
     },
+    /// A person asked the stuck saga to retry its compensations (`POST /api/sagas/{id}/retry`):
+    /// it unwinds on from where it stopped.
+    SagaResumed {},
 }
 
 /// How a failed action ended.
@@ -106,6 +109,7 @@ impl Event {
             Event::SagaCompleted {} => EventKind::SagaCompleted,
             Event::SagaCompensated {} => EventKind::SagaCompensated,
             Event::SagaStuck { .. } => EventKind::SagaStuck,
+            Event::SagaResumed {} => EventKind::SagaResumed,
         }
     }
 
@@ -122,7 +126,8 @@ impl Event {
             | Event::CompensationStarted {}
             | Event::CompensationSucceeded { .. }
             | Event::SagaCompleted {}
-            | Event::SagaCompensated {} => None,
+            | Event::SagaCompensated {}
+            | Event::SagaResumed {} => None,
         }
     }
 
@@ -139,7 +144,8 @@ impl Event {
             | Event::CompensationStarted {}
             | Event::SagaCompleted {}
             | Event::SagaCompensated {}
-            | Event::SagaStuck { .. } => None,
+            | Event::SagaStuck { .. }
+            | Event::SagaResumed {} => None,
         }
     }
 }
@@ -159,11 +165,12 @@ pub enum EventKind {
     SagaCompleted,
     SagaCompensated,
     SagaStuck,
+    SagaResumed,
 }
 
 impl EventKind {
     /// Every kind there is: what a client of the streams subscribes to.
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 12] = [
         EventKind::SagaStarted,
         EventKind::StepStarted,
         EventKind::StepSucceeded,
@@ -175,6 +182,7 @@ impl EventKind {
         EventKind::SagaCompleted,
         EventKind::SagaCompensated,
         EventKind::SagaStuck,
+        EventKind::SagaResumed,
     ];
 
     /// The name on the wire (`step_failed`).
@@ -191,6 +199,7 @@ impl EventKind {
             EventKind::SagaCompleted => "saga_completed",
             EventKind::SagaCompensated => "saga_compensated",
             EventKind::SagaStuck => "saga_stuck",
+            EventKind::SagaResumed => "saga_resumed",
         }
     }
 
@@ -198,7 +207,9 @@ impl EventKind {
     pub fn saga_state_after(self) -> Option<SagaState> {
         match self {
             EventKind::SagaStarted => Some(SagaState::Running),
-            EventKind::CompensationStarted => Some(SagaState::Compensating),
+            EventKind::CompensationStarted | EventKind::SagaResumed => {
+                Some(SagaState::Compensating)
+            }
             EventKind::SagaCompleted => Some(SagaState::Completed),
             EventKind::SagaCompensated => Some(SagaState::Compensated),
             EventKind::SagaStuck => Some(SagaState::Stuck),

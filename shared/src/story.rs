@@ -103,7 +103,7 @@ pub fn summary(events: &[SagaEvent]) -> String {
         .filter(|e| matches!(e.event, Event::CompensationSucceeded { .. }))
         .filter_map(|e| words_of(e.step.as_deref()?))
         .collect();
-    match timeline.status {
+    let mut sentence = match timeline.status {
         SagaState::Pending => "Waiting for the saga's first event.".into(),
         SagaState::Running => running(events, &timeline),
         SagaState::Completed => "The order is confirmed: the stock is reserved, the invoice \
@@ -137,7 +137,14 @@ pub fn summary(events: &[SagaEvent]) -> String {
             s
         }
         SagaState::Stuck => stuck(events, &undone, failure.as_ref()),
+    };
+    let resumed = events
+        .iter()
+        .any(|e| matches!(e.event, Event::SagaResumed {}));
+    if resumed && timeline.status != SagaState::Stuck {
+        sentence.push_str(" It had been stuck until a person retried the compensation.");
     }
+    sentence
 }
 
 /// A saga going forward: the step under way, or the retry it waits for.

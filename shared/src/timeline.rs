@@ -112,9 +112,11 @@ impl Timeline {
                 lane.status = StepState::Compensated;
                 lane.finished_at = Some(e.at.clone());
             }
-            // A step this timeline does not show, or an event about the saga as a whole.
+            // A step this timeline does not show, or an event about the saga as a whole (a
+            // resumed saga's next compensation moves its lane).
             (
                 Event::SagaStarted { .. }
+                | Event::SagaResumed {}
                 | Event::SagaCompleted {}
                 | Event::StepStarted { .. }
                 | Event::StepRetrying { .. }

@@ -241,7 +241,8 @@ async fn run_compensation(
 ) -> Result<(), StepError> {
     let input: TestInput = ctx.input()?;
     match input.plan.steps[i].compensation {
-        CompensationFault::Fail => {
+        // An outage: over once a person has resumed the stuck saga.
+        CompensationFault::Fail if ctx.resumed == 0 => {
             return Err(StepError::Retryable(
                 "compensation refused by the fault plan".into(),
             ));

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use saga_engine::{
-    Engine, EngineConfig, EngineError, RecordKind, SagaId, SagaRecord, SagaStatus, StepOutcome,
-    StoreError,
+    Engine, EngineConfig, EngineError, RecordKind, Retried, SagaId, SagaRecord, SagaStatus,
+    StepOutcome, StoreError,
 };
 use saga_shop_tests::{
     ActionFault as A, CompensationFault as C, FaultPlan, MemoryLedger, TestInput, check_saga,
@@ -246,6 +246,56 @@ async fn a_compensation_that_keeps_failing_leaves_the_saga_stuck(backend: Backen
         .unwrap()
         .unwrap();
     assert_eq!(summary.status, SagaStatus::Stuck);
+}
+
+/// A person resumes a stuck saga once its outage is over (the fault plan's failing compensation
+/// stops failing once the saga was resumed): it unwinds to the end, the request logged once; a
+/// second request changes nothing; a saga that was never stuck, or never was, is refused.
+async fn a_stuck_saga_resumed_by_request_unwinds_to_the_end(backend: Backend) {
+    let Some(h) = harness(backend, "resume", EngineConfig::default()).await else {
+        return;
+    };
+    let plan = FaultPlan::default()
+        .with(3, A::Fail)
+        .with_compensation(1, C::Fail);
+    let log = h.run_and_check(&plan).await;
+    let id = log[0].saga_id;
+    assert_eq!(h.engine.retry_stuck(id).await, Ok(Retried::Resumed));
+    let ended = tokio::time::timeout(Duration::from_secs(30), h.engine.wait_finished(id))
+        .await
+        .expect("the resumed saga ends");
+    assert_eq!(ended, Ok(SagaStatus::Compensated));
+    assert_eq!(h.engine.retry_stuck(id).await, Ok(Retried::Already));
+
+    let log = h.engine.store().saga_records(id, 0).await.unwrap();
+    let resumed = log
+        .iter()
+        .filter(|r| matches!(r.kind, RecordKind::SagaResumed {}))
+        .count();
+    assert_eq!(resumed, 1, "{:?}", kinds(&log));
+    let undone: Vec<&str> = log
+        .iter()
+        .filter(|r| matches!(r.kind, RecordKind::CompensationSucceeded { .. }))
+        .filter_map(|r| r.step.as_deref())
+        .collect();
+    assert_eq!(undone, ["third", "second", "first"]);
+    assert!(matches!(
+        log.last().map(|r| &r.kind),
+        Some(RecordKind::SagaCompensated {})
+    ));
+    let summary = h.engine.store().saga(id).await.unwrap().unwrap();
+    assert_eq!(summary.status, SagaStatus::Compensated);
+
+    let completed = h.run_and_check(&FaultPlan::default()).await[0].saga_id;
+    assert_eq!(
+        h.engine.retry_stuck(completed).await,
+        Err(EngineError::NotStuck(completed, SagaStatus::Completed))
+    );
+    let nobody = SagaId::new();
+    assert_eq!(
+        h.engine.retry_stuck(nobody).await,
+        Err(EngineError::UnknownSaga(nobody))
+    );
 }
 
 async fn a_saga_id_is_started_once(backend: Backend) {
@@ -770,6 +820,7 @@ engine_suite!(
     transient_errors_are_retried_with_visible_events,
     compensations_are_retried_until_they_succeed,
     a_compensation_that_keeps_failing_leaves_the_saga_stuck,
+    a_stuck_saga_resumed_by_request_unwinds_to_the_end,
     a_saga_id_is_started_once,
     subscribers_get_history_then_live_with_no_gap_or_duplicate,
     a_subscriber_on_another_node_follows_the_saga_to_its_end,

@@ -138,6 +138,7 @@ fn wire_event(kind: &RecordKind) -> Event {
         RecordKind::SagaCompleted {} => Event::SagaCompleted {},
         RecordKind::SagaCompensated {} => Event::SagaCompensated {},
         RecordKind::SagaStuck { step, error } => Event::SagaStuck { step, error },
+        RecordKind::SagaResumed {} => Event::SagaResumed {},
     }
 }
 
