@@ -2,7 +2,9 @@
 
 use gloo_net::http::{Request, Response};
 use serde::de::DeserializeOwned;
-use shared::{ApiErrorBody, CatalogItem, OrderAccepted, OrderRequest, OrderView, SagaListItem};
+use shared::{
+    ApiErrorBody, CatalogItem, OrderAccepted, OrderRequest, OrderView, SagaListItem, SagaRetried,
+};
 
 /// What went wrong with a request, ready to show.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,5 +88,14 @@ pub async fn place_order(order: &OrderRequest) -> Result<OrderAccepted, ApiFailu
         .json(order)
         .map_err(ApiFailure::network)?;
     let response = request.send().await.map_err(ApiFailure::network)?;
+    decode(response).await
+}
+
+/// Ask a stuck saga to retry its compensations (`POST /api/sagas/{id}/retry`).
+pub async fn retry_saga(saga_id: &str) -> Result<SagaRetried, ApiFailure> {
+    let response = Request::post(&format!("/api/sagas/{saga_id}/retry"))
+        .send()
+        .await
+        .map_err(ApiFailure::network)?;
     decode(response).await
 }

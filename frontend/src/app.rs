@@ -59,12 +59,15 @@ pub fn App() -> impl IntoView {
     // The saga on show, followed live.
     let events = RwSignal::new(Vec::<SagaEvent>::new());
     let generation = RwSignal::new(0u64);
+    // Bumped when a stuck saga is retried: its stream had ended, and is followed again.
+    let refollow = RwSignal::new(0u64);
     let saga_id = Memo::new(move |_| match route.get() {
         Route::Saga(id) => Some(id),
         Route::Shop => None,
     });
     Effect::new(move |_| {
         let id = saga_id.get();
+        refollow.track();
         generation.update(|g| *g += 1);
         events.set(Vec::new());
         if let Some(id) = id {
@@ -87,7 +90,7 @@ pub fn App() -> impl IntoView {
                 <Checkout state=state />
             </section>
             <section class="watch" aria-label="Saga">
-                <Timeline saga_id=saga_id events=events />
+                <Timeline saga_id=saga_id events=events refollow=refollow />
             </section>
         </main>
         <SagaList route=route />

@@ -62,14 +62,18 @@ pub fn follow_saga(
         if generation.get_untracked() != mine {
             return false;
         }
-        let terminal = event.event.kind().is_terminal();
+        let kind = event.event.kind();
+        // A stuck saga may yet be resumed: its stream is left to the server, which ends it
+        // (and an EventSource resumed past its end gets a 204 and stops) unless it goes on.
+        let terminal = kind.is_terminal() && kind != EventKind::SagaStuck;
+        let ended = kind.is_terminal();
         events.update(|list| {
             let next = list.last().map(|e| e.seq + 1).unwrap_or(1);
             if event.seq == next {
                 list.push(event);
             }
         });
-        if terminal {
+        if ended {
             on_end();
         }
         !terminal

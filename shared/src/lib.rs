@@ -43,6 +43,18 @@ pub struct SagaListItem {
     pub finished_at: Option<String>,
 }
 
+/// `202 Accepted` to `POST /api/sagas/{id}/retry`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SagaRetried {
+    #[cfg_attr(feature = "openapi", schema(format = "uuid"))]
+    pub saga_id: String,
+    /// `false` when it had been resumed already: nothing more was done.
+    pub resumed: bool,
+    /// `/api/sagas/{saga_id}/events`, to follow it unwind.
+    pub events_url: String,
+}
+
 /// Milliseconds since the Unix epoch as RFC 3339 UTC with milliseconds
 /// (`2026-11-24T12:00:00.123Z`), the timestamp format of the whole API.
 pub fn rfc3339_millis(ms: i64) -> String {

@@ -272,6 +272,26 @@ async fn faults_from_the_panel_show_their_retries_timeouts_and_stuck_compensatio
                 .await?;
             b.wait_attr("timeline", "data-status", "stuck", LONG)
                 .await?;
+            let summary = b.wait_testid("saga-summary", LONG).await?.text().await?;
+            anyhow::ensure!(
+                summary.contains("Left behind: the order stays pending with its stock reserved")
+                    && summary.contains("needs a person"),
+                "{summary}"
+            );
+            b.screenshot("timeline-stuck").await?;
+            // The outage is over: the operator retries, and the saga unwinds to the end.
+            b.click("retry-saga").await?;
+            b.wait_attr("timeline", "data-status", "compensated", LONG)
+                .await?;
+            b.wait_attr("step-place_order", "data-status", "compensated", LONG)
+                .await?;
+            let summary = b.wait_testid("saga-summary", LONG).await?.text().await?;
+            anyhow::ensure!(
+                summary.contains("until a person retried the compensation"),
+                "{summary}"
+            );
+            let log = b.wait_testid("event-log", LONG).await?.text().await?;
+            anyhow::ensure!(log.matches("saga_resumed").count() == 1, "{log}");
             Ok(())
         }
         .await;

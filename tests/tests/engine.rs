@@ -298,6 +298,49 @@ async fn a_stuck_saga_resumed_by_request_unwinds_to_the_end(backend: Backend) {
     );
 }
 
+/// The request is what makes a resume durable: a process that logged `saga_resumed` and died
+/// before unwinding further leaves a compensating saga, which the next one's recovery finishes.
+async fn a_resumed_saga_whose_process_died_is_finished_by_recovery(backend: Backend) {
+    let Some(h) = harness(backend, "resume-crash", EngineConfig::default()).await else {
+        return;
+    };
+    let plan = FaultPlan::default()
+        .with(3, A::Fail)
+        .with_compensation(1, C::Fail);
+    let log = h.run_and_check(&plan).await;
+    let id = log[0].saga_id;
+    let resumed = SagaRecord {
+        saga_id: id,
+        seq: log.len() as u64 + 1,
+        kind: RecordKind::SagaResumed {},
+        at_ms: log.last().map(|r| r.at_ms).unwrap_or_default() + 1,
+        step: None,
+        attempt: None,
+    };
+    h.engine.store().append(&[resumed]).await.expect("logged");
+    let summary = h.engine.store().saga(id).await.unwrap().unwrap();
+    assert_eq!(summary.status, SagaStatus::Compensating);
+
+    let next_process = Engine::with_shared_store(Arc::clone(&h._store), EngineConfig::default());
+    next_process.register(test_saga(
+        Arc::new(h.ledger.clone()),
+        Duration::from_millis(200),
+        None,
+    ));
+    assert_eq!(next_process.recover().await, Ok(1));
+    let ended = tokio::time::timeout(Duration::from_secs(30), next_process.wait_finished(id))
+        .await
+        .expect("the resumed saga ends");
+    assert_eq!(ended, Ok(SagaStatus::Compensated));
+    let log = next_process.store().saga_records(id, 0).await.unwrap();
+    let undone: Vec<&str> = log
+        .iter()
+        .filter(|r| matches!(r.kind, RecordKind::CompensationSucceeded { .. }))
+        .filter_map(|r| r.step.as_deref())
+        .collect();
+    assert_eq!(undone, ["third", "second", "first"]);
+}
+
 async fn a_saga_id_is_started_once(backend: Backend) {
     let Some(h) = harness(backend, "dup", EngineConfig::default()).await else {
         return;
@@ -821,6 +864,7 @@ engine_suite!(
     compensations_are_retried_until_they_succeed,
     a_compensation_that_keeps_failing_leaves_the_saga_stuck,
     a_stuck_saga_resumed_by_request_unwinds_to_the_end,
+    a_resumed_saga_whose_process_died_is_finished_by_recovery,
     a_saga_id_is_started_once,
     subscribers_get_history_then_live_with_no_gap_or_duplicate,
     a_subscriber_on_another_node_follows_the_saga_to_its_end,

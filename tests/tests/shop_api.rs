@@ -5,7 +5,7 @@
 use saga_shop_tests::server::ShopServer;
 use saga_shop_tests::shop::{Shop, kinds, order};
 use serde_json::{Value, json};
-use shared::{Event, SagaListItem, StepOutcome};
+use shared::{Event, EventKind, SagaListItem, SagaRetried, StepOutcome};
 
 fn start() -> (ShopServer, Shop) {
     let server = ShopServer::start(&[]).expect("start saga-shop");
@@ -396,6 +396,71 @@ async fn compensations_are_retried_and_one_that_never_succeeds_leaves_the_saga_s
     let view = shop.order_view(&b.order_id).await.unwrap();
     assert_eq!(view.invoice.unwrap().status, "void");
     assert_eq!(view.status, "pending");
+}
+
+/// `POST /api/sagas/{id}/retry`: a stuck saga (its `compensation_fail` outage over once a
+/// person retries) unwinds to `compensated`, the order cancelled and its stock back; a second
+/// request does nothing more; a saga that was never stuck is a 409, an unknown one a 404.
+#[tokio::test]
+async fn a_stuck_saga_retried_by_a_person_ends_compensated_once() {
+    let (_server, shop) = start();
+    let before = shop.stock("WC-05").await.unwrap();
+    let mut body = order(
+        "WC-05",
+        1,
+        json!({"place_order": {"kind": "compensation_fail"}}),
+    );
+    body["payment"]["card_number"] = json!("4000000000000002");
+    let stuck = shop.buy(&body).await.unwrap();
+    let events = shop.finish(&stuck.saga_id).await.unwrap();
+    assert_eq!(events.last().unwrap().event.kind(), EventKind::SagaStuck);
+    assert_eq!(shop.stock("WC-05").await.unwrap(), before - 1);
+
+    let retry = |id: &str| {
+        shop.http
+            .post(format!("{}/api/sagas/{id}/retry", shop.url))
+            .send()
+    };
+    let first = retry(&stuck.saga_id).await.unwrap();
+    assert_eq!(first.status(), 202);
+    let first: SagaRetried = first.json().await.unwrap();
+    assert!(first.resumed);
+    let events = shop.finish(&stuck.saga_id).await.unwrap();
+    let tail: Vec<String> = kinds(&events).into_iter().rev().take(4).rev().collect();
+    assert_eq!(
+        tail,
+        [
+            "saga_resumed",
+            "compensation_started place_order",
+            "compensation_succeeded place_order",
+            "saga_compensated"
+        ]
+    );
+    let view = shop.order_view(&stuck.order_id).await.unwrap();
+    assert_eq!(view.status, "cancelled");
+    assert_eq!(shop.stock("WC-05").await.unwrap(), before);
+
+    let again = retry(&stuck.saga_id).await.unwrap();
+    assert_eq!(again.status(), 202);
+    assert!(!again.json::<SagaRetried>().await.unwrap().resumed);
+    let after = shop.finish(&stuck.saga_id).await.unwrap();
+    assert_eq!(after.len(), events.len(), "a second retry wrote nothing");
+    assert_eq!(shop.stock("WC-05").await.unwrap(), before);
+
+    let completed = shop.buy(&order("WC-05", 1, json!({}))).await.unwrap();
+    shop.finish(&completed.saga_id).await.unwrap();
+    let refused = retry(&completed.saga_id).await.unwrap();
+    assert_eq!(refused.status(), 409);
+    let error: Value = refused.json().await.unwrap();
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not stuck"),
+        "{error}"
+    );
+    let unknown = retry("01935f5e-0000-7000-8000-000000000000").await.unwrap();
+    assert_eq!(unknown.status(), 404);
 }
 
 #[tokio::test]

@@ -48,6 +48,7 @@ pub fn router() -> Router<SharedState> {
         .route("/sagas", get(sagas::list_sagas))
         .route("/sagas/{id}", get(sagas::get_saga))
         .route("/sagas/{id}/events", get(sagas::saga_events))
+        .route("/sagas/{id}/retry", post(sagas::retry_saga))
         .route("/events", get(sagas::all_events))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)

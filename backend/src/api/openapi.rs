@@ -17,7 +17,7 @@
 use axum::Json;
 use serde_json::json;
 use shared::{ApiErrorBody, CatalogItem, OrderAccepted, OrderRequest, OrderView, SagaDetail};
-use shared::{STEPS, SagaListItem, SagaState, StepState};
+use shared::{STEPS, SagaListItem, SagaRetried, SagaState, StepState};
 use utoipa::openapi::OpenApi as OpenApiDoc;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::path::Parameter;
@@ -46,6 +46,7 @@ pub async fn document() -> Json<OpenApiDoc> {
         operations::list_sagas,
         operations::get_saga,
         operations::saga_events,
+        operations::retry_saga,
         operations::all_events,
     ),
     modifiers(&Rules),
@@ -314,6 +315,18 @@ mod operations {
             (status = 404, description = NOT_FOUND, body = ApiErrorBody),
         ))]
     fn saga_events() {}
+
+    /// Retry a stuck saga's compensations, once the outage behind it is over: the saga unwinds
+    /// on from where it stopped (`saga_resumed`, then its compensations). Idempotent.
+    #[utoipa::path(post, path = "/api/sagas/{id}/retry", tag = "sagas",
+        params(("id" = String, Path, format = "uuid", description = "The saga's id.")),
+        responses(
+            (status = 202, description = "The saga is unwinding again (`resumed: true`), or had been \
+                resumed already (`resumed: false`).", body = SagaRetried),
+            (status = 404, description = NOT_FOUND, body = ApiErrorBody),
+            (status = 409, description = "The saga is not stuck and never was.", body = ApiErrorBody),
+        ))]
+    fn retry_saga() {}
 
     /// Every saga's events as server-sent events, live; the stream does not end.
     ///

@@ -6,11 +6,11 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use saga_engine::{RecordKind, SagaId, SagaRecord, SagaStatus, SagaSummary};
+use saga_engine::{EngineError, RecordKind, Retried, SagaId, SagaRecord, SagaStatus, SagaSummary};
 use serde::Deserialize;
 use shared::{
-    Event, STEPS, SagaDetail, SagaEvent, SagaListItem, SagaState, StepOutcome, Timeline,
-    rfc3339_millis,
+    Event, STEPS, SagaDetail, SagaEvent, SagaListItem, SagaRetried, SagaState, StepOutcome,
+    Timeline, rfc3339_millis,
 };
 
 use super::{SharedState, sse};
@@ -248,6 +248,36 @@ pub async fn get_saga(
         steps: timeline.steps,
         events,
     }))
+}
+
+/// `POST /api/sagas/{id}/retry`: a person asks a stuck saga to retry its compensations, once
+/// the outage behind it is over. Durable and idempotent: the request is logged once
+/// (`saga_resumed`), a repeat answers the same with `resumed: false`, and a restart after the
+/// request resumes the saga like any other. A saga that is not stuck, and never was, is a 409.
+pub async fn retry_saga(
+    State(state): State<SharedState>,
+    super::IdPath(id): super::IdPath,
+) -> Result<(StatusCode, Json<SagaRetried>), ApiError> {
+    let saga_id = parse_saga_id(&id)?;
+    let retried = state.engine.retry_stuck(saga_id).await.map_err(|e| match e {
+        EngineError::UnknownSaga(_) => ApiError::NotFound("there is no saga with that id".into()),
+        EngineError::NotStuck(_, status) => ApiError::Invalid {
+            status: StatusCode::CONFLICT,
+            message: format!(
+                "the saga is {status}, not stuck: only a stuck saga's compensation can be retried"
+            ),
+            field: None,
+        },
+        e => ApiError::Engine(e),
+    })?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(SagaRetried {
+            saga_id: saga_id.to_string(),
+            resumed: retried == Retried::Resumed,
+            events_url: format!("/api/sagas/{saga_id}/events"),
+        }),
+    ))
 }
 
 /// A number where a stream should resume, or a 400 saying what `field` must be.

@@ -57,6 +57,8 @@ impl Participants {
     fn call(&self, ctx: StepContext) -> Result<Call, StepError> {
         let input: PurchaseInput = ctx.input()?;
         let fault = input.faults.get(&*ctx.step).copied();
+        // `compensation_fail` models an outage: over once a person resumed the stuck saga.
+        let fault = fault.filter(|f| !(*f == Fault::CompensationFail && ctx.resumed > 0));
         Ok(Call { ctx, input, fault })
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use leptos::prelude::*;
 use shared::story::{summary, words_of};
-use shared::{Event, STEPS, SagaEvent, StepOutcome, Timeline as Projection};
+use shared::{Event, STEPS, SagaEvent, SagaState, StepOutcome, Timeline as Projection};
 
 use crate::components::service_state::ServiceState;
 use crate::format::{clock, duration, hundredths, ms, now_ms};
@@ -68,7 +68,8 @@ fn bars_of(events: &[SagaEvent], step: &str) -> Vec<Bar> {
             Event::SagaStarted { .. }
             | Event::SagaCompleted {}
             | Event::SagaCompensated {}
-            | Event::SagaStuck { .. } => {}
+            | Event::SagaStuck { .. }
+            | Event::SagaResumed {} => {}
         }
     }
     bars
@@ -78,6 +79,8 @@ fn bars_of(events: &[SagaEvent], step: &str) -> Vec<Bar> {
 #[derive(Clone, Copy)]
 struct Shown {
     saga_id: Memo<Option<String>>,
+    /// Bumped to follow the saga's stream again (after a retry).
+    refollow: RwSignal<u64>,
     events: RwSignal<Vec<SagaEvent>>,
     /// The moment shown: `None` follows the present; `Some(n)` replays the first n events.
     cursor: RwSignal<Option<usize>>,
@@ -101,7 +104,11 @@ impl Shown {
 }
 
 #[component]
-pub fn Timeline(saga_id: Memo<Option<String>>, events: RwSignal<Vec<SagaEvent>>) -> impl IntoView {
+pub fn Timeline(
+    saga_id: Memo<Option<String>>,
+    events: RwSignal<Vec<SagaEvent>>,
+    refollow: RwSignal<u64>,
+) -> impl IntoView {
     let cursor = RwSignal::new(None::<usize>);
     Effect::new(move |_| {
         saga_id.track();
@@ -127,6 +134,7 @@ pub fn Timeline(saga_id: Memo<Option<String>>, events: RwSignal<Vec<SagaEvent>>)
         Memo::new(move |_| events.with(|e| e.last().is_some_and(|l| l.event.kind().is_terminal())));
     let t = Shown {
         saga_id,
+        refollow,
         events,
         cursor,
         now,
@@ -181,6 +189,11 @@ fn watch(t: Shown) -> AnyView {
             <p class="summary" data-testid="saga-summary" data-status=text(status) aria-live="polite">
                 {text(move || t.shown.with(|shown| summary(shown)))}
             </p>
+            {dynamic(move || if t.projection.with(|p| p.status == SagaState::Stuck) && t.cursor.get().is_none() {
+                retry_button(t)
+            } else {
+                ().into_any()
+            })}
             <ol class="lanes">
                 {STEPS.iter().enumerate().map(|(i, &step)| lane(t, i, step)).collect_view()}
             </ol>
@@ -276,6 +289,39 @@ fn bar(b: Bar, start: f64, span: f64, end: f64) -> AnyView {
             style=format!("left:{}%;width:{}%", hundredths((left * 100.0).round() as i64), hundredths((width * 100.0).round() as i64))
             title=title
         ></span>
+    }
+    .into_any()
+}
+
+/// What an operator does for a stuck saga once the outage behind it is over: retry its
+/// compensations (`POST /api/sagas/{id}/retry`), then follow it again as it unwinds on.
+fn retry_button(t: Shown) -> AnyView {
+    let failure = RwSignal::new(None::<String>);
+    let busy = RwSignal::new(false);
+    let retry = move |_| {
+        let Some(id) = t.saga_id.get_untracked() else {
+            return;
+        };
+        busy.set(true);
+        leptos::task::spawn_local(async move {
+            match crate::api::retry_saga(&id).await {
+                Ok(_) => {
+                    failure.set(None);
+                    t.refollow.update(|n| *n += 1);
+                }
+                Err(e) => failure.set(Some(e.message)),
+            }
+            busy.set(false);
+        });
+    };
+    view! {
+        <div class="operator">
+            <button type="button" class="retry" data-testid="retry-saga" on:click=retry disabled=busy>
+                "Retry compensation"
+            </button>
+            <span class="muted">"Once the service is back: the saga undoes what is left, with the same idempotency keys."</span>
+            <span class="error" role="alert">{text(move || failure.get().unwrap_or_default())}</span>
+        </div>
     }
     .into_any()
 }
