@@ -76,6 +76,8 @@ pub fn router(state: AppState, static_dir: &Path) -> Router {
 /// `…_bg.wasm`) do not change with its content, so a browser keeping them would run an old
 /// bundle against a new `index.html` and API. It keeps them and asks each time instead, with
 /// the `ETag` and `Last-Modified` `ServeDir` sends; an unchanged file costs a 304.
+///
+/// `index.html` comes with a `Link` header preloading the bundle (see [`preload_links`]).
 fn frontend(static_dir: &Path) -> Router {
     let index = ServeFile::new(static_dir.join("index.html"))
         .precompressed_br()
@@ -84,12 +86,50 @@ fn frontend(static_dir: &Path) -> Router {
         .precompressed_br()
         .precompressed_gzip()
         .fallback(page_route.with_state(index));
+    let preload = preload_links(static_dir);
     Router::new()
         .fallback_service(files)
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-cache"),
         ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::LINK,
+            move |response: &Response| {
+                let html = response
+                    .headers()
+                    .get(header::CONTENT_TYPE)
+                    .is_some_and(|t| t.as_bytes().starts_with(b"text/html"));
+                preload.clone().filter(|_| html)
+            },
+        ))
+}
+
+/// The `Link` header that sends the browser for the bundle in `pkg/` as soon as `index.html`
+/// arrives: the wasm (`rel=preload; as=fetch; crossorigin`, which is how the bundle's JS
+/// fetches it, so the browser uses the preloaded response) and the JS (`rel=modulepreload`).
+/// Without it the wasm is asked for only once the JS has come and run: on a slow network a
+/// round trip later, while the biggest file is the one the page waits for. Read from the
+/// directory once at start, so it names what the build wrote; `None` without a bundle.
+fn preload_links(static_dir: &Path) -> Option<HeaderValue> {
+    let mut names: Vec<String> = std::fs::read_dir(static_dir.join("pkg"))
+        .ok()?
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .collect();
+    // The wasm first: it is the long one.
+    names.sort_by_key(|name| (!name.ends_with(".wasm"), name.clone()));
+    let links: Vec<String> = names
+        .iter()
+        .filter_map(|name| match Path::new(name).extension()?.to_str()? {
+            "wasm" => Some(format!("</pkg/{name}>; rel=preload; as=fetch; crossorigin")),
+            "js" => Some(format!("</pkg/{name}>; rel=modulepreload")),
+            _ => None,
+        })
+        .collect();
+    if links.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&links.join(", ")).ok()
 }
 
 /// `index.html` for a route of the page; a 404 for a file that is not there.

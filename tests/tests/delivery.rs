@@ -1,9 +1,10 @@
 //! How the page reaches a browser, against the real binary and the built `frontend/dist`:
 //! the bundle brotli- or gzip-encoded as the client accepts (the build's precompressed files,
 //! decoding to the file itself), as it is to a client that accepts neither; `Cache-Control:
-//! no-cache` with validators, since the bundle's names do not change with its content; a
-//! missing file is a 404 while a route of the page is `index.html`; and the event streams,
-//! which are never compressed, still stream to a client that accepts compression.
+//! no-cache` with validators, since the bundle's names do not change with its content; the
+//! page preloading its bundle; a missing file is a 404 while a route of the page is
+//! `index.html`; and the event streams, which are never compressed, still stream to a client
+//! that accepts compression.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use reqwest::header::{
-    ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, ETAG, IF_NONE_MATCH, VARY,
+    ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, ETAG, IF_NONE_MATCH, LINK, VARY,
 };
 use saga_shop_tests::server::{ShopServer, static_dir};
 use saga_shop_tests::shop::{Shop, order};
@@ -204,6 +205,37 @@ async fn a_missing_file_is_a_404_and_a_route_of_the_page_is_the_page() {
         index.contains(r#"<link rel="icon" href="/favicon.svg""#),
         "index.html links the icon: {index}"
     );
+}
+
+#[tokio::test]
+async fn the_page_sends_the_browser_for_its_bundle_at_once() {
+    let (_server, shop) = start();
+    for path in ["/", "/sagas/anything"] {
+        let (_, headers, _) = get(&shop, path, &[]).await;
+        let link = header(&headers, &LINK);
+        assert_eq!(
+            link,
+            format!("</{WASM}>; rel=preload; as=fetch; crossorigin, </{JS}>; rel=modulepreload"),
+            "{path}"
+        );
+    }
+    // The preloads are what the page itself asks for, or the browser would fetch twice.
+    let index = String::from_utf8_lossy(&on_disk("index.html")).into_owned();
+    for file in [WASM, JS] {
+        assert!(
+            index.contains(&format!("\"/{file}\"")),
+            "index.html loads /{file}"
+        );
+    }
+    // Only the page: not the files, nor a 404.
+    for path in [
+        format!("/{WASM}"),
+        "/style.css".into(),
+        "/favicon.ico".into(),
+    ] {
+        let (_, headers, _) = get(&shop, &path, &[]).await;
+        assert!(headers.get(LINK).is_none(), "{path}: {headers:?}");
+    }
 }
 
 /// Read `response` until its first SSE event, which must come within `patience` and before
