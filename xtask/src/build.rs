@@ -1,5 +1,11 @@
 //! Building the release artifacts: the browser bundle and the server binary.
+//!
+//! Everything a browser downloads is also written compressed beside itself, `NAME.br` (brotli,
+//! quality 11) and `NAME.gz` (gzip, level 9): the server hands a client that accepts one of
+//! them that file with its `Content-Encoding` (tower-http's precompressed `ServeDir`), so the
+//! slowest, smallest levels cost build time once instead of CPU on every request.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -13,6 +19,9 @@ const WASM_PROFILE: &str = "wasm-release";
 const MIN_WASM_OPT: u32 = 116;
 /// `pkg/<name>.js` and `pkg/<name>_bg.wasm`, as `index.html` loads them.
 const BUNDLE_NAME: &str = "saga_shop_frontend";
+/// The files a browser gets compressed, by extension (images other than SVG are compressed
+/// already).
+const COMPRESSIBLE: &[&str] = &["wasm", "js", "html", "css", "svg"];
 
 pub fn dist_dir(root: &Path) -> PathBuf {
     root.join("frontend").join("dist")
@@ -54,10 +63,11 @@ pub fn frontend(root: &Path) -> anyhow::Result<()> {
     for (from, to) in [
         ("index.html", "index.html"),
         ("frontend/style.css", "style.css"),
+        ("frontend/favicon.svg", "favicon.svg"),
     ] {
         std::fs::copy(root.join(from), dist.join(to)).with_context(|| format!("copying {from}"))?;
     }
-    Ok(())
+    precompress(&dist)
 }
 
 /// Build `krate` for the browser with the `wasm-release` profile and bind it into `pkg` as
@@ -102,7 +112,78 @@ pub fn wasm_bundle(root: &Path, krate: &str, name: &str, pkg: &Path) -> anyhow::
     )?;
     done(t);
     optimise(&pkg.join(format!("{name}_bg.wasm")));
+    precompress(pkg)
+}
+
+/// Write `NAME.br` and `NAME.gz` beside every compressible file of `dir` (not below it), each
+/// rewritten on every build: a variant older than its file would be served in its place.
+/// A variant no smaller than its file is removed instead, so the file goes as it is.
+fn precompress(dir: &Path) -> anyhow::Result<()> {
+    let t = step(&format!(
+        "compressing {} (brotli 11, gzip 9)",
+        dir.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        let compressible = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| COMPRESSIBLE.contains(&e));
+        if !compressible || !path.is_file() {
+            continue;
+        }
+        let original =
+            std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        write_variant(&path, "br", &brotli(&original)?, original.len())?;
+        write_variant(&path, "gz", &gzip(&original)?, original.len())?;
+    }
+    done(t);
     Ok(())
+}
+
+fn write_variant(
+    path: &Path,
+    extension: &str,
+    bytes: &[u8],
+    original: usize,
+) -> anyhow::Result<()> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".");
+    name.push(extension);
+    let variant = PathBuf::from(name);
+    if bytes.len() < original {
+        std::fs::write(&variant, bytes).with_context(|| format!("writing {}", variant.display()))
+    } else {
+        match std::fs::remove_file(&variant) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {}", variant.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn brotli(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let params = brotli::enc::BrotliEncoderParams {
+        quality: 11,
+        // A 4 MiB window: the whole bundle, so any earlier repeat can be referenced.
+        lgwin: 22,
+        size_hint: bytes.len(),
+        ..Default::default()
+    };
+    let mut out = Vec::with_capacity(bytes.len() / 3);
+    brotli::BrotliCompress(&mut &bytes[..], &mut out, &params).context("brotli")?;
+    Ok(out)
+}
+
+fn gzip(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+    // No name and a zero modification time in the header: the same input, the same bytes.
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(bytes.len() / 3),
+        flate2::Compression::best(),
+    );
+    encoder.write_all(bytes).context("gzip")?;
+    encoder.finish().context("gzip")
 }
 
 /// Shrink the wasm with binaryen's `wasm-opt -Oz` when it is installed; never fail the build

@@ -48,6 +48,9 @@ fn main() -> anyhow::Result<()> {
     }
     if wanted("page") {
         page::run(&mut report)?;
+        if let Err(e) = rt.block_on(page::first_load(&mut report, if quick { 3 } else { 7 })) {
+            report.note(format!("the page's first load not measured: {e:#}"));
+        }
         if let Err(e) = rt.block_on(page::buy_to_first_lane(
             &mut report,
             if quick { 5 } else { 20 },
