@@ -397,6 +397,7 @@ mod tests {
                 "/api/sagas",
                 "/api/sagas/{id}",
                 "/api/sagas/{id}/events",
+                "/api/sagas/{id}/retry",
             ]
         );
     }
