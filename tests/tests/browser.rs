@@ -74,6 +74,17 @@ async fn the_happy_path_ends_completed_with_every_lane_succeeded() {
                     && summary.ends_with("You were charged."),
                 "{summary}"
             );
+            // The bars read without a manual: a time axis with ticks, and a legend.
+            let axis = b.wait_testid("time-axis", LONG).await?.text().await?;
+            anyhow::ensure!(
+                axis.starts_with("0 ms") && axis.contains(" ms"),
+                "axis: {axis}"
+            );
+            let legend = b.wait_testid("timeline-legend", LONG).await?.text().await?;
+            anyhow::ensure!(
+                legend.contains("compensation (undo)") && legend.contains("interrupted by a crash"),
+                "legend: {legend}"
+            );
             Ok(())
         }
         .await;

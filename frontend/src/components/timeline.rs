@@ -99,8 +99,37 @@ impl Shown {
         });
         let live = self.cursor.get().is_none() && !self.finished.get();
         let end = if live { self.now.get().max(last) } else { last };
-        (start, (end - start).max(1.0), end)
+        // While the saga runs, the scale is a round span that only steps up (1 s, 2 s, 5 s,
+        // …): the bars already drawn keep their width instead of shrinking at every tick.
+        let span = if live {
+            round_up(end - start, 1000.0)
+        } else {
+            (end - start).max(1.0)
+        };
+        (start, span, end)
     }
+}
+
+/// The smallest of 1, 2 and 5 times a power of ten that is at least `ms` and `floor`.
+fn round_up(ms: f64, floor: f64) -> f64 {
+    let mut unit = 1.0;
+    loop {
+        for step in [1.0, 2.0, 5.0] {
+            if step * unit >= ms.max(floor) {
+                return step * unit;
+            }
+        }
+        unit *= 10.0;
+    }
+}
+
+/// Ticks for a time axis `span` ms long: a round step giving at most five intervals.
+fn ticks(span: f64) -> Vec<f64> {
+    let step = round_up(span / 5.0, 1.0);
+    (0..)
+        .map(|i| i as f64 * step)
+        .take_while(|t| *t <= span + 0.5)
+        .collect()
 }
 
 #[component]
@@ -197,6 +226,23 @@ fn watch(t: Shown) -> AnyView {
             <ol class="lanes">
                 {STEPS.iter().enumerate().map(|(i, &step)| lane(t, i, step)).collect_view()}
             </ol>
+            <div class="axis-row" aria-hidden="true">
+                <span class="axis-title">"time since the saga started"</span>
+                <div class="axis" data-testid="time-axis">
+                    {list(move || {
+                        let (_, span, _) = t.axis();
+                        ticks(span).into_iter().map(|at| {
+                            let left = at / span * 100.0;
+                            view! {
+                                <span class="tick" style=format!("left:{}%", hundredths((left * 100.0).round() as i64))>
+                                    {duration(at)}
+                                </span>
+                            }.into_any()
+                        }).collect()
+                    })}
+                </div>
+            </div>
+            {legend()}
             {dynamic(move || if t.finished.get() { scrubber(t) } else { ().into_any() })}
         </div>
         <h3>"Event log"</h3>
@@ -252,7 +298,8 @@ fn lane(t: Shown, i: usize, step: &'static str) -> impl IntoView {
                     let mut parts: Vec<AnyView> = bars().into_iter().map(|b| {
                         let stop = b.end.unwrap_or_else(|| t.now.get());
                         let label = format!("{}#{} {}", if b.compensation { "undo " } else { "" }, b.attempt, duration(stop - b.start));
-                        view! { <span class=format!("attempt {}", b.outcome)>{label}</span> }.into_any()
+                        let kind = if b.compensation { "comp" } else { "act" };
+                        view! { <span class=format!("attempt {kind} {}", b.outcome)>{label}</span> }.into_any()
                     }).collect();
                     if let Some(e) = t.projection.with(|p| p.steps[i].error.clone()) {
                         parts.push(view! { <span class="lane-error">{e}</span> }.into_any());
@@ -322,6 +369,27 @@ fn retry_button(t: Shown) -> AnyView {
             <span class="muted">"Once the service is back: the saga undoes what is left, with the same idempotency keys."</span>
             <span class="error" role="alert">{text(move || failure.get().unwrap_or_default())}</span>
         </div>
+    }
+    .into_any()
+}
+
+/// What the bars' colours and patterns mean.
+fn legend() -> AnyView {
+    const KEYS: [(&str, &str); 7] = [
+        ("bar act", "action"),
+        ("bar act running", "running"),
+        ("bar comp", "compensation (undo)"),
+        ("bar retry", "failed, retried"),
+        ("bar timeout", "timed out: outcome unknown"),
+        ("bar failed", "failed for good"),
+        ("bar interrupted", "interrupted by a crash"),
+    ];
+    view! {
+        <ul class="legend" data-testid="timeline-legend">
+            {KEYS.iter().map(|(class, label)| view! {
+                <li><span class=format!("swatch {class}")></span>{*label}</li>
+            }).collect_view()}
+        </ul>
     }
     .into_any()
 }
