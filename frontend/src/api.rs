@@ -99,3 +99,14 @@ pub async fn retry_saga(saga_id: &str) -> Result<SagaRetried, ApiFailure> {
         .map_err(ApiFailure::network)?;
     decode(response).await
 }
+
+/// Whether the server knows a saga with this id: `Some(false)` on a 404, `None` when it could
+/// not be asked (the page then carries on as if it did).
+pub async fn saga_exists(saga_id: &str) -> Option<bool> {
+    let response = fetch(&format!("/api/sagas/{saga_id}")).await.ok()?;
+    match response.status() {
+        404 => Some(false),
+        200 => Some(true),
+        _ => None,
+    }
+}

@@ -93,6 +93,24 @@ async fn the_happy_path_ends_completed_with_every_lane_succeeded() {
     .await;
 }
 
+/// An address naming no saga says so, rather than showing a saga waiting to start forever.
+#[tokio::test]
+async fn an_unknown_saga_in_the_address_says_there_is_none() {
+    scenario("no_such_saga", |b, url| async move {
+        let r = async {
+            b.client
+                .goto(&format!("{url}/sagas/01935f5e-0000-7000-8000-000000000000"))
+                .await?;
+            let text = b.wait_testid("saga-missing", LONG).await?.text().await?;
+            anyhow::ensure!(text.contains("No such saga"), "{text}");
+            Ok(())
+        }
+        .await;
+        (b, r)
+    })
+    .await;
+}
+
 /// The timeline's box and the viewport's height, as the page lays them out now.
 async fn timeline_box(b: &Browser) -> anyhow::Result<(f64, f64, f64)> {
     let got = b

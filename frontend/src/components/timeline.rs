@@ -172,11 +172,40 @@ pub fn Timeline(
         finished,
     };
     let watching = Memo::new(move |_| saga_id.with(Option::is_some));
+    // An address naming no saga (mistyped, or from another server's log) says so, instead of
+    // waiting forever for a first event.
+    let missing = RwSignal::new(false);
+    Effect::new(move |_| {
+        missing.set(false);
+        if let Some(id) = saga_id.get() {
+            leptos::task::spawn_local(async move {
+                if crate::api::saga_exists(&id).await == Some(false)
+                    && saga_id.get_untracked().as_deref() == Some(id.as_str())
+                {
+                    missing.set(true);
+                }
+            });
+        }
+    });
     view! {
         <div class="panel">
-            {dynamic(move || if watching.get() { watch(t) } else { intro() })}
+            {dynamic(move || match (watching.get(), missing.get()) {
+                (true, true) => no_such_saga(),
+                (true, false) => watch(t),
+                (false, _) => intro(),
+            })}
         </div>
     }
+}
+
+fn no_such_saga() -> AnyView {
+    view! {
+        <div class="intro" data-testid="saga-missing">
+            <h2>"No such saga"</h2>
+            <p>"This server has no saga with the id in the address. Pick one from the list below, or place an order to start one."</p>
+        </div>
+    }
+    .into_any()
 }
 
 fn intro() -> AnyView {
