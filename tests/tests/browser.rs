@@ -321,6 +321,20 @@ async fn faults_from_the_panel_show_their_retries_timeouts_and_stuck_compensatio
             );
             let log = b.wait_testid("event-log", LONG).await?.text().await?;
             anyhow::ensure!(log.matches("saga_resumed").count() == 1, "{log}");
+            // The log follows its newest row, with the reason of each failure in words.
+            anyhow::ensure!(log.contains("the compensation failed"), "{log}");
+            let gap = b
+                .client
+                .execute(
+                    "const w = document.querySelector('.log-wrap'); \
+                     return w.scrollHeight - w.scrollTop - w.clientHeight;",
+                    vec![],
+                )
+                .await?;
+            anyhow::ensure!(
+                gap.as_f64().is_some_and(|g| g < 4.0),
+                "the event log is {gap} px short of its newest row"
+            );
             Ok(())
         }
         .await;

@@ -230,6 +230,19 @@ fn watch(t: Shown) -> AnyView {
         })
     });
     let status = move || t.projection.with(|p| p.status.to_string());
+    let log_box = NodeRef::<leptos::html::Div>::new();
+    let follow = RwSignal::new(true);
+    Effect::new(move |_| {
+        t.shown.track();
+        if follow.get_untracked() {
+            // After the new rows are in the page.
+            request_animation_frame(move || {
+                if let Some(el) = log_box.get_untracked() {
+                    el.set_scroll_top(el.scroll_height());
+                }
+            });
+        }
+    });
     view! {
         <div
             class="timeline"
@@ -275,9 +288,14 @@ fn watch(t: Shown) -> AnyView {
             {dynamic(move || if t.finished.get() { scrubber(t) } else { ().into_any() })}
         </div>
         <h3>"Event log"</h3>
-        <div class="log-wrap">
+        <div class="log-wrap" node_ref=log_box on:scroll=move |_| {
+            // Following the newest row unless the person scrolled up to read.
+            if let Some(el) = log_box.get_untracked() {
+                follow.set(el.scroll_height() - el.scroll_top() - el.client_height() < 24);
+            }
+        }>
             <table class="log" data-testid="event-log">
-                <thead><tr><th>"seq"</th><th>"time"</th><th>"event"</th><th>"step"</th><th>"attempt"</th></tr></thead>
+                <thead><tr><th>"seq"</th><th>"time"</th><th>"event"</th><th>"step"</th><th>"attempt"</th><th>"reason"</th></tr></thead>
                 <tbody>
                     {list(move || t.shown.with(|shown| shown.iter().map(log_row).collect()))}
                 </tbody>
@@ -296,6 +314,7 @@ fn log_row(e: &SagaEvent) -> AnyView {
             <td>{e.event.kind().as_str()}</td>
             <td>{e.step.clone().unwrap_or_default()}</td>
             <td>{e.attempt.map(|a| a.to_string()).unwrap_or_default()}</td>
+            <td>{e.event.error().unwrap_or_default().to_string()}</td>
         </tr>
     }
     .into_any()
