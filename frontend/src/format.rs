@@ -34,3 +34,10 @@ pub fn hundredths(n: i64) -> String {
     let n = n.abs();
     format!("{sign}{}.{:02}", n / 100, n % 100)
 }
+
+/// A saga's id, short: its last 8 hex digits. The first ones of a UUIDv7 are its timestamp,
+/// the same for every saga started in the same few seconds; the last are random.
+pub fn short_id(saga_id: &str) -> String {
+    let start = saga_id.len().saturating_sub(8);
+    saga_id.get(start..).unwrap_or(saga_id).to_string()
+}

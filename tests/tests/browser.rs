@@ -573,6 +573,24 @@ async fn the_saga_list_shows_the_newest_fifty_live_newest_first() {
                 shown_rows(&b).await? == newest_fifty(&ids),
                 "the list is not the newest fifty"
             );
+            // Sagas started within the same seconds still read apart: each row's short id is
+            // the random end of its UUIDv7, not its (shared) timestamp.
+            let shown = b
+                .client
+                .execute(
+                    "return [...document.querySelectorAll('[data-testid^=saga-row-] code')].map(c => c.textContent);",
+                    vec![],
+                )
+                .await?;
+            let short: Vec<&str> = shown
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default();
+            let distinct: std::collections::BTreeSet<&&str> = short.iter().collect();
+            anyhow::ensure!(
+                short.len() == 50 && distinct.len() == short.len(),
+                "short ids {short:?}"
+            );
             // It finishes; then one more saga, whose row finishing means the page has taken
             // in every event before it, the first one's end included.
             shop.finish(&first).await?;

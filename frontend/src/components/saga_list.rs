@@ -10,7 +10,7 @@ use leptos::task::spawn_local;
 use shared::{Event, SagaEvent, SagaListItem, SagaState};
 
 use crate::api;
-use crate::format::clock;
+use crate::format::{clock, short_id};
 use crate::live;
 use crate::reactive::{dynamic, list, text};
 use crate::route::{Route, navigate};
@@ -139,7 +139,7 @@ fn row(route: RwSignal<Route>, s: &SagaListItem) -> AnyView {
                 <a href=href on:click=move |ev| {
                     ev.prevent_default();
                     navigate(route, Route::Saga(id.clone()));
-                }><code>{s.saga_id.chars().take(8).collect::<String>()}</code></a>
+                }><code title=s.saga_id.clone()>{short_id(&s.saga_id)}</code></a>
             </td>
             <td><span class=format!("badge {}", s.status)>{s.status.as_str()}</span></td>
             <td>{clock(&s.started_at)}</td>

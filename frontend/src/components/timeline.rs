@@ -10,7 +10,7 @@ use shared::story::{summary, words_of};
 use shared::{Event, STEPS, SagaEvent, SagaState, StepOutcome, Timeline as Projection};
 
 use crate::components::service_state::ServiceState;
-use crate::format::{clock, duration, hundredths, ms, now_ms};
+use crate::format::{clock, duration, hundredths, ms, now_ms, short_id};
 use crate::reactive::{dynamic, list, text};
 
 /// One attempt of an action or a compensation, as a bar on the time axis.
@@ -251,7 +251,7 @@ fn watch(t: Shown) -> AnyView {
             data-status=text(status)
         >
             <div class="timeline-head">
-                <h2>"Saga " <code>{text(move || t.saga_id.with(|s| s.as_deref().unwrap_or_default().chars().take(8).collect()))}</code></h2>
+                <h2>"Saga " <code title=text(move || t.saga_id.get().unwrap_or_default())>{text(move || t.saga_id.with(|s| short_id(s.as_deref().unwrap_or_default())))}</code></h2>
                 <span class=text(move || format!("badge {}", status())) data-testid="saga-status">
                     {text(status)}
                 </span>
