@@ -64,6 +64,22 @@ impl Harness {
     }
 }
 
+/// Step 4 fails and step 2's compensation keeps failing: the saga ends stuck at "second"
+/// (until a person resumes it: the fault plan's failing compensation is an outage).
+fn stuck_at_second() -> FaultPlan {
+    FaultPlan::default()
+        .with(3, A::Fail)
+        .with_compensation(1, C::Fail)
+}
+
+/// The steps whose compensation succeeded, in log order.
+fn compensated_steps(log: &[SagaRecord]) -> Vec<&str> {
+    log.iter()
+        .filter(|r| matches!(r.kind, RecordKind::CompensationSucceeded { .. }))
+        .filter_map(|r| r.step.as_deref())
+        .collect()
+}
+
 fn kinds(log: &[SagaRecord]) -> Vec<String> {
     log.iter()
         .map(|r| match &r.step {
@@ -167,11 +183,7 @@ async fn a_timed_out_step_counts_as_applied_and_is_compensated(backend: Backend)
             ..
         }
     ));
-    let compensated: Vec<&str> = log
-        .iter()
-        .filter(|r| matches!(r.kind, RecordKind::CompensationSucceeded { .. }))
-        .filter_map(|r| r.step.as_deref())
-        .collect();
+    let compensated = compensated_steps(&log);
     assert_eq!(compensated, ["third", "second", "first"]);
 }
 
@@ -229,9 +241,7 @@ async fn a_compensation_that_keeps_failing_leaves_the_saga_stuck(backend: Backen
     let Some(h) = harness(backend, "stuck", EngineConfig::default()).await else {
         return;
     };
-    let plan = FaultPlan::default()
-        .with(3, A::Fail)
-        .with_compensation(1, C::Fail);
+    let plan = stuck_at_second();
     let log = h.run_and_check(&plan).await;
     assert!(matches!(
         log.last().map(|r| &r.kind),
@@ -255,9 +265,7 @@ async fn a_stuck_saga_resumed_by_request_unwinds_to_the_end(backend: Backend) {
     let Some(h) = harness(backend, "resume", EngineConfig::default()).await else {
         return;
     };
-    let plan = FaultPlan::default()
-        .with(3, A::Fail)
-        .with_compensation(1, C::Fail);
+    let plan = stuck_at_second();
     let log = h.run_and_check(&plan).await;
     let id = log[0].saga_id;
     assert_eq!(h.engine.retry_stuck(id).await, Ok(Retried::Resumed));
@@ -273,11 +281,7 @@ async fn a_stuck_saga_resumed_by_request_unwinds_to_the_end(backend: Backend) {
         .filter(|r| matches!(r.kind, RecordKind::SagaResumed {}))
         .count();
     assert_eq!(resumed, 1, "{:?}", kinds(&log));
-    let undone: Vec<&str> = log
-        .iter()
-        .filter(|r| matches!(r.kind, RecordKind::CompensationSucceeded { .. }))
-        .filter_map(|r| r.step.as_deref())
-        .collect();
+    let undone = compensated_steps(&log);
     assert_eq!(undone, ["third", "second", "first"]);
     assert!(matches!(
         log.last().map(|r| &r.kind),
@@ -304,9 +308,7 @@ async fn a_resumed_saga_whose_process_died_is_finished_by_recovery(backend: Back
     let Some(h) = harness(backend, "resume-crash", EngineConfig::default()).await else {
         return;
     };
-    let plan = FaultPlan::default()
-        .with(3, A::Fail)
-        .with_compensation(1, C::Fail);
+    let plan = stuck_at_second();
     let log = h.run_and_check(&plan).await;
     let id = log[0].saga_id;
     let resumed = SagaRecord {
@@ -333,11 +335,7 @@ async fn a_resumed_saga_whose_process_died_is_finished_by_recovery(backend: Back
         .expect("the resumed saga ends");
     assert_eq!(ended, Ok(SagaStatus::Compensated));
     let log = next_process.store().saga_records(id, 0).await.unwrap();
-    let undone: Vec<&str> = log
-        .iter()
-        .filter(|r| matches!(r.kind, RecordKind::CompensationSucceeded { .. }))
-        .filter_map(|r| r.step.as_deref())
-        .collect();
+    let undone = compensated_steps(&log);
     assert_eq!(undone, ["third", "second", "first"]);
 }
 

@@ -37,24 +37,21 @@ fn apply(list: &mut Vec<SagaListItem>, event: SagaEvent, status: SagaState) {
             }
         }
         Some(_) => {}
-        None if matches!(event.event, Event::SagaStarted { .. }) => {
-            let order_id = match event.event {
-                Event::SagaStarted { order_id, .. } => order_id,
-                _ => None,
-            };
-            list.insert(
-                0,
-                SagaListItem {
-                    saga_id: event.saga_id,
-                    order_id,
-                    status,
-                    started_at: event.at,
-                    finished_at: None,
-                },
-            );
-            list.truncate(ROWS);
+        None => {
+            if let Event::SagaStarted { order_id, .. } = event.event {
+                list.insert(
+                    0,
+                    SagaListItem {
+                        saga_id: event.saga_id,
+                        order_id,
+                        status,
+                        started_at: event.at,
+                        finished_at: None,
+                    },
+                );
+                list.truncate(ROWS);
+            }
         }
-        None => {}
     }
 }
 
