@@ -82,6 +82,7 @@ pub fn App() -> impl IntoView {
                 navigate(route, Route::Shop);
             }>"Saga shop"</a>
             <span class="tagline">"Every purchase is a saga: four services, four local transactions, and a compensation for each."</span>
+            <LiveStatus />
         </header>
         <main class="layout">
             <section class="shop" aria-label="Shop">
@@ -94,5 +95,27 @@ pub fn App() -> impl IntoView {
             </section>
         </main>
         <SagaList route=route />
+    }
+}
+
+/// Whether the page is receiving live updates: a person must not mistake a stalled page for
+/// a stalled saga.
+#[component]
+fn LiveStatus() -> impl IntoView {
+    let state = move || {
+        if live::reconnecting() {
+            "reconnecting"
+        } else {
+            "live"
+        }
+    };
+    view! {
+        <span class=move || format!("live-status {}", state()) data-testid="live-status" data-state=state aria-live="polite">
+            {move || if live::reconnecting() {
+                "Live updates paused: the server is not answering, reconnecting…"
+            } else {
+                "Live"
+            }}
+        </span>
     }
 }

@@ -1,14 +1,48 @@
 //! Server-sent events into signals. The browser's `EventSource` reconnects by itself after a
 //! dropped connection and sends `Last-Event-ID`, so the server resumes right after the last
 //! event received; events are also de-duplicated here by `seq`, so nothing shows twice.
+//! While a stream is reconnecting the page says so ([`reconnecting`]).
+
+use std::cell::{Cell, OnceCell};
+use std::rc::Rc;
+use std::time::Duration;
 
 use futures_util::StreamExt;
+use gloo_net::eventsource::State;
 use gloo_net::eventsource::futures::EventSource;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use shared::{EventKind, SagaEvent};
 
 use crate::api;
+
+thread_local! {
+    /// How many of the page's streams lost their connection and have not got it back.
+    /// Reference-counted, not owned by whichever component or effect first asked for it:
+    /// an owned signal would be disposed with that owner.
+    static BROKEN: OnceCell<ArcRwSignal<u32>> = const { OnceCell::new() };
+}
+
+fn broken() -> ArcRwSignal<u32> {
+    BROKEN.with(|b| b.get_or_init(|| ArcRwSignal::new(0)).clone())
+}
+
+/// Whether live updates are paused: a stream lost its connection and the browser is trying
+/// to get it back.
+pub fn reconnecting() -> bool {
+    broken().get() > 0
+}
+
+/// One stream's part in [`reconnecting`]: counted once while it is down.
+struct Health(Cell<bool>);
+
+impl Health {
+    fn set_down(&self, down: bool) {
+        if self.0.replace(down) != down {
+            broken().update(|n| *n = if down { *n + 1 } else { n.saturating_sub(1) });
+        }
+    }
+}
 
 /// Open `url` and call `on_event` for each event, until it returns `false`.
 fn listen(url: String, mut on_event: impl FnMut(SagaEvent) -> bool + 'static) {
@@ -29,10 +63,40 @@ fn listen(url: String, mut on_event: impl FnMut(SagaEvent) -> bool + 'static) {
         }
     }
     let mut merged = futures_util::stream::select_all(streams);
+    // A reconnected stream may stay quiet: its state says when it is open again.
+    let source = Rc::new(source);
+    let health = Rc::new(Health(Cell::new(false)));
+    let watch = {
+        // Weak: the timer must not keep the connection open after the stream has ended.
+        let (source, health) = (Rc::downgrade(&source), health.clone());
+        // The browser reconnects without telling the page (no error reaches the stream while
+        // it is connecting), so the state is read: connecting again after having been open is
+        // a lost connection.
+        let was_open = Cell::new(false);
+        set_interval_with_handle(
+            move || match source.upgrade().map(|s| s.state()) {
+                Some(State::Open) => {
+                    was_open.set(true);
+                    health.set_down(false);
+                }
+                Some(State::Connecting) if was_open.get() => health.set_down(true),
+                _ => {}
+            },
+            Duration::from_millis(500),
+        )
+        .ok()
+    };
     spawn_local(async move {
         while let Some(item) = merged.next().await {
-            // Errors are dropped connections: EventSource is already reconnecting.
-            let Ok((_, message)) = item else { continue };
+            // An error reaches the stream only once the browser gave up on it: the server
+            // ended it for good (a finished saga's stream answers `204`).
+            let Ok((_, message)) = item else {
+                if source.state() == State::Closed {
+                    break;
+                }
+                continue;
+            };
+            health.set_down(false);
             let Some(data) = message.data().as_string() else {
                 continue;
             };
@@ -45,7 +109,12 @@ fn listen(url: String, mut on_event: impl FnMut(SagaEvent) -> bool + 'static) {
                 Err(e) => leptos::logging::error!("unreadable event: {e}"),
             }
         }
-        source.close();
+        health.set_down(false);
+        if let Some(watch) = watch {
+            watch.clear();
+        }
+        // Dropping the last handle closes the connection.
+        drop(source);
     });
 }
 

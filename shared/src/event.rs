@@ -24,6 +24,10 @@ pub enum Event {
         /// The order the purchase saga places; absent for other sagas.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         order_id: Option<String>,
+        /// The last four digits of the card the purchase pays with; absent for a wallet or
+        /// another saga. Never more of the number: the log never had it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        card_last4: Option<String>,
     },
     /// An attempt of the step's action began.
     StepStarted {

@@ -49,6 +49,9 @@ pub struct SagaListItem {
 pub struct SagaRetried {
     #[cfg_attr(feature = "openapi", schema(format = "uuid"))]
     pub saga_id: String,
+    /// `compensating`: the saga unwinds on from where it stopped.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub status: SagaState,
     /// `false` when it had been resumed already: nothing more was done.
     pub resumed: bool,
     /// `/api/sagas/{saga_id}/events`, to follow it unwind.

@@ -7,7 +7,7 @@
 //! beside the step names of [`STEPS`](crate::STEPS).
 
 use crate::api::SagaEvent;
-use crate::event::{Event, SagaState, StepOutcome};
+use crate::event::{Event, SagaState, StepOutcome, StepState};
 use crate::timeline::Timeline;
 
 /// How a step of the purchase is spoken of.
@@ -25,6 +25,8 @@ pub struct StepWords {
     pub undone: &'static str,
     /// The compensation under way ("refunding the payment").
     pub undoing: &'static str,
+    /// What its service holds once it is done ("the payment is charged").
+    pub held: &'static str,
     /// What stays if it is never undone ("the payment stays charged").
     pub left: &'static str,
     /// Its action failing, as the start of a sentence ("The payment was refused").
@@ -40,6 +42,7 @@ pub const STEP_WORDS: [StepWords; 4] = [
         doing: "placing the order and reserving the stock",
         undone: "the order was cancelled, its stock back on the shelf",
         undoing: "cancelling the order and putting the stock back",
+        held: "the order is placed, its stock reserved",
         left: "the order stays pending with its stock reserved",
         refused: "The order was refused",
     },
@@ -50,6 +53,7 @@ pub const STEP_WORDS: [StepWords; 4] = [
         doing: "issuing the invoice",
         undone: "the invoice was voided",
         undoing: "voiding the invoice",
+        held: "the invoice is issued",
         left: "the invoice stays issued",
         refused: "The invoice could not be issued",
     },
@@ -60,6 +64,7 @@ pub const STEP_WORDS: [StepWords; 4] = [
         doing: "charging the payment",
         undone: "the payment was refunded",
         undoing: "refunding the payment",
+        held: "the payment is charged",
         left: "the payment stays charged",
         refused: "The payment was refused",
     },
@@ -70,10 +75,26 @@ pub const STEP_WORDS: [StepWords; 4] = [
         doing: "scheduling the shipment",
         undone: "the shipment was cancelled",
         undoing: "cancelling the shipment",
+        held: "the shipment is scheduled",
         left: "the shipment stays scheduled",
         refused: "The shipment could not be scheduled",
     },
 ];
+
+impl StepWords {
+    /// What the step's service holds for the order when the step is in `state`.
+    pub fn at_state(&self, state: StepState) -> &'static str {
+        match state {
+            StepState::Pending => "nothing yet",
+            StepState::Skipped => "nothing: the step never ran",
+            StepState::Running | StepState::Retrying => self.doing,
+            StepState::Succeeded => self.held,
+            StepState::Failed => self.refused,
+            StepState::Compensating => self.undoing,
+            StepState::Compensated => self.undone,
+        }
+    }
+}
 
 /// The words of a step of the purchase, if `step` is one.
 pub fn words_of(step: &str) -> Option<&'static StepWords> {
@@ -85,16 +106,23 @@ struct Failure<'a> {
     words: &'static StepWords,
     error: &'a str,
     unknown: bool,
+    /// The card's last four digits, for a refused payment.
+    card: Option<&'a str>,
 }
 
 /// One sentence (or a few short ones) that is true for the purchase saga in its current state.
 pub fn summary(events: &[SagaEvent]) -> String {
     let timeline = Timeline::from_events("", &crate::STEPS, events);
+    let card = events.iter().find_map(|e| match &e.event {
+        Event::SagaStarted { card_last4, .. } => card_last4.as_deref(),
+        _ => None,
+    });
     let failure = events.iter().find_map(|e| match &e.event {
         Event::StepFailed { error, outcome, .. } => Some(Failure {
             words: words_of(e.step.as_deref()?)?,
             error,
             unknown: *outcome == StepOutcome::Unknown,
+            card,
         }),
         _ => None,
     });
@@ -105,6 +133,20 @@ pub fn summary(events: &[SagaEvent]) -> String {
         .collect();
     let mut sentence = match timeline.status {
         SagaState::Pending => "Waiting for the saga's first event.".into(),
+        // A step has just failed; its compensations are about to start.
+        SagaState::Running if failure.is_some() => {
+            let mut s = failure.as_ref().map(why).unwrap_or_default();
+            let anything_done = timeline
+                .steps
+                .iter()
+                .any(|v| v.status == StepState::Succeeded);
+            s.push_str(if anything_done {
+                " Undoing what was done, newest first…"
+            } else {
+                " Nothing had been done yet, so there is nothing to undo."
+            });
+            s
+        }
         SagaState::Running => running(events, &timeline),
         SagaState::Completed => "The order is confirmed: the stock is reserved, the invoice \
              issued, the payment charged and the shipment scheduled. You were charged."
@@ -144,7 +186,48 @@ pub fn summary(events: &[SagaEvent]) -> String {
     if resumed && timeline.status != SagaState::Stuck {
         sentence.push_str(" It had been stuck until a person retried the compensation.");
     }
+    for words in interrupted(events) {
+        sentence.push_str(&format!(
+            " The server stopped while {}; after the restart the saga resumed from its log and \
+             sent the same request again with the same idempotency key, so it took effect once{}.",
+            words.doing,
+            if words.step == "process_payment" {
+                ": you were not charged twice"
+            } else {
+                ""
+            }
+        ));
+    }
     sentence
+}
+
+/// The steps whose action an attempt was cut short by the process stopping: a new attempt
+/// started while the one before had not ended, which only recovery from the log does.
+pub fn interrupted(events: &[SagaEvent]) -> Vec<&'static StepWords> {
+    let mut open: Vec<&str> = Vec::new();
+    let mut cut: Vec<&'static StepWords> = Vec::new();
+    for e in events {
+        let Some(step) = e.step.as_deref() else {
+            continue;
+        };
+        match e.event {
+            Event::StepStarted { .. } => {
+                if open.contains(&step)
+                    && let Some(words) = words_of(step)
+                    && !cut.iter().any(|w| w.step == step)
+                {
+                    cut.push(words);
+                }
+                open.retain(|s| *s != step);
+                open.push(step);
+            }
+            Event::StepSucceeded { .. } | Event::StepFailed { .. } | Event::StepRetrying { .. } => {
+                open.retain(|s| *s != step)
+            }
+            _ => {}
+        }
+    }
+    cut
 }
 
 /// A saga going forward: the step under way, or the retry it waits for.
@@ -201,7 +284,10 @@ fn why(f: &Failure<'_>) -> String {
             f.words.service, f.error
         )
     } else {
-        format!("{}: {}.", f.words.refused, f.error)
+        match f.card.filter(|_| f.words.step == "process_payment") {
+            Some(last4) => format!("{} (card ending {last4}): {}.", f.words.refused, f.error),
+            None => format!("{}: {}.", f.words.refused, f.error),
+        }
     }
 }
 
@@ -308,6 +394,7 @@ mod tests {
                 Event::SagaStarted {
                     saga: "purchase".into(),
                     order_id: Some("ord_1".into()),
+                    card_last4: Some("0002".into()),
                 },
                 None,
             )
@@ -375,9 +462,32 @@ mod tests {
             .end(Event::SagaCompensated {});
         assert_eq!(
             s,
-            "The payment was refused: the card was declined. The invoice was voided and the \
-             order was cancelled, its stock back on the shelf. You were not charged."
+            "The payment was refused (card ending 0002): the card was declined. The invoice \
+             was voided and the order was cancelled, its stock back on the shelf. You were not \
+             charged."
         );
+    }
+
+    #[test]
+    fn a_step_cut_short_by_a_restart_says_it_took_effect_once() {
+        let s = Story::new()
+            .ok("place_order")
+            .ok("create_invoice")
+            .with(
+                Event::StepStarted { timeout_ms: 5000 },
+                Some("process_payment"),
+            )
+            .ok("process_payment")
+            .ok("ship_order")
+            .end(Event::SagaCompleted {});
+        assert!(s.starts_with("The order is confirmed"), "{s}");
+        assert!(
+            s.contains("The server stopped while charging the payment"),
+            "{s}"
+        );
+        assert!(s.ends_with("you were not charged twice."), "{s}");
+        let plain = Story::new().ok("place_order").end(Event::SagaCompleted {});
+        assert!(!plain.contains("stopped"), "{plain}");
     }
 
     #[test]
@@ -450,6 +560,20 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("needs a person"), "{s}");
+    }
+
+    #[test]
+    fn the_moment_a_step_fails_says_why_before_anything_is_undone() {
+        let story = Story::new().ok("place_order").refused(
+            "create_invoice",
+            "billing refused",
+            StepOutcome::Failed,
+        );
+        assert_eq!(
+            summary(&story.0),
+            "The invoice could not be issued: billing refused. Undoing what was done, newest \
+             first…"
+        );
     }
 
     #[test]

@@ -158,6 +158,7 @@ mod tests {
         Event::SagaStarted {
             saga: "purchase".into(),
             order_id: None,
+            card_last4: None,
         }
     }
 

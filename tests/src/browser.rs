@@ -112,6 +112,21 @@ impl Browser {
         bail!("{testid} {attr} is {last:?}, not {want:?}, after {timeout:?}")
     }
 
+    /// Wait until `script` (a function body that returns a boolean) returns true; `what`
+    /// says in the error what never became true.
+    pub async fn wait_js(&self, script: &str, what: &str, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(v) = self.client.execute(script, vec![]).await
+                && v.as_bool() == Some(true)
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("{what}, after {timeout:?}")
+    }
+
     pub async fn click(&self, testid: &str) -> anyhow::Result<()> {
         self.wait_testid(testid, Duration::from_secs(20))
             .await?

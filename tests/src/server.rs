@@ -71,6 +71,16 @@ impl ShopServer {
         Self::spawn(dir, extra_args, None)
     }
 
+    /// Start again on the databases in `dir` at the address `url` of a server that has
+    /// stopped, so clients of the old one (a page's event streams) reconnect by themselves.
+    pub fn restart_at(dir: PathBuf, url: &str, extra_args: &[&str]) -> anyhow::Result<Self> {
+        let addr = url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        Self::spawn_at(dir, &addr, extra_args, None)
+    }
+
     /// Start on a fresh database, logging at `filter` (`RUST_LOG`), with its log kept for
     /// [`ShopServer::stop_and_read_log`].
     pub fn start_logged(extra_args: &[&str], filter: &str) -> anyhow::Result<Self> {
@@ -78,10 +88,19 @@ impl ShopServer {
     }
 
     fn spawn(dir: PathBuf, extra_args: &[&str], log_filter: Option<&str>) -> anyhow::Result<Self> {
+        Self::spawn_at(dir, "127.0.0.1:0", extra_args, log_filter)
+    }
+
+    fn spawn_at(
+        dir: PathBuf,
+        listen: &str,
+        extra_args: &[&str],
+        log_filter: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let db = format!("sqlite://{}", dir.join("saga-shop.db").display());
         let mut command = Command::new(server_binary()?);
         command
-            .args(["--listen", "127.0.0.1:0", "--database", &db, "--static-dir"])
+            .args(["--listen", listen, "--database", &db, "--static-dir"])
             .arg(static_dir())
             .args(extra_args)
             .stdout(Stdio::piped());

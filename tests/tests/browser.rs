@@ -46,8 +46,22 @@ async fn the_happy_path_ends_completed_with_every_lane_succeeded() {
     scenario("happy_path", |b, _| async move {
         let r = async {
             buy(&b, "KB-01").await?;
+            // A saga of a few ms is played slowed, and says so.
+            let playback = b.wait_testid("playback", LONG).await?;
+            let speed: u32 = playback
+                .attr("data-speed")
+                .await?
+                .unwrap_or_default()
+                .parse()
+                .unwrap_or(0);
+            anyhow::ensure!(speed > 1, "played {speed}x slower");
+            let label = playback.text().await?;
+            anyhow::ensure!(label.contains(&format!("{speed}× slower")), "{label}");
             b.wait_attr("timeline", "data-status", "completed", LONG)
                 .await?;
+            b.wait_attr("playback", "data-speed", "1", LONG).await?;
+            let label = b.wait_testid("playback", LONG).await?.text().await?;
+            anyhow::ensure!(label.contains("too fast to follow"), "{label}");
             anyhow::ensure!(
                 b.lanes().await? == ["succeeded"; 4],
                 "lanes {:?}",
@@ -178,9 +192,9 @@ async fn a_declined_card_compensates_back_up_the_lanes() {
             let summary = b.wait_testid("saga-summary", LONG).await?.text().await?;
             anyhow::ensure!(
                 summary
-                    == "The payment was refused: the card was declined. The invoice was voided \
-                        and the order was cancelled, its stock back on the shelf. You were not \
-                        charged.",
+                    == "The payment was refused (card ending 0002): the card was declined. The \
+                        invoice was voided and the order was cancelled, its stock back on the \
+                        shelf. You were not charged.",
                 "{summary}"
             );
             Ok(())
@@ -269,8 +283,23 @@ async fn faults_from_the_panel_show_their_retries_timeouts_and_stuck_compensatio
                 .text()
                 .await?;
             anyhow::ensure!(lane.contains("3 attempts"), "{lane}");
+            // The reasons of the failed attempts stay, and the waits between them are drawn.
+            anyhow::ensure!(lane.matches("waited ").count() == 2, "{lane}");
+            anyhow::ensure!(
+                lane.matches("#1 ").count() == 1 && lane.contains(": "),
+                "{lane}"
+            );
+            let waits = b
+                .client
+                .find_all(fantoccini::Locator::Css(
+                    "[data-testid=step-create_invoice] .bar.wait",
+                ))
+                .await?;
+            anyhow::ensure!(waits.len() == 2, "{} waits drawn", waits.len());
             let log = b.wait_testid("event-log", LONG).await?.text().await?;
             anyhow::ensure!(log.matches("step_retrying").count() == 2, "{log}");
+            let summary = b.wait_testid("saga-summary", LONG).await?.text().await?;
+            anyhow::ensure!(summary.starts_with("The order is confirmed"), "{summary}");
 
             // Timeout: the step times out three times, its outcome is unknown, and it is compensated too.
             b.client.goto(&url).await?;
@@ -290,6 +319,20 @@ async fn faults_from_the_panel_show_their_retries_timeouts_and_stuck_compensatio
                     "[data-testid=step-ship_order] .bar.timeout",
                 ))
                 .await?;
+            // The step's time limit is marked where the attempts ran into it.
+            b.client
+                .find(fantoccini::Locator::Css(
+                    "[data-testid=step-ship_order] .limit",
+                ))
+                .await?;
+            let summary = b.wait_testid("saga-summary", LONG).await?.text().await?;
+            anyhow::ensure!(
+                summary.starts_with("Shipping did not answer in time")
+                    && summary
+                        .contains("whether it went through is unknown: it is undone as if it had")
+                    && summary.ends_with("You were charged, then refunded in full."),
+                "{summary}"
+            );
 
             // Delay: the lane is seen running. Compensation that never succeeds: stuck.
             b.client.goto(&url).await?;
@@ -299,8 +342,17 @@ async fn faults_from_the_panel_show_their_retries_timeouts_and_stuck_compensatio
             buy(&b, "CB-12").await?;
             b.wait_attr("step-create_invoice", "data-status", "running", LONG)
                 .await?;
+            // A step that takes seconds is followed in real time, not slowed.
+            b.wait_attr("playback", "data-speed", "1", LONG).await?;
+            b.screenshot("timeline-running").await?;
             b.wait_attr("timeline", "data-status", "stuck", LONG)
                 .await?;
+            let lane = b
+                .wait_testid("step-place_order", LONG)
+                .await?
+                .text()
+                .await?;
+            anyhow::ensure!(lane.contains("undo failed: needs a person"), "{lane}");
             let summary = b.wait_testid("saga-summary", LONG).await?.text().await?;
             anyhow::ensure!(
                 summary.contains("Left behind: the order stays pending with its stock reserved")
@@ -323,18 +375,13 @@ async fn faults_from_the_panel_show_their_retries_timeouts_and_stuck_compensatio
             anyhow::ensure!(log.matches("saga_resumed").count() == 1, "{log}");
             // The log follows its newest row, with the reason of each failure in words.
             anyhow::ensure!(log.contains("the compensation failed"), "{log}");
-            let gap = b
-                .client
-                .execute(
-                    "const w = document.querySelector('.log-wrap'); \
-                     return w.scrollHeight - w.scrollTop - w.clientHeight;",
-                    vec![],
-                )
-                .await?;
-            anyhow::ensure!(
-                gap.as_f64().is_some_and(|g| g < 4.0),
-                "the event log is {gap} px short of its newest row"
-            );
+            b.wait_js(
+                "const w = document.querySelector('.log-wrap'); \
+                 return w.scrollHeight - w.scrollTop - w.clientHeight < 4;",
+                "the event log never scrolled to its newest row",
+                LONG,
+            )
+            .await?;
             Ok(())
         }
         .await;
@@ -426,6 +473,44 @@ async fn missing_funds_and_refusing_or_flaky_compensations_from_the_panel() {
                 "lanes {:?}",
                 b.lanes().await?
             );
+            let summary = b.wait_testid("saga-summary", LONG).await?.text().await?;
+            anyhow::ensure!(
+                summary.starts_with(
+                    "The payment was refused (card ending 9995): the card has insufficient funds."
+                ) && summary.ends_with("You were not charged."),
+                "{summary}"
+            );
+            // Replayed to the moment the payment failed, every part of the page shows that
+            // moment: the lanes, the summary and what the services held.
+            let failed_at = b
+                .client
+                .execute(
+                    "return [...document.querySelectorAll('[data-testid=event-log] tbody tr')] \
+                     .findIndex(r => r.classList.contains('step_failed')) + 1;",
+                    vec![],
+                )
+                .await?;
+            let failed_at = failed_at.as_u64().unwrap_or(0);
+            anyhow::ensure!(failed_at > 0, "the log has the failed step");
+            b.client
+                .execute(
+                    "const s = document.querySelector('[data-testid=scrubber]'); \
+                     s.value = arguments[0]; \
+                     s.dispatchEvent(new Event('input', { bubbles: true }));",
+                    vec![failed_at.into()],
+                )
+                .await?;
+            b.wait_attr("step-place_order", "data-status", "succeeded", LONG)
+                .await?;
+            let services = b.wait_testid("service-state", LONG).await?.text().await?;
+            anyhow::ensure!(
+                services.contains(&format!("At event {failed_at} of"))
+                    && services.contains("the invoice is issued")
+                    && services.contains("The payment was refused"),
+                "{services}"
+            );
+            let summary = b.wait_testid("saga-summary", LONG).await?.text().await?;
+            anyhow::ensure!(summary.contains("The payment was refused"), "{summary}");
 
             // `fail` on create_invoice, with a compensation of place_order that fails twice first.
             b.client.goto(&url).await?;
@@ -462,15 +547,41 @@ async fn a_crash_chosen_in_the_panel_kills_the_server_and_the_saga_finishes_afte
         let id = buy(&browser, "KB-01").await?;
         let status = server.wait_exit(LONG)?;
         anyhow::ensure!(!status.success(), "the crash fault aborts the server");
-        drop(server);
-        let restarted = ShopServer::start_in(dir, &["--allow-crash-faults"])?;
+        // The page says its live updates are paused, not that the saga stalled.
         browser
-            .client
-            .goto(&format!("{}/sagas/{id}", restarted.url))
+            .wait_attr("live-status", "data-state", "reconnecting", LONG)
             .await?;
+        let said = browser
+            .wait_testid("live-status", LONG)
+            .await?
+            .text()
+            .await?;
+        anyhow::ensure!(said.contains("reconnecting"), "{said}");
+        let url = server.url.clone();
+        drop(server);
+        // Back on the same address: the same page picks the saga up again by itself.
+        let _restarted = ShopServer::restart_at(dir, &url, &["--allow-crash-faults"])?;
         browser
             .wait_attr("timeline", "data-status", "completed", LONG)
             .await?;
+        browser
+            .wait_attr("live-status", "data-state", "live", LONG)
+            .await?;
+        anyhow::ensure!(
+            browser.client.current_url().await?.path() == format!("/sagas/{id}"),
+            "still on the saga's page"
+        );
+        let summary = browser
+            .wait_testid("saga-summary", LONG)
+            .await?
+            .text()
+            .await?;
+        anyhow::ensure!(
+            summary.contains("The server stopped while charging the payment")
+                && summary.contains("resumed from its log")
+                && summary.ends_with("you were not charged twice."),
+            "{summary}"
+        );
         let lane = browser
             .wait_testid("step-process_payment", LONG)
             .await?

@@ -5,7 +5,7 @@
 use saga_shop_tests::server::ShopServer;
 use saga_shop_tests::shop::{Shop, kinds, order};
 use serde_json::{Value, json};
-use shared::{Event, EventKind, SagaListItem, SagaRetried, StepOutcome};
+use shared::{Event, EventKind, SagaListItem, SagaRetried, SagaState, StepOutcome};
 
 fn start() -> (ShopServer, Shop) {
     let server = ShopServer::start(&[]).expect("start saga-shop");
@@ -425,6 +425,7 @@ async fn a_stuck_saga_retried_by_a_person_ends_compensated_once() {
     assert_eq!(first.status(), 202);
     let first: SagaRetried = first.json().await.unwrap();
     assert!(first.resumed);
+    assert_eq!(first.status, SagaState::Compensating);
     let events = shop.finish(&stuck.saga_id).await.unwrap();
     let tail: Vec<String> = kinds(&events).into_iter().rev().take(4).rev().collect();
     assert_eq!(
@@ -442,7 +443,13 @@ async fn a_stuck_saga_retried_by_a_person_ends_compensated_once() {
 
     let again = retry(&stuck.saga_id).await.unwrap();
     assert_eq!(again.status(), 202);
-    assert!(!again.json::<SagaRetried>().await.unwrap().resumed);
+    let again: SagaRetried = again.json().await.unwrap();
+    assert!(!again.resumed);
+    assert_eq!(
+        again.status,
+        SagaState::Compensated,
+        "a repeat says where it got to"
+    );
     let after = shop.finish(&stuck.saga_id).await.unwrap();
     assert_eq!(after.len(), events.len(), "a second retry wrote nothing");
     assert_eq!(shop.stock("WC-05").await.unwrap(), before);

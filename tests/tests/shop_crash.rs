@@ -201,3 +201,51 @@ async fn a_service_can_run_in_a_process_of_its_own() {
     );
     assert!(payments.dir.join("saga-shop.payments.db").exists());
 }
+
+/// A person's retry is durable: the server killed right after answering `202` to
+/// `POST /api/sagas/{id}/retry` resumes the saga from its log after a restart, and the
+/// compensation takes effect once (the stock comes back exactly once).
+#[tokio::test]
+async fn a_retry_survives_a_restart_between_the_click_and_the_end() {
+    let dir = scratch_dir("retry-restart");
+    let mut server = ShopServer::start_in(dir.clone(), &[]).unwrap();
+    let shop = Shop::new(&server.url);
+    let before = shop.stock("SP-10").await.unwrap();
+    let mut body = order(
+        "SP-10",
+        1,
+        json!({"place_order": {"kind": "compensation_fail"}}),
+    );
+    body["payment"]["card_number"] = json!("4000000000000002");
+    let stuck = shop.buy(&body).await.unwrap();
+    let events = shop.finish(&stuck.saga_id).await.unwrap();
+    assert_eq!(events.last().unwrap().event.kind().as_str(), "saga_stuck");
+
+    let answer = shop
+        .http
+        .post(format!("{}/api/sagas/{}/retry", shop.url, stuck.saga_id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+    server.kill();
+    drop(server);
+
+    let server = ShopServer::start_in(dir, &[]).unwrap();
+    let shop = Shop::new(&server.url);
+    let events = shop.finish(&stuck.saga_id).await.unwrap();
+    let kinds = kinds(&events);
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("saga_compensated"),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "saga_resumed").count(),
+        1,
+        "{kinds:?}"
+    );
+    let view = shop.order_view(&stuck.order_id).await.unwrap();
+    assert_eq!(view.status, "cancelled");
+    assert_eq!(shop.stock("SP-10").await.unwrap(), before);
+}

@@ -86,6 +86,10 @@ fn wire_event(kind: &RecordKind) -> Event {
                 .get("order_id")
                 .and_then(|o| o.as_str())
                 .map(str::to_string),
+            card_last4: input
+                .pointer("/payment/last4")
+                .and_then(|o| o.as_str())
+                .map(str::to_string),
         },
         RecordKind::StepStarted { timeout_ms } => Event::StepStarted { timeout_ms },
         RecordKind::StepSucceeded {
@@ -270,10 +274,19 @@ pub async fn retry_saga(
         },
         e => ApiError::Engine(e),
     })?;
+    // A repeat says where the first retry has got to: still unwinding, or done.
+    let status = match retried {
+        Retried::Resumed => SagaState::Compensating,
+        Retried::Already => match state.store().saga(saga_id).await? {
+            Some(summary) => saga_state(summary.status),
+            None => SagaState::Compensating,
+        },
+    };
     Ok((
         StatusCode::ACCEPTED,
         Json(SagaRetried {
             saga_id: saga_id.to_string(),
+            status,
             resumed: retried == Retried::Resumed,
             events_url: format!("/api/sagas/{saga_id}/events"),
         }),

@@ -9,8 +9,22 @@ use crate::api;
 use crate::format::money;
 use crate::reactive::dynamic;
 
+/// What the services held at a past moment of the saga, as its events tell it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replayed {
+    /// Which moment ("At event 7 of 18").
+    pub caption: String,
+    /// (service, what it held).
+    pub lines: Vec<(&'static str, String)>,
+}
+
 #[component]
-pub fn ServiceState(order_id: Memo<Option<String>>, finished: Signal<bool>) -> impl IntoView {
+pub fn ServiceState(
+    order_id: Memo<Option<String>>,
+    finished: Signal<bool>,
+    /// Set while the page shows a past moment: the panel follows it.
+    replay: Signal<Option<Replayed>>,
+) -> impl IntoView {
     let view_of = RwSignal::new(None::<Result<OrderView, String>>);
     Effect::new(move |_| {
         let (Some(id), true) = (order_id.get(), finished.get()) else {
@@ -24,7 +38,17 @@ pub fn ServiceState(order_id: Memo<Option<String>>, finished: Signal<bool>) -> i
     view! {
         <h3>"What the services hold"</h3>
         <div data-testid="service-state">
-            {dynamic(move || match view_of.get() {
+            {dynamic(move || if let Some(r) = replay.get() {
+                view! {
+                    <p class="muted">{r.caption}", as the saga's events tell it:"</p>
+                    <dl class="services replayed">
+                        {r.lines.into_iter().map(|(label, value)| view! {
+                            <div class="svc"><dt>{label}</dt><dd>{value}</dd></div>
+                        }).collect_view()}
+                    </dl>
+                }.into_any()
+            } else {
+                match view_of.get() {
                 None => note("muted", "Shown when the saga has finished.".into()),
                 Some(Err(e)) => note("error", e),
                 Some(Ok(o)) => view! {
@@ -37,6 +61,7 @@ pub fn ServiceState(order_id: Memo<Option<String>>, finished: Signal<bool>) -> i
                         }).collect_view()}
                     </dl>
                 }.into_any(),
+                }
             })}
         </div>
     }
