@@ -77,10 +77,12 @@ pub fn App() -> impl IntoView {
 
     view! {
         <header class="top">
-            <a href="/" class="brand" on:click=move |ev| {
-                ev.prevent_default();
-                navigate(route, Route::Shop);
-            }>"Saga shop"</a>
+            <h1 class="brand-title">
+                <a href="/" class="brand" on:click=move |ev| {
+                    ev.prevent_default();
+                    navigate(route, Route::Shop);
+                }>"Saga shop"</a>
+            </h1>
             <span class="tagline">"Every purchase is a saga: four services, four local transactions, and a compensation for each."</span>
             <LiveStatus />
         </header>
@@ -110,7 +112,7 @@ fn LiveStatus() -> impl IntoView {
         }
     };
     view! {
-        <span class=move || format!("live-status {}", state()) data-testid="live-status" data-state=state aria-live="polite">
+        <span class=move || format!("live-status {}", state()) data-testid="live-status" data-state=state role="status">
             {move || if live::reconnecting() {
                 "Live updates paused: the server is not answering, reconnecting…"
             } else {

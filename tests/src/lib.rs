@@ -6,6 +6,7 @@
 //! applications per (saga, step, phase). If the engine ever sent a different key for the same
 //! step (after a retry or a restart), the count goes to 2 and the tests fail.
 
+pub mod axe;
 pub mod browser;
 pub mod ledger;
 pub mod plan;

@@ -4,7 +4,8 @@
 //!   release server, installing the wasm target and the matching wasm-bindgen-cli if missing.
 //! - `cargo xtask serve [ARGS…]` — build, then run `saga-shop` on an embedded SQLite file.
 //! - `cargo xtask test` — build, then every test of the workspace, browser tests included
-//!   (installing Chromium and ChromeDriver from Debian's packages when they are missing), the
+//!   (installing Chromium and ChromeDriver from Debian's packages and axe-core from npm when
+//!   they are missing), the
 //!   engine's example saga (`saga-engine/examples/trip.rs`), and the schemathesis run below.
 //! - `cargo xtask schemathesis` — build the server, then fuzz it against its OpenAPI document
 //!   (installing schemathesis from PyPI into a venv under `.tools/` when it is missing).
@@ -162,6 +163,7 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let started = Instant::now();
     build::all(root)?;
     let browser = tools::ensure_browser()?;
+    let axe = tools::ensure_axe(root)?;
     // The benchmarks once at their smallest, so they cannot rot; no figure is asserted.
     run_bench(root, true)?;
     let t = step("running every test of the workspace");
@@ -173,7 +175,8 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
         .env("SAGA_SHOP_BIN", build::server_binary(root))
         .env("SAGA_SHOP_STATIC_DIR", build::dist_dir(root))
         .env("SAGA_TEST_CHROMIUM", &browser.chromium)
-        .env("SAGA_TEST_CHROMEDRIVER", &browser.chromedriver);
+        .env("SAGA_TEST_CHROMEDRIVER", &browser.chromedriver)
+        .env("SAGA_TEST_AXE", &axe);
     run_cmd(&mut cmd)?;
     done(t);
     trip_example(root)?;

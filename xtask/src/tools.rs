@@ -1,7 +1,8 @@
 //! The pieces a fresh machine lacks: the wasm target, wasm-bindgen-cli at exactly the version
-//! of the `wasm-bindgen` crate in Cargo.lock, Chromium with ChromeDriver for browser tests, and
-//! schemathesis (in a Python venv) for fuzzing the API. Each is installed when missing, or
-//! named in one line with the command that fixes it.
+//! of the `wasm-bindgen` crate in Cargo.lock, Chromium with ChromeDriver for browser tests,
+//! axe-core (from npm) for the browser tests' accessibility checks, and schemathesis (in a
+//! Python venv) for fuzzing the API. Each is installed when missing, or named in one line with
+//! the command that fixes it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -170,4 +171,58 @@ pub fn ensure_schemathesis(root: &Path) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("writing {}", marker.display()))?;
     done(t);
     Ok(st)
+}
+
+/// Pinned: the rules the accessibility tests hold the page to are this version's.
+const AXE_CORE_VERSION: &str = "4.14.1";
+
+/// `.tools/axe-core-<version>/node_modules/axe-core/axe.min.js`, the npm package installed
+/// there if absent. It is installed beside the folder and moved into place whole, so an
+/// interrupted install is never taken for a finished one.
+pub fn ensure_axe(root: &Path) -> anyhow::Result<PathBuf> {
+    let tools = root.join(".tools");
+    let dir = tools.join(format!("axe-core-{AXE_CORE_VERSION}"));
+    let script = |dir: &Path| dir.join("node_modules/axe-core/axe.min.js");
+    if script(&dir).exists() {
+        return Ok(script(&dir));
+    }
+    let npm = Command::new("npm").arg("--version").output();
+    if !npm.is_ok_and(|o| o.status.success()) {
+        bail!(
+            "npm is missing, and the browser tests need axe-core from it: install Node.js with npm (Debian: `apt-get install npm`)"
+        );
+    }
+    let t = step(&format!(
+        "installing axe-core {AXE_CORE_VERSION} from npm into .tools/ (seconds, once)"
+    ));
+    let partial = tools.join(format!("axe-core-{AXE_CORE_VERSION}.partial"));
+    for stale in [&partial, &dir] {
+        if stale.exists() {
+            std::fs::remove_dir_all(stale)
+                .with_context(|| format!("removing {}", stale.display()))?;
+        }
+    }
+    std::fs::create_dir_all(&partial).with_context(|| format!("creating {}", partial.display()))?;
+    run_cmd(
+        Command::new("npm")
+            .args(["install", "--prefix"])
+            .arg(&partial)
+            .args(["--no-save", "--no-package-lock", "--no-audit", "--no-fund"])
+            .arg(format!("axe-core@{AXE_CORE_VERSION}")),
+    )
+    .with_context(|| {
+        format!(
+            "could not install axe-core from npm: run `npm install --prefix .tools/axe-core-{AXE_CORE_VERSION} axe-core@{AXE_CORE_VERSION}`"
+        )
+    })?;
+    if !script(&partial).exists() {
+        bail!(
+            "npm installed axe-core {AXE_CORE_VERSION} without axe.min.js in {}",
+            partial.display()
+        );
+    }
+    std::fs::rename(&partial, &dir)
+        .with_context(|| format!("moving {} to {}", partial.display(), dir.display()))?;
+    done(t);
+    Ok(script(&dir))
 }

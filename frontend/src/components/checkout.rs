@@ -258,7 +258,8 @@ impl Inputs {
                     on:blur=move |_| show_errors.set(true)
                 />
                 {(!hint.is_empty()).then(|| view! { <small class="hint">{hint}</small> })}
-                <small id=error_id class="field-error" role="alert">{text(move || error().unwrap_or_default())}</small>
+                // Always there, empty while the field is fine: a live region announces text put in it.
+                <small id=error_id class="field-error" aria-live="polite">{text(move || error().unwrap_or_default())}</small>
             </div>
         }
     }

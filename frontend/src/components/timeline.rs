@@ -448,7 +448,7 @@ fn watch(t: Shown) -> AnyView {
                 </span>
                 <span class="muted">{text(move || duration(t.moment() - t.start()))}</span>
             </div>
-            <p class="summary" data-testid="saga-summary" data-status=text(status) aria-live="polite">
+            <p class="summary" data-testid="saga-summary" data-status=text(status) aria-live="polite" aria-atomic="true">
                 {text(move || t.shown.with(|shown| summary(shown)))}
             </p>
             {playback_control(t)}
@@ -482,8 +482,9 @@ fn watch(t: Shown) -> AnyView {
                 if t.finished.get() && !playing { scrubber(t) } else { ().into_any() }
             })}
         </div>
-        <h3>"Event log"</h3>
-        <div class="log-wrap" node_ref=log_box on:scroll=move |_| {
+        <h3 id="event-log-title">"Event log"</h3>
+        // Focusable, so a keyboard can scroll it; a region named by its heading, so focus says what it is.
+        <div class="log-wrap" tabindex="0" role="region" aria-labelledby="event-log-title" node_ref=log_box on:scroll=move |_| {
             // Following the newest row unless the person scrolled up to read. Only a move
             // upwards stops following: rows added between our own scroll and its event leave
             // the box short of the bottom without anyone having scrolled.
@@ -679,7 +680,11 @@ fn retry_button(t: Shown) -> AnyView {
                 "Retry compensation"
             </button>
             <span class="muted">"Once the service is back: the saga undoes what is left, with the same idempotency keys."</span>
-            <span class="error" role="alert">{text(move || failure.get().unwrap_or_default())}</span>
+            // An alert only when there is something to say.
+            {dynamic(move || match failure.get() {
+                Some(message) => view! { <span class="error" role="alert">{message}</span> }.into_any(),
+                None => ().into_any(),
+            })}
         </div>
     }
     .into_any()
