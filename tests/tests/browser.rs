@@ -630,6 +630,21 @@ async fn the_page_fits_a_phone_screen() {
                     .await?;
                 anyhow::bail!("the page scrolls sideways by {overflow} px at 375 px; widest element sticking out: {widest}");
             }
+            // The event log reads at this width without scrolling sideways: every column,
+            // the reason included, is within its box.
+            let log_overflow = b
+                .client
+                .execute(
+                    "const w = document.querySelector('.log-wrap'); \
+                     w.scrollIntoView(); return w.scrollWidth - w.clientWidth;",
+                    vec![],
+                )
+                .await?;
+            anyhow::ensure!(
+                log_overflow.as_f64().is_some_and(|o| o <= 1.0),
+                "the event log scrolls sideways by {log_overflow} px at 375 px"
+            );
+            b.screenshot("narrow-375-log").await?;
             b.client.execute("window.scrollTo(0, 0)", vec![]).await?;
             b.screenshot("narrow-375").await?;
             Ok(())
