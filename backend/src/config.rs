@@ -71,9 +71,28 @@ pub struct Config {
     /// comma-separated in the environment variable), e.g. `payments=http://10.0.0.7:4000`.
     #[arg(long = "service-url", env = "SAGA_SHOP_SERVICE_URLS", value_delimiter = ',', value_parser = parse_service_url)]
     pub service_urls: Vec<(ServiceName, String)>,
+
+    /// This node's name: every saga-log record it writes says which node wrote it, and it
+    /// claims sagas under it. Default: the host name and the process id (`web-1-4242`), new in
+    /// every process. Two processes running at once must never share one.
+    #[arg(long, env = "SAGA_SHOP_NODE_ID", value_parser = parse_node_id)]
+    pub node_id: Option<String>,
 }
 
 impl Config {
+    /// [`Config::node_id`], or the host name and process id.
+    pub fn node_id(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .map(|h| h.trim().to_string())
+                .filter(|h| parse_node_id(h).is_ok())
+                .unwrap_or_else(|| "saga-shop".into());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+
     /// The connection limits of [`crate::connections`].
     pub fn limits(&self) -> crate::connections::Limits {
         crate::connections::Limits {
@@ -102,6 +121,17 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
     }
 }
 
+fn parse_node_id(s: &str) -> Result<String, String> {
+    let ok = (1..=64).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err("a node id is 1 to 64 letters, digits, '-', '_', '.' or ':'".into())
+    }
+}
+
 fn parse_service(s: &str) -> Result<ServiceName, String> {
     s.parse()
 }
@@ -114,4 +144,24 @@ fn parse_service_url(s: &str) -> Result<(ServiceName, String), String> {
         return Err(format!("{url:?} is not an http:// URL"));
     }
     Ok((name.parse()?, url.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_node_id_is_the_flag_or_the_host_and_process() {
+        let named = Config::parse_from(["saga-shop", "--node-id", "web-1"]);
+        assert_eq!(named.node_id(), "web-1");
+        let default = Config::parse_from(["saga-shop"]).node_id();
+        assert!(
+            default.ends_with(&format!("-{}", std::process::id())),
+            "{default}"
+        );
+        assert!(parse_node_id(&default).is_ok(), "{default}");
+        for bad in ["", "a b", "x;y", &"n".repeat(65)] {
+            assert!(parse_node_id(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -287,6 +287,7 @@ mod tests {
             at_ms: 0,
             step: step.map(str::to_string),
             attempt: Some(1),
+            node: None,
         }
     }
 

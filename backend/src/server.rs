@@ -215,6 +215,7 @@ async fn shop(
     let engine = Engine::with_shared_store(
         store,
         EngineConfig {
+            node_id: config.node_id(),
             lease,
             claim_every: lease / 3,
             ..EngineConfig::default()

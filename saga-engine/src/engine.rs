@@ -112,6 +112,7 @@ impl Engine {
             store.clone(),
             events.clone(),
             counters.clone(),
+            Arc::from(config.node_id.as_str()),
         ));
         Engine {
             inner: Arc::new(Inner {
@@ -614,6 +615,7 @@ mod tests {
             at_ms: now_ms(),
             step: None,
             attempt: None,
+            node: None,
         };
         store.append(&[started]).await.expect("appended");
         id

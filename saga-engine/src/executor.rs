@@ -88,6 +88,7 @@ impl SagaRun {
             at_ms: now_ms(),
             step: step.map(|i| self.definition.steps[i].name.to_string()),
             attempt,
+            node: Some(self.writer.node()),
         };
         self.progress.apply(&self.definition, &record)?;
         self.pending.push(record);

@@ -78,6 +78,8 @@ pub(crate) struct LogWriter {
     events: broadcast::Sender<Arc<Committed>>,
     counters: Arc<Counters>,
     queue: Arc<Mutex<Queue>>,
+    /// Written on every record: which node wrote it.
+    node: Arc<str>,
 }
 
 impl LogWriter {
@@ -85,13 +87,20 @@ impl LogWriter {
         store: Arc<dyn SagaStore>,
         events: broadcast::Sender<Arc<Committed>>,
         counters: Arc<Counters>,
+        node: Arc<str>,
     ) -> Self {
         LogWriter {
             store,
             events,
             counters,
             queue: Arc::default(),
+            node,
         }
+    }
+
+    /// The node this writer writes for.
+    pub(crate) fn node(&self) -> Arc<str> {
+        self.node.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// A saga's identity: a UUID, shown in its hyphenated form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -304,6 +305,10 @@ pub struct SagaRecord {
     pub step: Option<String>,
     /// Which attempt of the step's action or compensation, from 1.
     pub attempt: Option<u32>,
+    /// The node that wrote it ([`EngineConfig::node_id`](crate::EngineConfig::node_id)); `None`
+    /// in logs written before records named their node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<Arc<str>>,
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -281,6 +281,10 @@ pub struct SagaEvent {
     pub step: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
+    /// The node that wrote it (its `--node-id`); absent in records from before records named
+    /// their node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// Its `type` and `detail`: what happened, with that kind's fields (its output, its
     /// error, the order it started).
     #[serde(flatten)]
@@ -320,4 +324,7 @@ pub struct StepView {
     pub finished_at: Option<String>,
     #[cfg_attr(feature = "openapi", schema(required = true))]
     pub error: Option<String>,
+    /// The node that wrote the step's latest record: which node drove it last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }

@@ -408,6 +408,7 @@ mod tests {
                 at: format!("2026-12-06T12:00:00.{seq:03}Z"),
                 step: step.map(str::to_string),
                 attempt: Some(1),
+                node: None,
                 event,
             });
             self

@@ -29,6 +29,7 @@ impl Timeline {
                     started_at: None,
                     finished_at: None,
                     error: None,
+                    node: None,
                 })
                 .collect(),
             last_seq: 0,
@@ -62,6 +63,9 @@ impl Timeline {
             .as_deref()
             .and_then(|s| self.steps.iter().position(|v| v.step == s));
         let error = e.event.error().map(str::to_string);
+        if let (Some(i), Some(node)) = (index, &e.node) {
+            self.steps[i].node = Some(node.clone());
+        }
         match (&e.event, index) {
             (Event::SagaCompensated {} | Event::SagaStuck { .. }, _) => self.skip_pending(),
             (Event::StepStarted { .. }, Some(i)) => {
@@ -150,6 +154,7 @@ mod tests {
             at: format!("t{seq}"),
             step: step.map(str::to_string),
             attempt: Some(1),
+            node: None,
             event,
         }
     }

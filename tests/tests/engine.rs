@@ -318,6 +318,7 @@ async fn a_resumed_saga_whose_process_died_is_finished_by_recovery(backend: Back
         at_ms: log.last().map(|r| r.at_ms).unwrap_or_default() + 1,
         step: None,
         attempt: None,
+        node: None,
     };
     h.engine.store().append(&[resumed]).await.expect("logged");
     let summary = h.engine.store().saga(id).await.unwrap().unwrap();
@@ -687,6 +688,7 @@ fn bare_record(saga: &str, saga_id: SagaId, seq: u64, kind: Bare, at_ms: i64) ->
         at_ms,
         step: None,
         attempt: None,
+        node: None,
     }
 }
 
@@ -835,6 +837,26 @@ async fn the_list_comes_in_pages_newest_first(backend: Backend) {
     );
 }
 
+/// Every record names the node that wrote it, and the store gives the name back.
+async fn every_record_names_its_node(backend: Backend) {
+    let config = EngineConfig {
+        node_id: "node-under-test".into(),
+        ..EngineConfig::default()
+    };
+    let Some(h) = harness(backend, "record-node", config).await else {
+        return;
+    };
+    let log = h
+        .run_and_check(&FaultPlan::default().with(2, A::Fail))
+        .await;
+    assert!(log.len() > 4, "{log:?}");
+    assert!(
+        log.iter()
+            .all(|r| r.node.as_deref() == Some("node-under-test")),
+        "{log:?}"
+    );
+}
+
 macro_rules! engine_suite {
     ($($test:ident),* $(,)?) => {
         mod memory {
@@ -871,4 +893,5 @@ engine_suite!(
     a_subscriber_resumed_at_a_finished_sagas_end_gets_nothing_and_ends,
     a_thousand_concurrent_sagas_with_random_faults_end_as_their_faults_imply,
     a_run_whose_caller_stops_waiting_still_finishes,
+    every_record_names_its_node,
 );

@@ -969,3 +969,34 @@ async fn health_and_metrics() {
     assert!(text.contains("saga_step_duration_seconds_bucket{step=\"place_order\""));
     assert!(text.contains("sse_subscribers 0"));
 }
+
+/// Every record says which node wrote it (`--node-id`): in the event stream, in the saga's
+/// detail and in each step's view; a node id that is not a plain name is refused at start.
+#[tokio::test]
+async fn every_record_names_the_node_that_wrote_it() {
+    let server = ShopServer::start(&["--node-id", "shop-a"]).expect("start saga-shop");
+    let shop = Shop::new(&server.url);
+    let a = shop.buy(&order("KB-01", 1, json!({}))).await.unwrap();
+    let events = shop.finish(&a.saga_id).await.unwrap();
+    assert!(
+        events.iter().all(|e| e.node.as_deref() == Some("shop-a")),
+        "{events:?}"
+    );
+    let detail = shop.saga(&a.saga_id).await.unwrap();
+    assert!(
+        detail
+            .events
+            .iter()
+            .all(|e| e.node.as_deref() == Some("shop-a"))
+    );
+    assert!(
+        detail
+            .steps
+            .iter()
+            .all(|s| s.node.as_deref() == Some("shop-a")),
+        "{:?}",
+        detail.steps
+    );
+    let refused = ShopServer::start(&["--node-id", "a node; DROP TABLE"]);
+    assert!(refused.is_err(), "a node id with spaces is refused");
+}

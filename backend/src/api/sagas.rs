@@ -72,6 +72,7 @@ pub fn event(r: &SagaRecord) -> SagaEvent {
         at: rfc3339_millis(r.at_ms),
         step: r.step.clone(),
         attempt: r.attempt,
+        node: r.node.as_deref().map(str::to_string),
         event: wire_event(&r.kind),
     }
 }

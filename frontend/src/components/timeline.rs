@@ -528,10 +528,21 @@ fn lane(t: Shown, i: usize, step: &'static str) -> impl IntoView {
     let status = move || t.projection.with(|p| p.steps[i].status.to_string());
     let bars = move || t.shown.with(|shown| bars_of(shown, step));
     view! {
-        <li class=text(move || format!("lane {}", status())) data-testid=format!("step-{step}") data-status=text(status)>
+        <li class=text(move || format!("lane {}", status())) data-testid=format!("step-{step}") data-status=text(status)
+            data-node=text(move || t.projection.with(|p| p.steps[i].node.clone().unwrap_or_default()))>
             <div class="lane-label">
                 <span class="step-title">{words_of(step).map(|w| format!("{} · {}", w.service, w.action)).unwrap_or_default()}</span>
                 <code class="step-name">{step}</code>
+                <span class="lane-node">{text(move || t.projection.with(|p| {
+                    // Named only when several nodes drove this saga: a takeover is worth seeing.
+                    let mut nodes: Vec<&str> = p.steps.iter().filter_map(|s| s.node.as_deref()).collect();
+                    nodes.sort_unstable();
+                    nodes.dedup();
+                    match (&p.steps[i].node, nodes.len() > 1) {
+                        (Some(node), true) => format!("on node {node}"),
+                        _ => String::new(),
+                    }
+                }))}</span>
                 <span class="lane-status">{text(move || {
                     // A lane whose undo gave up is not refused like a declined card: it is
                     // what leaves the saga stuck.

@@ -256,6 +256,7 @@ mod tests {
             at_ms: 1_700_000_000_000 + seq as i64,
             step: None,
             attempt: None,
+            node: Some("memory-test".into()),
         }
     }
 

@@ -185,6 +185,7 @@ pub(crate) fn parse_record(
     step: Option<String>,
     attempt: Option<i64>,
     detail: &str,
+    node: Option<String>,
 ) -> Result<SagaRecord, StoreError> {
     Ok(SagaRecord {
         saga_id: saga_id
@@ -197,6 +198,7 @@ pub(crate) fn parse_record(
         at_ms,
         step,
         attempt: attempt.map(|a| a as u32),
+        node: node.map(std::sync::Arc::from),
     })
 }
 

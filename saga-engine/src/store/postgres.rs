@@ -122,8 +122,8 @@ impl PgStore {
             .map(detail_of)
             .collect::<Result<Vec<_>, _>>()?;
         let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-            "INSERT INTO saga_log (saga_id, seq, kind, at_ms, step, attempt, detail)
-             SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::text[])
+            "INSERT INTO saga_log (saga_id, seq, kind, at_ms, step, attempt, detail, node)
+             SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::text[], $8::text[])
              RETURNING saga_id, seq, position",
         )
         .bind(records.iter().map(|r| r.saga_id.to_string()).collect::<Vec<_>>())
@@ -133,6 +133,12 @@ impl PgStore {
         .bind(records.iter().map(|r| r.step.clone()).collect::<Vec<_>>())
         .bind(records.iter().map(|r| r.attempt.map(i64::from)).collect::<Vec<_>>())
         .bind(details)
+        .bind(
+            records
+                .iter()
+                .map(|r| r.node.as_deref().map(str::to_string))
+                .collect::<Vec<_>>(),
+        )
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -167,6 +173,7 @@ fn record_from_row(row: &PgRow) -> Result<SagaRecord, StoreError> {
         row.try_get("step")?,
         row.try_get("attempt")?,
         row.try_get("detail")?,
+        row.try_get("node")?,
     )
 }
 
@@ -194,7 +201,7 @@ impl SagaStore for PgStore {
         after_seq: u64,
     ) -> BoxFuture<'_, Result<Vec<SagaRecord>, StoreError>> {
         Box::pin(async move {
-            let rows = sqlx::query("SELECT position, saga_id, seq, kind, at_ms, step, attempt, detail FROM saga_log WHERE saga_id = $1 AND seq > $2 ORDER BY seq")
+            let rows = sqlx::query("SELECT position, saga_id, seq, kind, at_ms, step, attempt, detail, node FROM saga_log WHERE saga_id = $1 AND seq > $2 ORDER BY seq")
             .bind(saga_id.to_string())
             .bind(after_seq as i64)
             .fetch_all(&self.pool)
@@ -209,7 +216,7 @@ impl SagaStore for PgStore {
         limit: u32,
     ) -> BoxFuture<'_, Result<Vec<Committed>, StoreError>> {
         Box::pin(async move {
-            let rows = sqlx::query("SELECT position, saga_id, seq, kind, at_ms, step, attempt, detail FROM saga_log WHERE position > $1 ORDER BY position LIMIT $2")
+            let rows = sqlx::query("SELECT position, saga_id, seq, kind, at_ms, step, attempt, detail, node FROM saga_log WHERE position > $1 ORDER BY position LIMIT $2")
             .bind(after)
             .bind(i64::from(limit))
             .fetch_all(&self.pool)

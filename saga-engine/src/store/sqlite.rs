@@ -99,7 +99,7 @@ impl SqliteStore {
         let mut positions = Vec::with_capacity(records.len());
         for chunk in records.chunks(LOG_ROWS_PER_INSERT) {
             let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO saga_log (saga_id, seq, kind, at_ms, step, attempt, detail) ",
+                "INSERT INTO saga_log (saga_id, seq, kind, at_ms, step, attempt, detail, node) ",
             );
             let details = chunk.iter().map(detail_of).collect::<Result<Vec<_>, _>>()?;
             insert.push_values(chunk.iter().zip(details), |mut row, (r, detail)| {
@@ -109,7 +109,8 @@ impl SqliteStore {
                     .push_bind(r.at_ms)
                     .push_bind(r.step.clone())
                     .push_bind(r.attempt.map(i64::from))
-                    .push_bind(detail);
+                    .push_bind(detail)
+                    .push_bind(r.node.as_deref().map(str::to_string));
             });
             insert.push(" RETURNING position, saga_id, seq");
             // RETURNING's order is unspecified: match the rows back by (saga, seq).
@@ -147,6 +148,7 @@ fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<SagaRecord, StoreErr
         row.try_get("step")?,
         row.try_get("attempt")?,
         row.try_get("detail")?,
+        row.try_get("node")?,
     )
 }
 
@@ -174,7 +176,7 @@ impl SagaStore for SqliteStore {
         after_seq: u64,
     ) -> BoxFuture<'_, Result<Vec<SagaRecord>, StoreError>> {
         Box::pin(async move {
-            let rows = sqlx::query("SELECT position, saga_id, seq, kind, at_ms, step, attempt, detail FROM saga_log WHERE saga_id = ? AND seq > ? ORDER BY seq")
+            let rows = sqlx::query("SELECT position, saga_id, seq, kind, at_ms, step, attempt, detail, node FROM saga_log WHERE saga_id = ? AND seq > ? ORDER BY seq")
             .bind(saga_id.to_string())
             .bind(after_seq as i64)
             .fetch_all(&self.reader)
@@ -189,7 +191,7 @@ impl SagaStore for SqliteStore {
         limit: u32,
     ) -> BoxFuture<'_, Result<Vec<Committed>, StoreError>> {
         Box::pin(async move {
-            let rows = sqlx::query("SELECT position, saga_id, seq, kind, at_ms, step, attempt, detail FROM saga_log WHERE position > ? ORDER BY position LIMIT ?")
+            let rows = sqlx::query("SELECT position, saga_id, seq, kind, at_ms, step, attempt, detail, node FROM saga_log WHERE position > ? ORDER BY position LIMIT ?")
             .bind(after)
             .bind(i64::from(limit))
             .fetch_all(&self.reader)
@@ -320,6 +322,7 @@ mod tests {
             at_ms: now_ms(),
             step: None,
             attempt: None,
+            node: None,
         };
         store
             .append(&[started(SagaId::new())])
