@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use saga_shop_tests::browser::{Browser, with_screenshot_on_failure};
 use saga_shop_tests::server::ShopServer;
+use serde_json::json;
 
 const LONG: Duration = Duration::from_secs(40);
 
@@ -631,4 +632,112 @@ async fn shown_rows(b: &Browser) -> anyhow::Result<Vec<String>> {
 /// The fifty newest of `ids` (oldest first), newest first.
 fn newest_fifty(ids: &[String]) -> Vec<String> {
     ids.iter().rev().take(50).cloned().collect()
+}
+
+/// The text of the element with this `data-testid`, or `None` while there is none.
+async fn text_of(b: &Browser, testid: &str) -> anyhow::Result<Option<String>> {
+    let css = format!("[data-testid=\"{testid}\"]");
+    match b.client.find(fantoccini::Locator::Css(&css)).await {
+        Ok(el) => Ok(Some(el.text().await?)),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Wait until the element with this `data-testid` says what `want` accepts (`None`: it is
+/// gone); returns what it said last.
+async fn wait_text(
+    b: &Browser,
+    testid: &str,
+    want: impl Fn(Option<&str>) -> bool,
+) -> anyhow::Result<Option<String>> {
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let seen = text_of(b, testid).await?;
+        if want(seen.as_deref()) {
+            return Ok(seen);
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "{testid} still says {seen:?} after {LONG:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A copy of the built page whose bundle never finishes loading (its module waits forever),
+/// or fails to start (`fails`): what a person on a slow or broken link sees.
+fn page_without_bundle(fails: bool) -> std::path::PathBuf {
+    let built = saga_shop_tests::server::static_dir();
+    let dir = saga_shop_tests::server::scratch_dir("page-without-bundle");
+    let pkg = dir.join("pkg");
+    std::fs::create_dir_all(&pkg).expect("scratch pkg");
+    for file in ["index.html", "style.css", "favicon.svg"] {
+        std::fs::copy(built.join(file), dir.join(file)).expect("copy the page");
+    }
+    let js = if fails {
+        "export default async function () { throw new Error('no wasm'); }"
+    } else {
+        "await new Promise(() => {}); export default function () {}"
+    };
+    std::fs::write(pkg.join("saga_shop_frontend.js"), js).expect("write the bundle");
+    dir
+}
+
+#[tokio::test]
+async fn the_page_frame_shows_before_the_bundle_runs_and_gives_way_to_the_shop() {
+    let browser = Browser::start().await.expect("start Chromium");
+    let r = with_screenshot_on_failure(&browser, "page_frame", || async {
+        let b = &browser;
+        b.client.set_window_size(1280, 800).await?;
+        // The bundle still on its way: the header and the frame, styled by the page itself.
+        let loading = ShopServer::start_serving(&page_without_bundle(false), &[])?;
+        b.client.goto(&loading.url).await?;
+        let frame = b.wait_testid("page-frame", LONG).await?.text().await?;
+        anyhow::ensure!(frame == "Loading the shop…", "{frame}");
+        let header = b
+            .client
+            .execute(
+                "const h = document.querySelector('header.top'); \
+                 return [h.innerText, getComputedStyle(h).backgroundColor]",
+                vec![],
+            )
+            .await?;
+        anyhow::ensure!(
+            header[0]
+                .as_str()
+                .is_some_and(|t| t.starts_with("Saga shop"))
+                && header[1] == "rgb(17, 24, 43)",
+            "{header}"
+        );
+        b.screenshot("page-frame-loading-1280").await?;
+        // A bundle that cannot start: the frame says so instead of loading forever.
+        let broken = ShopServer::start_serving(&page_without_bundle(true), &[])?;
+        b.client.goto(&broken.url).await?;
+        let said = wait_text(b, "page-frame", |t| {
+            t.is_some_and(|t| t.contains("could not"))
+        })
+        .await?;
+        anyhow::ensure!(
+            said.as_deref()
+                == Some("The shop could not be loaded. Check the connection and reload the page."),
+            "{said:?}"
+        );
+        // The real bundle: the shop takes the frame's place, with one header.
+        let shop = ShopServer::start(&[])?;
+        b.client.goto(&shop.url).await?;
+        b.wait_testid("add-KB-01", LONG).await?;
+        let left = b
+            .client
+            .execute(
+                "return [document.querySelectorAll('[data-testid=page-frame], #frame').length, \
+                 document.querySelectorAll('header.top').length]",
+                vec![],
+            )
+            .await?;
+        anyhow::ensure!(left == json!([0, 1]), "frame and headers: {left}");
+        Ok(())
+    })
+    .await;
+    browser.close().await;
+    r.unwrap();
 }
