@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use saga_shop_tests::browser::{Browser, with_screenshot_on_failure};
 use saga_shop_tests::server::ShopServer;
+use saga_shop_tests::shop::{Shop, order};
 use serde_json::json;
 
 const LONG: Duration = Duration::from_secs(40);
@@ -228,10 +229,19 @@ async fn an_unserved_country_compensates_three_steps_and_makes_the_readme_screen
 
 #[tokio::test]
 async fn insufficient_stock_fails_the_first_step_and_skips_the_rest() {
-    scenario("out_of_stock", |b, _| async move {
+    scenario("out_of_stock", |b, url| async move {
         let r = async {
+            // The cart takes no more than the stock the page shows (4)...
             b.click("add-DS-08").await?;
-            b.fill("qty-DS-08", "5").await?; // 4 in stock
+            b.fill("qty-DS-08", "4").await?;
+            // ...but someone else buys two before this Buy: the stock shown is stale.
+            let shop = Shop::new(&url);
+            let other = shop.buy(&order("DS-08", 2, json!({}))).await?;
+            shop.finish(&other.saga_id).await?;
+            anyhow::ensure!(
+                shop.stock("DS-08").await? == 2,
+                "the other purchase took two"
+            );
             b.click("buy").await?;
             b.wait_attr("timeline", "data-status", "compensated", LONG)
                 .await?;
@@ -662,6 +672,59 @@ async fn wait_text(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Scroll the element with this `data-testid` to the middle of the window (for a screenshot).
+async fn show(b: &Browser, testid: &str) -> anyhow::Result<()> {
+    let el = b.wait_testid(testid, LONG).await?;
+    b.client
+        .execute(
+            "arguments[0].scrollIntoView({ block: 'center' })",
+            vec![serde_json::to_value(&el)?],
+        )
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_cart_holds_no_more_than_the_stock_and_says_so() {
+    scenario("cart_stock", |b, _| async move {
+        let r = async {
+            b.client.set_window_size(1280, 800).await?;
+            // The standing desk: 4 in stock. A fifth Add adds nothing.
+            for _ in 0..5 {
+                b.click("add-DS-08").await?;
+            }
+            let qty = b.wait_testid("qty-DS-08", LONG).await?;
+            anyhow::ensure!(
+                qty.prop("value").await?.as_deref() == Some("4"),
+                "{:?}",
+                qty.prop("value").await?
+            );
+            let note =
+                wait_text(&b, "stock-note-DS-08", |t| t.is_some_and(|t| !t.is_empty())).await?;
+            anyhow::ensure!(note.as_deref() == Some("only 4 in stock"), "{note:?}");
+            show(&b, "stock-note-DS-08").await?;
+            b.screenshot("cart-at-stock-1280").await?;
+            // Typed past it: back to the stock.
+            b.fill("qty-DS-08", "9").await?;
+            let qty = b.wait_testid("qty-DS-08", LONG).await?;
+            anyhow::ensure!(
+                qty.prop("value").await?.as_deref() == Some("4"),
+                "{:?}",
+                qty.prop("value").await?
+            );
+            // Under it: nothing to say.
+            b.fill("qty-DS-08", "2").await?;
+            wait_text(&b, "stock-note-DS-08", |t| t == Some("")).await?;
+            let total = b.wait_testid("cart-total", LONG).await?.text().await?;
+            anyhow::ensure!(total == "€1204.97", "{total}");
+            Ok(())
+        }
+        .await;
+        (b, r)
+    })
+    .await;
 }
 
 /// A copy of the built page whose bundle never finishes loading (its module waits forever),
