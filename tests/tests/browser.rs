@@ -644,6 +644,18 @@ fn newest_fifty(ids: &[String]) -> Vec<String> {
     ids.iter().rev().take(50).cloned().collect()
 }
 
+/// The `data-testid` of the element that has the focus, if it has one.
+async fn focused(b: &Browser) -> anyhow::Result<String> {
+    let id = b
+        .client
+        .execute(
+            "return document.activeElement && document.activeElement.dataset.testid || ''",
+            vec![],
+        )
+        .await?;
+    Ok(id.as_str().unwrap_or_default().to_string())
+}
+
 /// The text of the element with this `data-testid`, or `None` while there is none.
 async fn text_of(b: &Browser, testid: &str) -> anyhow::Result<Option<String>> {
     let css = format!("[data-testid=\"{testid}\"]");
@@ -686,6 +698,136 @@ async fn show(b: &Browser, testid: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An alert that is always there but empty is noise to a screen reader: alerts exist only
+/// while they have something to say.
+async fn no_empty_alerts(b: &Browser) -> anyhow::Result<()> {
+    let empty = b
+        .client
+        .execute(
+            "return [...document.querySelectorAll('[role=alert]')] \
+             .filter(e => !e.textContent.trim()).map(e => e.outerHTML)",
+            vec![],
+        )
+        .await?;
+    anyhow::ensure!(
+        empty.as_array().is_some_and(Vec::is_empty),
+        "empty alerts: {empty}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_invalid_buy_counts_the_fields_to_fix_and_focuses_the_first() {
+    scenario("invalid_buy", |b, _| async move {
+        let r = async {
+            b.client.set_window_size(1280, 800).await?;
+            b.click("add-KB-01").await?;
+            no_empty_alerts(&b).await?;
+            b.fill("field-email", "not-an-email").await?;
+            b.fill("field-card_number", "4242 4242 4242 4241").await?;
+            b.click("buy").await?;
+            let said = wait_text(&b, "form-problems", |t| t.is_some()).await?;
+            anyhow::ensure!(
+                said.as_deref() == Some("2 fields need fixing: Email, Card number."),
+                "{said:?}"
+            );
+            anyhow::ensure!(
+                focused(&b).await? == "field-email",
+                "the focus is on {:?}",
+                focused(&b).await?
+            );
+            b.screenshot("invalid-buy-focus-1280").await?;
+            show(&b, "buy").await?;
+            b.screenshot("invalid-buy-count-1280").await?;
+            // Each fix takes its line away at once, and the count follows.
+            b.fill("field-email", "ada@example.com").await?;
+            let said = wait_text(&b, "form-problems", |t| t.is_some_and(|t| t.starts_with("1 ")))
+                .await?;
+            anyhow::ensure!(
+                said.as_deref() == Some("1 field needs fixing: Card number."),
+                "{said:?}"
+            );
+            let email_error = b.wait_testid("field-email", LONG).await?.attr("aria-invalid").await?;
+            anyhow::ensure!(email_error.as_deref() == Some("false"), "{email_error:?}");
+            b.click("buy").await?;
+            anyhow::ensure!(
+                focused(&b).await? == "field-card_number",
+                "the focus is on {:?}",
+                focused(&b).await?
+            );
+            b.fill("field-card_number", "4242 4242 4242 4242").await?;
+            wait_text(&b, "form-problems", |t| t.is_none()).await?;
+            let invalid = b
+                .client
+                .execute("return document.querySelectorAll('.field.invalid, [aria-invalid=true]').length", vec![])
+                .await?;
+            anyhow::ensure!(invalid.as_u64() == Some(0), "{invalid} fields still marked");
+            no_empty_alerts(&b).await?;
+            anyhow::ensure!(b.client.current_url().await?.path() == "/", "no saga yet");
+            Ok(())
+        }
+        .await;
+        (b, r)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_message_goes_as_soon_as_its_cause_does() {
+    scenario("stale_messages", |b, _| async move {
+        let r = async {
+            b.client.set_window_size(1280, 800).await?;
+            // An empty cart: said beside Buy until a product is added.
+            b.click("buy").await?;
+            let said = wait_text(&b, "form-problems", |t| t.is_some()).await?;
+            anyhow::ensure!(
+                said.as_deref() == Some("The cart is empty: add a product first."),
+                "{said:?}"
+            );
+            b.click("add-KB-01").await?;
+            wait_text(&b, "form-problems", |t| t.is_none()).await?;
+            // A refusal of the purchase (this server takes no crash faults) lasts until the
+            // purchase changes...
+            b.select("fault-process_payment", "crash").await?;
+            b.click("buy").await?;
+            let said = wait_text(&b, "order-error", |t| t.is_some()).await?;
+            anyhow::ensure!(
+                said.as_deref()
+                    .is_some_and(|t| t.contains("crash fault is off")),
+                "{said:?}"
+            );
+            no_empty_alerts(&b).await?;
+            b.click("add-MS-02").await?;
+            wait_text(&b, "order-error", |t| t.is_none()).await?;
+            // ...or the next attempt, whatever it brings.
+            b.click("buy").await?;
+            wait_text(&b, "order-error", |t| t.is_some()).await?;
+            b.select("fault-process_payment", "none").await?;
+            b.click("buy").await?;
+            b.wait_testid("timeline", LONG).await?;
+            wait_text(&b, "order-error", |t| t.is_none()).await?;
+            let placed =
+                wait_text(&b, "order-placed", |t| t.is_some_and(|t| !t.is_empty())).await?;
+            anyhow::ensure!(
+                placed
+                    .as_deref()
+                    .is_some_and(|t| t.starts_with("Order ord_")),
+                "{placed:?}"
+            );
+            // The cart emptied by the purchase is no problem: nothing is said of it.
+            anyhow::ensure!(
+                text_of(&b, "form-problems").await?.is_none(),
+                "a stale problem"
+            );
+            no_empty_alerts(&b).await?;
+            Ok(())
+        }
+        .await;
+        (b, r)
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn the_cart_holds_no_more_than_the_stock_and_says_so() {
     scenario("cart_stock", |b, _| async move {
@@ -719,6 +861,91 @@ async fn the_cart_holds_no_more_than_the_stock_and_says_so() {
             wait_text(&b, "stock-note-DS-08", |t| t == Some("")).await?;
             let total = b.wait_testid("cart-total", LONG).await?.text().await?;
             anyhow::ensure!(total == "€1204.97", "{total}");
+            Ok(())
+        }
+        .await;
+        (b, r)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn armed_faults_are_said_beside_buy_and_disarmed_by_a_purchase_unless_kept() {
+    scenario("armed_faults", |b, _| async move {
+        let r = async {
+            b.client.set_window_size(1280, 800).await?;
+            anyhow::ensure!(
+                text_of(&b, "faults-armed").await?.is_none(),
+                "nothing armed yet"
+            );
+            b.select("fault-process_payment", "fail").await?;
+            b.select("fault-ship_order", "timeout").await?;
+            let said = wait_text(&b, "faults-armed", |t| {
+                t.is_some_and(|t| t.contains("shipping"))
+            })
+            .await?;
+            anyhow::ensure!(
+                said.as_deref() == Some("Faults armed: payment declines; shipping times out"),
+                "{said:?}"
+            );
+            b.click("add-KB-01").await?;
+            show(&b, "buy").await?;
+            b.screenshot("faults-armed-1280").await?;
+            b.click("buy").await?;
+            b.wait_testid("timeline", LONG).await?;
+            // Bought: the next purchase is a plain one again, and the pickers say so.
+            wait_text(&b, "faults-armed", |t| t.is_none()).await?;
+            for step in ["process_payment", "ship_order"] {
+                let picker = b.wait_testid(&format!("fault-{step}"), LONG).await?;
+                let value = picker.prop("value").await?;
+                anyhow::ensure!(value.as_deref() == Some("none"), "{step}: {value:?}");
+            }
+            // Kept: they stay armed for the purchase after.
+            b.select("fault-create_invoice", "transient").await?;
+            let said = wait_text(&b, "faults-armed", |t| t.is_some()).await?;
+            anyhow::ensure!(
+                said.as_deref() == Some("Faults armed: the invoice fails 2 times, then succeeds"),
+                "{said:?}"
+            );
+            b.click("faults-pin").await?;
+            let first = b
+                .wait_testid("timeline", LONG)
+                .await?
+                .attr("data-saga-id")
+                .await?;
+            b.click("add-KB-01").await?;
+            b.click("buy").await?;
+            let deadline = std::time::Instant::now() + LONG;
+            loop {
+                let path = b.client.current_url().await?.path().to_string();
+                if first
+                    .as_deref()
+                    .is_some_and(|f| path.starts_with("/sagas/") && !path.ends_with(f))
+                {
+                    break;
+                }
+                anyhow::ensure!(std::time::Instant::now() < deadline, "no new saga: {path}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            b.wait_attr("timeline", "data-status", "completed", LONG)
+                .await?;
+            let said = text_of(&b, "faults-armed").await?;
+            anyhow::ensure!(
+                said.as_deref() == Some("Faults armed: the invoice fails 2 times, then succeeds"),
+                "{said:?}"
+            );
+            let value = b
+                .wait_testid("fault-create_invoice", LONG)
+                .await?
+                .prop("value")
+                .await?;
+            anyhow::ensure!(value.as_deref() == Some("transient"), "{value:?}");
+            let pinned = b
+                .wait_testid("faults-pin", LONG)
+                .await?
+                .prop("checked")
+                .await?;
+            anyhow::ensure!(pinned.as_deref() == Some("true"), "{pinned:?}");
             Ok(())
         }
         .await;
