@@ -14,5 +14,10 @@ fn main() {
     std::panic::set_hook(Box::new(|info| {
         leptos::logging::error!("{info}");
     }));
+    // `index.html` shows a frame of the page while this bundle loads; the app takes its place
+    // in the same task, so no frame is painted with neither or both.
+    if let Some(frame) = leptos::prelude::document().get_element_by_id("frame") {
+        frame.remove();
+    }
     leptos::mount::mount_to_body(app::App);
 }

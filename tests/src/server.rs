@@ -68,7 +68,13 @@ impl ShopServer {
 
     /// Start on the databases in `dir` (to restart a server on the same files).
     pub fn start_in(dir: PathBuf, extra_args: &[&str]) -> anyhow::Result<Self> {
-        Self::spawn(dir, extra_args, None)
+        Self::spawn(dir, &static_dir(), extra_args, None)
+    }
+
+    /// Start on a fresh database, serving the page's files from `static_dir` instead of the
+    /// built page (a page whose bundle never loads, say).
+    pub fn start_serving(static_dir: &Path, extra_args: &[&str]) -> anyhow::Result<Self> {
+        Self::spawn(scratch_dir("shop"), static_dir, extra_args, None)
     }
 
     /// Start again on the databases in `dir` at the address `url` of a server that has
@@ -78,22 +84,28 @@ impl ShopServer {
             .trim_start_matches("http://")
             .trim_end_matches('/')
             .to_string();
-        Self::spawn_at(dir, &addr, extra_args, None)
+        Self::spawn_at(dir, &addr, &static_dir(), extra_args, None)
     }
 
     /// Start on a fresh database, logging at `filter` (`RUST_LOG`), with its log kept for
     /// [`ShopServer::stop_and_read_log`].
     pub fn start_logged(extra_args: &[&str], filter: &str) -> anyhow::Result<Self> {
-        Self::spawn(scratch_dir("shop"), extra_args, Some(filter))
+        Self::spawn(scratch_dir("shop"), &static_dir(), extra_args, Some(filter))
     }
 
-    fn spawn(dir: PathBuf, extra_args: &[&str], log_filter: Option<&str>) -> anyhow::Result<Self> {
-        Self::spawn_at(dir, "127.0.0.1:0", extra_args, log_filter)
+    fn spawn(
+        dir: PathBuf,
+        static_dir: &Path,
+        extra_args: &[&str],
+        log_filter: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        Self::spawn_at(dir, "127.0.0.1:0", static_dir, extra_args, log_filter)
     }
 
     fn spawn_at(
         dir: PathBuf,
         listen: &str,
+        static_dir: &Path,
         extra_args: &[&str],
         log_filter: Option<&str>,
     ) -> anyhow::Result<Self> {
@@ -101,7 +113,7 @@ impl ShopServer {
         let mut command = Command::new(server_binary()?);
         command
             .args(["--listen", listen, "--database", &db, "--static-dir"])
-            .arg(static_dir())
+            .arg(static_dir)
             .args(extra_args)
             .stdout(Stdio::piped());
         match log_filter {

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use saga_shop_tests::browser::{Browser, with_screenshot_on_failure};
 use saga_shop_tests::server::ShopServer;
+use saga_shop_tests::shop::{Shop, order};
+use serde_json::json;
 
 const LONG: Duration = Duration::from_secs(40);
 
@@ -241,10 +243,19 @@ async fn an_unserved_country_compensates_three_steps_and_makes_the_readme_screen
 
 #[tokio::test]
 async fn insufficient_stock_fails_the_first_step_and_skips_the_rest() {
-    scenario("out_of_stock", |b, _| async move {
+    scenario("out_of_stock", |b, url| async move {
         let r = async {
+            // The cart takes no more than the stock the page shows (4)...
             b.click("add-DS-08").await?;
-            b.fill("qty-DS-08", "5").await?; // 4 in stock
+            b.fill("qty-DS-08", "4").await?;
+            // ...but someone else buys two before this Buy: the stock shown is stale.
+            let shop = Shop::new(&url);
+            let other = shop.buy(&order("DS-08", 2, json!({}))).await?;
+            shop.finish(&other.saga_id).await?;
+            anyhow::ensure!(
+                shop.stock("DS-08").await? == 2,
+                "the other purchase took two"
+            );
             b.click("buy").await?;
             b.wait_attr("timeline", "data-status", "compensated", LONG)
                 .await?;
@@ -757,4 +768,392 @@ async fn shown_rows(b: &Browser) -> anyhow::Result<Vec<String>> {
 /// The fifty newest of `ids` (oldest first), newest first.
 fn newest_fifty(ids: &[String]) -> Vec<String> {
     ids.iter().rev().take(50).cloned().collect()
+}
+
+/// The `data-testid` of the element that has the focus, if it has one.
+async fn focused(b: &Browser) -> anyhow::Result<String> {
+    let id = b
+        .client
+        .execute(
+            "return document.activeElement && document.activeElement.dataset.testid || ''",
+            vec![],
+        )
+        .await?;
+    Ok(id.as_str().unwrap_or_default().to_string())
+}
+
+/// The text of the element with this `data-testid`, or `None` while there is none.
+async fn text_of(b: &Browser, testid: &str) -> anyhow::Result<Option<String>> {
+    let css = format!("[data-testid=\"{testid}\"]");
+    match b.client.find(fantoccini::Locator::Css(&css)).await {
+        Ok(el) => Ok(Some(el.text().await?)),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Wait until the element with this `data-testid` says what `want` accepts (`None`: it is
+/// gone); returns what it said last.
+async fn wait_text(
+    b: &Browser,
+    testid: &str,
+    want: impl Fn(Option<&str>) -> bool,
+) -> anyhow::Result<Option<String>> {
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let seen = text_of(b, testid).await?;
+        if want(seen.as_deref()) {
+            return Ok(seen);
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "{testid} still says {seen:?} after {LONG:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Scroll the element with this `data-testid` to the middle of the window (for a screenshot).
+async fn show(b: &Browser, testid: &str) -> anyhow::Result<()> {
+    let el = b.wait_testid(testid, LONG).await?;
+    b.client
+        .execute(
+            "arguments[0].scrollIntoView({ block: 'center' })",
+            vec![serde_json::to_value(&el)?],
+        )
+        .await?;
+    Ok(())
+}
+
+/// An alert that is always there but empty is noise to a screen reader: alerts exist only
+/// while they have something to say.
+async fn no_empty_alerts(b: &Browser) -> anyhow::Result<()> {
+    let empty = b
+        .client
+        .execute(
+            "return [...document.querySelectorAll('[role=alert]')] \
+             .filter(e => !e.textContent.trim()).map(e => e.outerHTML)",
+            vec![],
+        )
+        .await?;
+    anyhow::ensure!(
+        empty.as_array().is_some_and(Vec::is_empty),
+        "empty alerts: {empty}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_invalid_buy_counts_the_fields_to_fix_and_focuses_the_first() {
+    scenario("invalid_buy", |b, _| async move {
+        let r = async {
+            b.client.set_window_size(1280, 800).await?;
+            b.click("add-KB-01").await?;
+            no_empty_alerts(&b).await?;
+            b.fill("field-email", "not-an-email").await?;
+            b.fill("field-card_number", "4242 4242 4242 4241").await?;
+            b.click("buy").await?;
+            let said = wait_text(&b, "form-problems", |t| t.is_some()).await?;
+            anyhow::ensure!(
+                said.as_deref() == Some("2 fields need fixing: Email, Card number."),
+                "{said:?}"
+            );
+            anyhow::ensure!(
+                focused(&b).await? == "field-email",
+                "the focus is on {:?}",
+                focused(&b).await?
+            );
+            b.screenshot("invalid-buy-focus-1280").await?;
+            show(&b, "buy").await?;
+            b.screenshot("invalid-buy-count-1280").await?;
+            // Each fix takes its line away at once, and the count follows.
+            b.fill("field-email", "ada@example.com").await?;
+            let said = wait_text(&b, "form-problems", |t| t.is_some_and(|t| t.starts_with("1 ")))
+                .await?;
+            anyhow::ensure!(
+                said.as_deref() == Some("1 field needs fixing: Card number."),
+                "{said:?}"
+            );
+            let email_error = b.wait_testid("field-email", LONG).await?.attr("aria-invalid").await?;
+            anyhow::ensure!(email_error.as_deref() == Some("false"), "{email_error:?}");
+            b.click("buy").await?;
+            anyhow::ensure!(
+                focused(&b).await? == "field-card_number",
+                "the focus is on {:?}",
+                focused(&b).await?
+            );
+            b.fill("field-card_number", "4242 4242 4242 4242").await?;
+            wait_text(&b, "form-problems", |t| t.is_none()).await?;
+            let invalid = b
+                .client
+                .execute("return document.querySelectorAll('.field.invalid, [aria-invalid=true]').length", vec![])
+                .await?;
+            anyhow::ensure!(invalid.as_u64() == Some(0), "{invalid} fields still marked");
+            no_empty_alerts(&b).await?;
+            anyhow::ensure!(b.client.current_url().await?.path() == "/", "no saga yet");
+            Ok(())
+        }
+        .await;
+        (b, r)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_message_goes_as_soon_as_its_cause_does() {
+    scenario("stale_messages", |b, _| async move {
+        let r = async {
+            b.client.set_window_size(1280, 800).await?;
+            // An empty cart: said beside Buy until a product is added.
+            b.click("buy").await?;
+            let said = wait_text(&b, "form-problems", |t| t.is_some()).await?;
+            anyhow::ensure!(
+                said.as_deref() == Some("The cart is empty: add a product first."),
+                "{said:?}"
+            );
+            b.click("add-KB-01").await?;
+            wait_text(&b, "form-problems", |t| t.is_none()).await?;
+            // A refusal of the purchase (this server takes no crash faults) lasts until the
+            // purchase changes...
+            b.select("fault-process_payment", "crash").await?;
+            b.click("buy").await?;
+            let said = wait_text(&b, "order-error", |t| t.is_some()).await?;
+            anyhow::ensure!(
+                said.as_deref()
+                    .is_some_and(|t| t.contains("crash fault is off")),
+                "{said:?}"
+            );
+            no_empty_alerts(&b).await?;
+            b.click("add-MS-02").await?;
+            wait_text(&b, "order-error", |t| t.is_none()).await?;
+            // ...or the next attempt, whatever it brings.
+            b.click("buy").await?;
+            wait_text(&b, "order-error", |t| t.is_some()).await?;
+            b.select("fault-process_payment", "none").await?;
+            b.click("buy").await?;
+            b.wait_testid("timeline", LONG).await?;
+            wait_text(&b, "order-error", |t| t.is_none()).await?;
+            let placed =
+                wait_text(&b, "order-placed", |t| t.is_some_and(|t| !t.is_empty())).await?;
+            anyhow::ensure!(
+                placed
+                    .as_deref()
+                    .is_some_and(|t| t.starts_with("Order ord_")),
+                "{placed:?}"
+            );
+            // The cart emptied by the purchase is no problem: nothing is said of it.
+            anyhow::ensure!(
+                text_of(&b, "form-problems").await?.is_none(),
+                "a stale problem"
+            );
+            no_empty_alerts(&b).await?;
+            Ok(())
+        }
+        .await;
+        (b, r)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_cart_holds_no_more_than_the_stock_and_says_so() {
+    scenario("cart_stock", |b, _| async move {
+        let r = async {
+            b.client.set_window_size(1280, 800).await?;
+            // The standing desk: 4 in stock. A fifth Add adds nothing.
+            for _ in 0..5 {
+                b.click("add-DS-08").await?;
+            }
+            let qty = b.wait_testid("qty-DS-08", LONG).await?;
+            anyhow::ensure!(
+                qty.prop("value").await?.as_deref() == Some("4"),
+                "{:?}",
+                qty.prop("value").await?
+            );
+            let note =
+                wait_text(&b, "stock-note-DS-08", |t| t.is_some_and(|t| !t.is_empty())).await?;
+            anyhow::ensure!(note.as_deref() == Some("only 4 in stock"), "{note:?}");
+            show(&b, "stock-note-DS-08").await?;
+            b.screenshot("cart-at-stock-1280").await?;
+            // Typed past it: back to the stock.
+            b.fill("qty-DS-08", "9").await?;
+            let qty = b.wait_testid("qty-DS-08", LONG).await?;
+            anyhow::ensure!(
+                qty.prop("value").await?.as_deref() == Some("4"),
+                "{:?}",
+                qty.prop("value").await?
+            );
+            // Under it: nothing to say.
+            b.fill("qty-DS-08", "2").await?;
+            wait_text(&b, "stock-note-DS-08", |t| t == Some("")).await?;
+            let total = b.wait_testid("cart-total", LONG).await?.text().await?;
+            anyhow::ensure!(total == "€1204.97", "{total}");
+            Ok(())
+        }
+        .await;
+        (b, r)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn armed_faults_are_said_beside_buy_and_disarmed_by_a_purchase_unless_kept() {
+    scenario("armed_faults", |b, _| async move {
+        let r = async {
+            b.client.set_window_size(1280, 800).await?;
+            anyhow::ensure!(
+                text_of(&b, "faults-armed").await?.is_none(),
+                "nothing armed yet"
+            );
+            b.select("fault-process_payment", "fail").await?;
+            b.select("fault-ship_order", "timeout").await?;
+            let said = wait_text(&b, "faults-armed", |t| {
+                t.is_some_and(|t| t.contains("shipping"))
+            })
+            .await?;
+            anyhow::ensure!(
+                said.as_deref() == Some("Faults armed: payment declines; shipping times out"),
+                "{said:?}"
+            );
+            b.click("add-KB-01").await?;
+            show(&b, "buy").await?;
+            b.screenshot("faults-armed-1280").await?;
+            b.click("buy").await?;
+            b.wait_testid("timeline", LONG).await?;
+            // Bought: the next purchase is a plain one again, and the pickers say so.
+            wait_text(&b, "faults-armed", |t| t.is_none()).await?;
+            for step in ["process_payment", "ship_order"] {
+                let picker = b.wait_testid(&format!("fault-{step}"), LONG).await?;
+                let value = picker.prop("value").await?;
+                anyhow::ensure!(value.as_deref() == Some("none"), "{step}: {value:?}");
+            }
+            // Kept: they stay armed for the purchase after.
+            b.select("fault-create_invoice", "transient").await?;
+            let said = wait_text(&b, "faults-armed", |t| t.is_some()).await?;
+            anyhow::ensure!(
+                said.as_deref() == Some("Faults armed: the invoice fails 2 times, then succeeds"),
+                "{said:?}"
+            );
+            b.click("faults-pin").await?;
+            let first = b
+                .wait_testid("timeline", LONG)
+                .await?
+                .attr("data-saga-id")
+                .await?;
+            b.click("add-KB-01").await?;
+            b.click("buy").await?;
+            let deadline = std::time::Instant::now() + LONG;
+            loop {
+                let path = b.client.current_url().await?.path().to_string();
+                if first
+                    .as_deref()
+                    .is_some_and(|f| path.starts_with("/sagas/") && !path.ends_with(f))
+                {
+                    break;
+                }
+                anyhow::ensure!(std::time::Instant::now() < deadline, "no new saga: {path}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            b.wait_attr("timeline", "data-status", "completed", LONG)
+                .await?;
+            let said = text_of(&b, "faults-armed").await?;
+            anyhow::ensure!(
+                said.as_deref() == Some("Faults armed: the invoice fails 2 times, then succeeds"),
+                "{said:?}"
+            );
+            let value = b
+                .wait_testid("fault-create_invoice", LONG)
+                .await?
+                .prop("value")
+                .await?;
+            anyhow::ensure!(value.as_deref() == Some("transient"), "{value:?}");
+            let pinned = b
+                .wait_testid("faults-pin", LONG)
+                .await?
+                .prop("checked")
+                .await?;
+            anyhow::ensure!(pinned.as_deref() == Some("true"), "{pinned:?}");
+            Ok(())
+        }
+        .await;
+        (b, r)
+    })
+    .await;
+}
+
+/// A copy of the built page whose bundle never finishes loading (its module waits forever),
+/// or fails to start (`fails`): what a person on a slow or broken link sees.
+fn page_without_bundle(fails: bool) -> std::path::PathBuf {
+    let built = saga_shop_tests::server::static_dir();
+    let dir = saga_shop_tests::server::scratch_dir("page-without-bundle");
+    let pkg = dir.join("pkg");
+    std::fs::create_dir_all(&pkg).expect("scratch pkg");
+    for file in ["index.html", "style.css", "favicon.svg"] {
+        std::fs::copy(built.join(file), dir.join(file)).expect("copy the page");
+    }
+    let js = if fails {
+        "export default async function () { throw new Error('no wasm'); }"
+    } else {
+        "await new Promise(() => {}); export default function () {}"
+    };
+    std::fs::write(pkg.join("saga_shop_frontend.js"), js).expect("write the bundle");
+    dir
+}
+
+#[tokio::test]
+async fn the_page_frame_shows_before_the_bundle_runs_and_gives_way_to_the_shop() {
+    let browser = Browser::start().await.expect("start Chromium");
+    let r = with_screenshot_on_failure(&browser, "page_frame", || async {
+        let b = &browser;
+        b.client.set_window_size(1280, 800).await?;
+        // The bundle still on its way: the header and the frame, styled by the page itself.
+        let loading = ShopServer::start_serving(&page_without_bundle(false), &[])?;
+        b.client.goto(&loading.url).await?;
+        let frame = b.wait_testid("page-frame", LONG).await?.text().await?;
+        anyhow::ensure!(frame == "Loading the shop…", "{frame}");
+        let header = b
+            .client
+            .execute(
+                "const h = document.querySelector('header.top'); \
+                 return [h.innerText, getComputedStyle(h).backgroundColor]",
+                vec![],
+            )
+            .await?;
+        anyhow::ensure!(
+            header[0]
+                .as_str()
+                .is_some_and(|t| t.starts_with("Saga shop"))
+                && header[1] == "rgb(17, 24, 43)",
+            "{header}"
+        );
+        b.screenshot("page-frame-loading-1280").await?;
+        // A bundle that cannot start: the frame says so instead of loading forever.
+        let broken = ShopServer::start_serving(&page_without_bundle(true), &[])?;
+        b.client.goto(&broken.url).await?;
+        let said = wait_text(b, "page-frame", |t| {
+            t.is_some_and(|t| t.contains("could not"))
+        })
+        .await?;
+        anyhow::ensure!(
+            said.as_deref()
+                == Some("The shop could not be loaded. Check the connection and reload the page."),
+            "{said:?}"
+        );
+        // The real bundle: the shop takes the frame's place, with one header.
+        let shop = ShopServer::start(&[])?;
+        b.client.goto(&shop.url).await?;
+        b.wait_testid("add-KB-01", LONG).await?;
+        let left = b
+            .client
+            .execute(
+                "return [document.querySelectorAll('[data-testid=page-frame], #frame').length, \
+                 document.querySelectorAll('header.top').length]",
+                vec![],
+            )
+            .await?;
+        anyhow::ensure!(left == json!([0, 1]), "frame and headers: {left}");
+        Ok(())
+    })
+    .await;
+    browser.close().await;
+    r.unwrap();
 }

@@ -2,7 +2,8 @@
 //! the bundle brotli- or gzip-encoded as the client accepts (the build's precompressed files,
 //! decoding to the file itself), as it is to a client that accepts neither; `Cache-Control:
 //! no-cache` with validators, since the bundle's names do not change with its content; the
-//! page preloading its bundle; a missing file is a 404 while a route of the page is
+//! page preloading its bundle, and showing a frame of itself from its HTML alone while the
+//! bundle loads; a missing file is a 404 while a route of the page is
 //! `index.html`; and the event streams, which are never compressed, still stream to a client
 //! that accepts compression.
 
@@ -236,6 +237,33 @@ async fn the_page_sends_the_browser_for_its_bundle_at_once() {
         let (_, headers, _) = get(&shop, &path, &[]).await;
         assert!(headers.get(LINK).is_none(), "{path}: {headers:?}");
     }
+}
+
+/// A slow link shows the page's frame (its header, "Loading the shop…") as soon as the HTML is
+/// in: the frame's style is in the page, and no stylesheet before it holds the first paint back
+/// (`style.css` is linked after it, which also keeps the bundle's script from running unstyled).
+#[tokio::test]
+async fn the_page_shows_its_frame_from_its_html_alone() {
+    let (_server, shop) = start();
+    let (status, _, body) = get(&shop, "/", &[]).await;
+    assert_eq!(status, 200);
+    let html = String::from_utf8_lossy(&body);
+    let at = |text: &str| {
+        html.find(text)
+            .unwrap_or_else(|| panic!("index.html has no {text}: {html}"))
+    };
+    let head = &html[..at("</head>")];
+    assert!(head.contains("<style>"), "the frame's style is in the page");
+    assert!(
+        !head.contains("rel=\"stylesheet\""),
+        "a stylesheet in the head holds the first paint back: {head}"
+    );
+    let header = at(r#"<a href="/" class="brand">Saga shop</a>"#);
+    let frame = at("Loading the shop…");
+    let stylesheet = at(r#"<link rel="stylesheet" href="/style.css">"#);
+    assert!(header < frame && frame < stylesheet, "{html}");
+    // The frame costs the first load next to nothing.
+    assert!(body.len() < 4096, "index.html is {} bytes", body.len());
 }
 
 /// Read `response` until its first SSE event, which must come within `patience` and before

@@ -4,18 +4,17 @@ use leptos::prelude::*;
 use shared::CatalogItem;
 
 use crate::app::ShopState;
+use crate::components::alert_while;
+use crate::components::cart::max_qty;
 use crate::format::money;
-use crate::reactive::{dynamic, list};
+use crate::reactive::list;
 
 #[component]
 pub fn Catalog(state: ShopState) -> impl IntoView {
     view! {
         <div class="panel">
             <h2>"Catalog"</h2>
-            {dynamic(move || match state.catalog_error.get() {
-                Some(e) => view! { <p class="error" role="alert">{e}</p> }.into_any(),
-                None => ().into_any(),
-            })}
+            {alert_while("catalog-error", move || state.catalog_error.get())}
             <ul class="catalog">
                 {list(move || state.catalog.with(|items| items.iter().map(|item| product(state, item)).collect()))}
             </ul>
@@ -26,11 +25,13 @@ pub fn Catalog(state: ShopState) -> impl IntoView {
 fn product(state: ShopState, item: &CatalogItem) -> AnyView {
     let sku = item.sku.clone();
     let out = item.stock == 0;
+    // One more, up to the stock: past it the cart line says why it stops.
     let add = move |_| {
+        let max = max_qty(state, &sku);
         state
             .cart
             .update(|cart| match cart.iter_mut().find(|(s, _)| *s == sku) {
-                Some((_, qty)) => *qty = (*qty + 1).min(shared::rules::MAX_QTY),
+                Some((_, qty)) => *qty = (*qty + 1).min(max),
                 None => cart.push((sku.clone(), 1)),
             });
     };
@@ -45,6 +46,7 @@ fn product(state: ShopState, item: &CatalogItem) -> AnyView {
             <button
                 data-testid=format!("add-{}", item.sku)
                 aria-label=format!("Add {} to the cart", item.name)
+                disabled=out
                 on:click=add
             >
                 "Add"

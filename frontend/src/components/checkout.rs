@@ -1,6 +1,8 @@
 //! The checkout form, with the fault panel and the Buy button. Fields are checked as you type
 //! with the server's own rules (`shared::rules`); if the server still refuses, its sentence is
-//! shown next to the field it names.
+//! shown next to the field it names. A Buy that cannot go says why beside the button (how many
+//! fields need fixing, an empty cart) and puts the focus in the first field to fix. Every
+//! message is derived from what it is about, so it goes as soon as its cause does.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +12,8 @@ use shared::{Address, Customer, Delivery, Fault, OrderItem, OrderRequest, Paymen
 
 use crate::api::{self, ApiFailure};
 use crate::app::ShopState;
-use crate::components::fault_panel::FaultPanel;
+use crate::components::alert_while;
+use crate::components::fault_panel::{self, FaultPanel};
 use crate::format::now_ms;
 use crate::reactive::{dynamic, text};
 use crate::route::{Route, navigate};
@@ -104,7 +107,7 @@ impl CheckoutForm {
     }
 
     /// The fields shown for the payment method picked, in the form's order (the tables below).
-    fn fields(&self) -> Vec<&'static str> {
+    fn fields(&self) -> Vec<FieldSpec> {
         let payment: &[&[FieldSpec]] = if self.method == "card" {
             &[&CARD, &CARD_CHECKS]
         } else {
@@ -113,8 +116,51 @@ impl CheckoutForm {
         [&CUSTOMER[..], &ADDRESS[..]]
             .iter()
             .chain(payment)
-            .flat_map(|specs| specs.iter().map(|&(field, _, _)| field))
+            .flat_map(|specs| specs.iter().copied())
             .collect()
+    }
+
+    /// The fields shown that break their rule, in the form's order.
+    fn invalid(&self) -> Vec<FieldSpec> {
+        self.fields()
+            .into_iter()
+            .filter(|&(field, _, _)| self.check(field).is_err())
+            .collect()
+    }
+
+    fn shows(&self, field: &str) -> bool {
+        self.fields().iter().any(|&(name, _, _)| name == field)
+    }
+}
+
+/// What stops a Buy, said beside the button: "2 fields need fixing: Email, Card number."
+/// Empty when nothing does.
+fn problems(invalid: &[&str], empty_cart: bool) -> String {
+    let fields = match invalid {
+        [] => String::new(),
+        [one] => format!("1 field needs fixing: {one}."),
+        many => format!("{} fields need fixing: {}.", many.len(), many.join(", ")),
+    };
+    let cart = if empty_cart {
+        "The cart is empty: add a product first."
+    } else {
+        ""
+    };
+    match (fields.is_empty(), cart.is_empty()) {
+        (false, false) => format!("{fields} {cart}"),
+        (false, true) => fields,
+        _ => cart.to_string(),
+    }
+}
+
+/// Put the focus in a field of the form (which scrolls it into view).
+fn focus_field(field: &str) {
+    use leptos::wasm_bindgen::JsCast;
+    if let Some(input) = document()
+        .get_element_by_id(&format!("field-{field}"))
+        .and_then(|el| el.dyn_into::<web_sys::HtmlElement>().ok())
+    {
+        let _ = input.focus();
     }
 }
 
@@ -258,8 +304,8 @@ impl Inputs {
                     on:blur=move |_| show_errors.set(true)
                 />
                 {(!hint.is_empty()).then(|| view! { <small class="hint">{hint}</small> })}
-                // Always there, empty while the field is fine: a live region announces text put in it.
-                <small id=error_id class="field-error" aria-live="polite">{text(move || error().unwrap_or_default())}</small>
+                // Read with the field (`aria-describedby`); the count beside Buy is the alert.
+                <small id=error_id class="field-error">{text(move || error().unwrap_or_default())}</small>
             </div>
         }
     }
@@ -270,54 +316,97 @@ pub fn Checkout(state: ShopState) -> impl IntoView {
     let show_errors = RwSignal::new(false);
     let server_error = RwSignal::new(None::<ApiFailure>);
     let busy = RwSignal::new(false);
-    // The order the last Buy placed: said by the button, where the person is looking.
-    let placed = RwSignal::new(None::<String>);
+    // Set by a Buy that could not go, until one goes: meanwhile what stops it is read afresh
+    // from the form and the cart, so a problem fixed is no longer listed.
+    let attempted = RwSignal::new(false);
+    // The order the last Buy placed and its saga: said by the button while that saga is shown.
+    let placed = RwSignal::new(None::<(String, String)>);
+    // Whether the armed faults stay for the purchase after the next one.
+    let pinned = RwSignal::new(false);
     let inputs = Inputs {
         state,
         show_errors,
         server_error,
     };
-    let buy = move |_| {
-        placed.set(None);
-        show_errors.set(true);
-        let form = state.form.get_untracked();
-        if state.cart.with_untracked(Vec::is_empty) {
-            server_error.set(Some(ApiFailure {
-                message: "The cart is empty: add a product first.".into(),
-                field: None,
-            }));
-            return;
-        }
-        if form.fields().iter().any(|f| form.check(f).is_err()) {
-            return;
-        }
-        let request = order_request(state);
-        busy.set(true);
-        spawn_local(async move {
-            match api::place_order(&request).await {
-                Ok(accepted) => {
-                    server_error.set(None);
-                    state.cart.set(Vec::new());
-                    placed.set(Some(accepted.order_id));
-                    navigate(state.route, Route::Saga(accepted.saga_id));
-                    // Once the page has drawn the new saga and emptied the cart above it.
-                    set_timeout(bring_saga_into_view, std::time::Duration::ZERO);
-                }
-                Err(e) => server_error.set(Some(e)),
-            }
-            busy.set(false);
-        });
-    };
     let by_card = Memo::new(move |_| state.form.with(|f| f.method == "card"));
-    // A refusal not about a field shown in the form goes above the Buy button.
+    // A refusal not about a field shown in the form: it goes above the Buy button.
     let order_error = move || {
         server_error.get().and_then(|e| {
             let shown = e
                 .field
                 .as_deref()
-                .is_some_and(|path| state.form.with(|f| f.fields().contains(&form_field(path))));
+                .is_some_and(|path| state.form.with(|f| f.shows(form_field(path))));
             (!shown).then_some(e.message)
         })
+    };
+    // That refusal was about the purchase as it was: another cart or other faults make
+    // another purchase.
+    Effect::new(move |first_run: Option<()>| {
+        state.cart.track();
+        state.faults.track();
+        if first_run.is_some() && untrack(order_error).is_some() {
+            server_error.set(None);
+        }
+    });
+    let blocking = move || {
+        if !attempted.get() {
+            return None;
+        }
+        let invalid = state.form.with(|f| f.invalid());
+        let labels: Vec<&str> = invalid.iter().map(|&(_, label, _)| label).collect();
+        Some(problems(&labels, state.cart.with(Vec::is_empty))).filter(|m| !m.is_empty())
+    };
+    let armed = Memo::new(move |_| fault_panel::armed(state));
+    let any_armed = Memo::new(move |_| armed.with(|a| !a.is_empty()));
+    let buy = move |_| {
+        placed.set(None);
+        server_error.set(None);
+        show_errors.set(true);
+        let first_invalid = state
+            .form
+            .with_untracked(|f| f.invalid().first().map(|&(field, _, _)| field));
+        if first_invalid.is_some() || state.cart.with_untracked(Vec::is_empty) {
+            attempted.set(true);
+            if let Some(field) = first_invalid {
+                focus_field(field);
+            }
+            return;
+        }
+        attempted.set(false);
+        let request = order_request(state);
+        busy.set(true);
+        spawn_local(async move {
+            match api::place_order(&request).await {
+                Ok(accepted) => {
+                    state.cart.set(Vec::new());
+                    if !pinned.get_untracked() {
+                        state.faults.set(BTreeMap::new());
+                    }
+                    navigate(state.route, Route::Saga(accepted.saga_id.clone()));
+                    placed.set(Some((accepted.order_id, accepted.saga_id)));
+                    // Once the page has drawn the new saga and emptied the cart above it.
+                    set_timeout(bring_saga_into_view, std::time::Duration::ZERO);
+                }
+                Err(e) => {
+                    // A refusal naming a field of the form is shown there: go to it.
+                    let field = e.field.as_deref().map(form_field).map(str::to_owned);
+                    server_error.set(Some(e));
+                    if let Some(field) =
+                        field.filter(|f| state.form.with_untracked(|form| form.shows(f)))
+                    {
+                        focus_field(&field);
+                    }
+                }
+            }
+            busy.set(false);
+        });
+    };
+    let placed_text = move || {
+        placed
+            .get()
+            .filter(|(_, saga)| state.route.with(|r| *r == Route::Saga(saga.clone())))
+            .map(|(order, _)| format!("Order {order} placed: its saga runs in the timeline."))
+            .unwrap_or_default()
     };
     let set = move |field: &'static str| {
         move |ev| {
@@ -367,16 +456,30 @@ pub fn Checkout(state: ShopState) -> impl IntoView {
                 })}
             </fieldset>
             <FaultPanel state=state />
-            {dynamic(move || match order_error() {
-                Some(message) => view! { <p class="error" role="alert" data-testid="order-error">{message}</p> }.into_any(),
-                None => ().into_any(),
+            {dynamic(move || if any_armed.get() {
+                view! {
+                    <div class="armed">
+                        <p data-testid="faults-armed">{text(move || armed.get())}</p>
+                        <label>
+                            <input
+                                type="checkbox"
+                                data-testid="faults-pin"
+                                checked=pinned.get_untracked()
+                                on:change=move |ev| pinned.set(event_target_checked(&ev))
+                            />
+                            " Keep these faults for the next purchase"
+                        </label>
+                    </div>
+                }.into_any()
+            } else {
+                ().into_any()
             })}
+            {alert_while("form-problems", blocking)}
+            {alert_while("order-error", order_error)}
             <button type="submit" class="buy" data-testid="buy" on:click=buy disabled=busy>
                 {text(move || if busy.get() { "Placing the order…".into() } else { "Buy".into() })}
             </button>
-            <p class="placed" role="status" data-testid="order-placed">
-                {text(move || placed.get().map(|id| format!("Order {id} placed: its saga is running, step by step, in the timeline.")).unwrap_or_default())}
-            </p>
+            <p class="placed" role="status" data-testid="order-placed">{text(placed_text)}</p>
         </form>
     }
 }

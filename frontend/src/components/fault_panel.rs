@@ -1,4 +1,5 @@
-//! The chaos panel: pick a fault (DESIGN.md §4) for any step before pressing Buy.
+//! The chaos panel: pick a fault (DESIGN.md §4) for any step before pressing Buy; and the
+//! faults armed, in words, for the line beside the Buy button.
 
 use leptos::prelude::*;
 use shared::{Fault, STEPS};
@@ -48,6 +49,66 @@ fn describe(kind: &str) -> &'static str {
     }
 }
 
+/// How the armed-faults line speaks of a step: as the subject of its action, and its
+/// compensation under way. In the order of [`STEPS`].
+const SUBJECTS: [(&str, &str, &str); 4] = [
+    ("place_order", "the order", "cancelling the order"),
+    ("create_invoice", "the invoice", "voiding the invoice"),
+    ("process_payment", "payment", "refunding the payment"),
+    ("ship_order", "shipping", "cancelling the shipment"),
+];
+
+/// One armed fault in words: "payment declines", "shipping times out".
+fn armed_fault(step: &str, choice: &FaultChoice) -> String {
+    let (subject, undoing) = SUBJECTS
+        .iter()
+        .find(|(s, _, _)| *s == step)
+        .map(|&(_, subject, undoing)| (subject, undoing))
+        .unwrap_or((step, step));
+    match choice.to_fault() {
+        Some(Fault::Fail) => match step {
+            "process_payment" => "payment declines".into(),
+            "ship_order" => "shipping refuses".into(),
+            _ => format!("{subject} is refused"),
+        },
+        Some(Fault::Transient { times }) => {
+            format!(
+                "{subject} fails {times} {}, then succeeds",
+                times_word(times)
+            )
+        }
+        Some(Fault::Delay { ms }) => format!("{subject} takes {ms} ms"),
+        Some(Fault::Timeout) => format!("{subject} times out"),
+        Some(Fault::CompensationTransient { times }) => {
+            format!("{undoing} fails {times} {} first", times_word(times))
+        }
+        Some(Fault::CompensationFail) => format!("{undoing} never succeeds"),
+        Some(Fault::Crash) => format!("the server crashes after {subject}"),
+        None => String::new(),
+    }
+}
+
+fn times_word(n: u32) -> &'static str {
+    if n == 1 { "time" } else { "times" }
+}
+
+/// The faults the next Buy sends, in the order of the steps: "Faults armed: payment
+/// declines; shipping times out". Empty when none is armed.
+pub fn armed(state: ShopState) -> String {
+    let parts: Vec<String> = state.faults.with(|picked| {
+        STEPS
+            .iter()
+            .filter_map(|&step| picked.get(step).map(|c| armed_fault(step, c)))
+            .filter(|p| !p.is_empty())
+            .collect()
+    });
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("Faults armed: {}", parts.join("; "))
+    }
+}
+
 #[component]
 pub fn FaultPanel(state: ShopState) -> impl IntoView {
     view! {
@@ -59,8 +120,8 @@ pub fn FaultPanel(state: ShopState) -> impl IntoView {
     }
 }
 
-/// One step's picker. The `<select>` holds the choice (the panel is its only writer), so it
-/// needs no binding back from the state.
+/// One step's picker. Its value follows the state: a purchase disarms the faults (unless
+/// they are pinned), and the picker must then say `none` again.
 fn fault_row(state: ShopState, step: &'static str) -> impl IntoView {
     let kind = Memo::new(move |_| {
         state
@@ -77,6 +138,7 @@ fn fault_row(state: ShopState, step: &'static str) -> impl IntoView {
                 <span class="step-name">{step}</span>
                 <select
                     data-testid=format!("fault-{step}")
+                    prop:value=text(move || kind.get())
                     on:change=move |ev| {
                         let k = event_target_value(&ev);
                         state.faults.update(|f| {
