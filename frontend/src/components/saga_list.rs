@@ -47,6 +47,10 @@ fn apply(list: &mut Vec<SagaListItem>, event: SagaEvent, status: SagaState) {
                         status,
                         started_at: event.at,
                         finished_at: None,
+                        customer: None,
+                        total_cents: None,
+                        currency: None,
+                        failure: None,
                     },
                 );
                 list.truncate(ROWS);
