@@ -740,6 +740,132 @@ async fn the_saga_list_shows_the_newest_fifty_live_newest_first() {
     .await;
 }
 
+/// The list reads without the timeline: each row says who bought, for how much, how it ended
+/// and why, how long it took and when it started; the filter shows one state's sagas, and a
+/// saga that changes state moves into or out of the filtered view as it happens.
+#[tokio::test]
+async fn the_saga_list_says_who_what_and_why_and_filters_by_state() {
+    scenario("saga-list-words", |b, url| async move {
+        let r = async {
+            let shop = saga_shop_tests::shop::Shop::new(&url);
+            b.client.set_window_size(1280, 900).await?;
+            let happy = buy(&b, "KB-01").await?;
+            b.wait_attr(&format!("saga-row-{happy}"), "data-status", "completed", LONG)
+                .await?;
+            b.fill("field-card_number", "4000 0000 0000 0002").await?;
+            let declined = buy_another(&b, "MS-02", &happy).await?;
+            b.wait_attr(
+                &format!("saga-row-{declined}"),
+                "data-status",
+                "compensated",
+                LONG,
+            )
+            .await?;
+            for (id, outcome) in [
+                (&happy, "completed"),
+                (&declined, "compensated — Payments: the card was declined"),
+            ] {
+                let order_id = shop.saga(id).await?.order_id.unwrap_or_default();
+                let total = shop.order_view(&order_id).await?.total_cents;
+                let total = format!("€{}.{:02}", total / 100, total % 100);
+                let row = b.wait_testid(&format!("saga-row-{id}"), LONG).await?;
+                let text = row.text().await?;
+                anyhow::ensure!(
+                    text.contains("Ada L.") && text.contains(&total) && text.contains(outcome),
+                    "row {id}: {text:?} should say Ada L., {total} and {outcome:?}"
+                );
+                anyhow::ensure!(
+                    !text.contains("Lovelace") && !text.contains("ada@example.com"),
+                    "row {id} shows more of the customer than a name: {text:?}"
+                );
+                let took = cell(&row, "took").await?;
+                anyhow::ensure!(took.ends_with(" ms") || took.ends_with(" s"), "took {took:?}");
+                let started = cell(&row, "started").await?;
+                anyhow::ensure!(
+                    started.ends_with("just now") || started.ends_with(" s ago"),
+                    "started {started:?}"
+                );
+            }
+            b.client
+                .execute(
+                    "document.querySelector('[data-testid=saga-filter]').closest('section').scrollIntoView();",
+                    vec![],
+                )
+                .await?;
+            b.screenshot("saga-list").await?;
+
+            b.select("saga-filter", "compensated").await?;
+            wait_rows(&b, &[declined.as_str()]).await?;
+            b.select("saga-filter", "completed").await?;
+            wait_rows(&b, &[happy.as_str()]).await?;
+            b.select("saga-filter", "all").await?;
+            wait_rows(&b, &[declined.as_str(), happy.as_str()]).await?;
+
+            // Live: a slow saga shows among the running, leaves them when it completes, and
+            // is then among the completed.
+            b.select("saga-filter", "running").await?;
+            wait_rows(&b, &[]).await?;
+            let slow = saga_shop_tests::shop::order(
+                "CB-12",
+                1,
+                serde_json::json!({"process_payment": {"kind": "delay", "ms": 1500}}),
+            );
+            let slow = shop.buy(&slow).await?.saga_id;
+            wait_rows(&b, &[slow.as_str()]).await?;
+            let text = b.wait_testid(&format!("saga-row-{slow}"), LONG).await?.text().await?;
+            anyhow::ensure!(text.contains("running…") && text.contains("so far"), "{text:?}");
+            shop.finish(&slow).await?;
+            wait_rows(&b, &[]).await?;
+            b.select("saga-filter", "completed").await?;
+            wait_rows(&b, &[slow.as_str(), happy.as_str()]).await?;
+            Ok(())
+        }
+        .await;
+        (b, r)
+    })
+    .await;
+}
+
+/// Buy again after `previous`: the id of the new saga, once its timeline is shown.
+async fn buy_another(b: &Browser, sku: &str, previous: &str) -> anyhow::Result<String> {
+    b.click(&format!("add-{sku}")).await?;
+    b.click("buy").await?;
+    let deadline = std::time::Instant::now() + LONG;
+    while std::time::Instant::now() < deadline {
+        let timeline = b.wait_testid("timeline", LONG).await?;
+        let id = timeline.attr("data-saga-id").await?.unwrap_or_default();
+        if !id.is_empty() && id != previous {
+            return Ok(id);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("no new saga's timeline after Buy")
+}
+
+/// The text of a row's cell of this class.
+async fn cell(row: &fantoccini::elements::Element, class: &str) -> anyhow::Result<String> {
+    let css = format!("td.{class}");
+    Ok(row
+        .find(fantoccini::Locator::Css(&css))
+        .await?
+        .text()
+        .await?)
+}
+
+/// Wait until the list shows exactly these rows, top to bottom.
+async fn wait_rows(b: &Browser, want: &[&str]) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + LONG;
+    let mut shown = Vec::new();
+    while std::time::Instant::now() < deadline {
+        shown = shown_rows(b).await?;
+        if shown == want {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("rows {shown:?}, not {want:?}")
+}
+
 /// The saga ids of the list's rows, top to bottom.
 async fn shown_rows(b: &Browser) -> anyhow::Result<Vec<String>> {
     let rows = b
