@@ -263,6 +263,7 @@ fn row(route: RwSignal<Route>, now: RwSignal<f64>, s: &SagaListItem) -> AnyView 
                 <time datetime=s.started_at.clone() title=s.started_at.clone()>
                     {local_time(&s.started_at)}
                 </time>
+                " "
                 <span class="ago">{text(move || ago(now.get() - started))}</span>
             </td>
         </tr>
