@@ -781,8 +781,12 @@ async fn the_saga_list_says_who_what_and_why_and_filters_by_state() {
                     row.took.ends_with(" ms") || row.took.ends_with(" s"),
                     "took: {row:?}"
                 );
+                // `14:03:07 just now`: the browser's local time, then how long ago.
+                let (time, ago) = row.started.split_once(' ').unwrap_or_default();
                 anyhow::ensure!(
-                    row.started.ends_with("just now") || row.started.ends_with(" s ago"),
+                    time.len() == 8
+                        && time.matches(':').count() == 2
+                        && (ago == "just now" || ago.ends_with(" s ago")),
                     "started: {row:?}"
                 );
             }
