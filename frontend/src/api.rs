@@ -4,6 +4,7 @@ use gloo_net::http::{Request, Response};
 use serde::de::DeserializeOwned;
 use shared::{
     ApiErrorBody, CatalogItem, OrderAccepted, OrderRequest, OrderView, SagaListItem, SagaRetried,
+    SagaState,
 };
 
 /// What went wrong with a request, ready to show.
@@ -67,11 +68,15 @@ pub async fn catalog() -> Result<Vec<CatalogItem>, ApiFailure> {
     get("/api/catalog").await
 }
 
-/// The newest `limit` sagas, and the log position up to which they are current (the
-/// `x-log-position` header; `None` if it is missing): `/api/events?after=` it brings what the
-/// list does not show yet.
-pub async fn sagas(limit: usize) -> Result<(Vec<SagaListItem>, Option<i64>), ApiFailure> {
-    let response = fetch(&format!("/api/sagas?limit={limit}")).await?;
+/// The newest `limit` sagas (only those in `status`, if given), and the log position up to
+/// which they are current (the `x-log-position` header; `None` if it is missing):
+/// `/api/events?after=` it brings what the list does not show yet.
+pub async fn sagas(
+    limit: usize,
+    status: Option<SagaState>,
+) -> Result<(Vec<SagaListItem>, Option<i64>), ApiFailure> {
+    let status = status.map(SagaState::as_str).unwrap_or_default();
+    let response = fetch(&format!("/api/sagas?limit={limit}&status={status}")).await?;
     let position = response
         .headers()
         .get("x-log-position")

@@ -36,6 +36,20 @@ pub struct Customer {
     pub email: String,
 }
 
+impl Customer {
+    /// The name as a list of orders shows it: the first name and the initial of the last
+    /// ("Ada Lovelace" → "Ada L."), or the one name there is ("Plato"). Enough to tell
+    /// orders apart at a glance, little enough to show anyone who can see the list.
+    pub fn short_name(&self) -> String {
+        let mut words = self.name.split_whitespace();
+        let first = words.next().unwrap_or_default();
+        match words.last().and_then(|last| last.chars().next()) {
+            Some(initial) => format!("{first} {initial}."),
+            None => first.to_string(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Address {
@@ -327,4 +341,27 @@ pub struct StepView {
     /// The node that wrote the step's latest record: which node drove it last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn short(name: &str) -> String {
+        Customer {
+            name: name.into(),
+            email: "a@example.com".into(),
+        }
+        .short_name()
+    }
+
+    #[test]
+    fn a_customer_is_listed_by_first_name_and_last_initial() {
+        assert_eq!(short("Ada Lovelace"), "Ada L.");
+        assert_eq!(short("  Ada   King  Lovelace "), "Ada L.");
+        assert_eq!(short("Jean-Luc Picard"), "Jean-Luc P.");
+        assert_eq!(short("Plato"), "Plato");
+        assert_eq!(short("Émile Zola"), "Émile Z.");
+        assert_eq!(short("Zoë Ørsted"), "Zoë Ø.");
+    }
 }

@@ -41,6 +41,38 @@ pub struct SagaListItem {
     pub started_at: String,
     #[cfg_attr(feature = "openapi", schema(required = true, format = DateTime))]
     pub finished_at: Option<String>,
+    /// Who is buying, as a list shows them: the first name and the initial of the last
+    /// ("Ada L.", [`Customer::short_name`]); never the email or the address. `null` for a
+    /// saga that is not a purchase.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
+    pub customer: Option<String>,
+    /// What the order costs, items and delivery, in cents of `currency`, as the orders service
+    /// priced it when it placed the order. `null` until it has, and for good if it never did
+    /// (the stock ran out, or the saga is not a purchase).
+    #[cfg_attr(feature = "openapi", schema(required = true, minimum = 0))]
+    pub total_cents: Option<i64>,
+    /// The ISO 4217 code of `total_cents` ([`CURRENCY`]); `null` exactly when it is.
+    #[cfg_attr(feature = "openapi", schema(required = true, pattern = "^[A-Z]{3}$"))]
+    pub currency: Option<String>,
+    /// Why the saga turned back, once it has: the step whose action failed for good and its
+    /// error. `null` while every action went through (and for a saga that is not a purchase).
+    #[cfg_attr(feature = "openapi", schema(required = true))]
+    pub failure: Option<SagaFailure>,
+}
+
+/// The currency of every amount of the API: the catalog's prices are in euro cents.
+pub const CURRENCY: &str = "EUR";
+
+/// The action that failed for good and turned a saga back: what its `step_failed` event says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SagaFailure {
+    /// The step (`process_payment`).
+    pub step: String,
+    /// What went wrong, for a person ("the card was declined").
+    pub error: String,
+    /// `unknown` if the action may have been applied (it timed out).
+    pub outcome: StepOutcome,
 }
 
 /// `202 Accepted` to `POST /api/sagas/{id}/retry`.

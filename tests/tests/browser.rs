@@ -751,18 +751,186 @@ async fn the_saga_list_shows_the_newest_fifty_live_newest_first() {
     .await;
 }
 
-/// The saga ids of the list's rows, top to bottom.
-async fn shown_rows(b: &Browser) -> anyhow::Result<Vec<String>> {
-    let rows = b
-        .client
-        .find_all(fantoccini::Locator::Css("[data-testid^=saga-row-]"))
-        .await?;
-    let mut shown = Vec::new();
-    for row in rows {
-        let testid = row.attr("data-testid").await?.unwrap_or_default();
-        shown.push(testid.trim_start_matches("saga-row-").to_string());
+/// The list reads without the timeline: each row says who bought, for how much, how it ended
+/// and why, how long it took and when it started; the filter shows one state's sagas, and a
+/// saga that changes state moves into or out of the filtered view as it happens.
+#[tokio::test]
+async fn the_saga_list_says_who_what_and_why_and_filters_by_state() {
+    scenario("saga-list-words", |b, url| async move {
+        let r = async {
+            let shop = saga_shop_tests::shop::Shop::new(&url);
+            b.client.set_window_size(1280, 900).await?;
+            let happy = buy(&b, "KB-01").await?;
+            b.wait_attr(&format!("saga-row-{happy}"), "data-status", "completed", LONG)
+                .await?;
+            b.fill("field-card_number", "4000 0000 0000 0002").await?;
+            let declined = buy_another(&b, "MS-02", &happy).await?;
+            b.wait_attr(
+                &format!("saga-row-{declined}"),
+                "data-status",
+                "compensated",
+                LONG,
+            )
+            .await?;
+            for (id, outcome) in [
+                (&happy, "completed"),
+                (&declined, "compensated — Payments: the card was declined"),
+            ] {
+                let order_id = shop.saga(id).await?.order_id.unwrap_or_default();
+                let total = shop.order_view(&order_id).await?.total_cents;
+                let total = format!("€{}.{:02}", total / 100, total % 100);
+                let row = wait_row(&b, id, |row| row.text.contains(outcome)).await?;
+                anyhow::ensure!(
+                    row.text.contains("Ada L.") && row.text.contains(&total),
+                    "row {id}: {row:?} should say Ada L. and {total}"
+                );
+                anyhow::ensure!(
+                    !row.text.contains("Lovelace") && !row.text.contains("ada@example.com"),
+                    "row {id} shows more of the customer than a name: {row:?}"
+                );
+                anyhow::ensure!(
+                    row.took.ends_with(" ms") || row.took.ends_with(" s"),
+                    "took: {row:?}"
+                );
+                // `14:03:07 just now`: the browser's local time, then how long ago.
+                let (time, ago) = row.started.split_once(' ').unwrap_or_default();
+                anyhow::ensure!(
+                    time.len() == 8
+                        && time.matches(':').count() == 2
+                        && (ago == "just now" || ago.ends_with(" s ago")),
+                    "started: {row:?}"
+                );
+            }
+            b.client
+                .execute(
+                    "document.querySelector('[data-testid=saga-filter]').closest('section').scrollIntoView();",
+                    vec![],
+                )
+                .await?;
+            b.screenshot("saga-list").await?;
+
+            b.select("saga-filter", "compensated").await?;
+            wait_rows(&b, &[declined.as_str()]).await?;
+            b.select("saga-filter", "completed").await?;
+            wait_rows(&b, &[happy.as_str()]).await?;
+            b.select("saga-filter", "all").await?;
+            wait_rows(&b, &[declined.as_str(), happy.as_str()]).await?;
+
+            // Live: a slow saga shows among the running, leaves them when it completes, and
+            // is then among the completed.
+            b.select("saga-filter", "running").await?;
+            wait_rows(&b, &[]).await?;
+            let slow = saga_shop_tests::shop::order(
+                "CB-12",
+                1,
+                serde_json::json!({"process_payment": {"kind": "delay", "ms": 1500}}),
+            );
+            let slow = shop.buy(&slow).await?.saga_id;
+            wait_rows(&b, &[slow.as_str()]).await?;
+            wait_row(&b, &slow, |row| {
+                row.text.contains("running…") && row.took.ends_with("so far")
+            })
+            .await?;
+            shop.finish(&slow).await?;
+            wait_rows(&b, &[]).await?;
+            b.select("saga-filter", "completed").await?;
+            wait_rows(&b, &[slow.as_str(), happy.as_str()]).await?;
+            Ok(())
+        }
+        .await;
+        (b, r)
+    })
+    .await;
+}
+
+/// Buy again after `previous`: the id of the new saga, once the page shows it.
+async fn buy_another(b: &Browser, sku: &str, previous: &str) -> anyhow::Result<String> {
+    b.click(&format!("add-{sku}")).await?;
+    b.click("buy").await?;
+    let deadline = std::time::Instant::now() + LONG;
+    while std::time::Instant::now() < deadline {
+        let path = b.client.current_url().await?.path().to_string();
+        if let Some(id) = path.strip_prefix("/sagas/")
+            && id != previous
+        {
+            return Ok(id.to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Ok(shown)
+    anyhow::bail!("no new saga's page after Buy")
+}
+
+/// What a row of the saga list says: all of it, and its `took` and `started` cells.
+#[derive(Debug, Default)]
+struct RowText {
+    text: String,
+    took: String,
+    started: String,
+}
+
+/// Wait until the row of saga `id` says what `ok` wants; the row is read in one script, as
+/// the list may rebuild it between two WebDriver calls.
+async fn wait_row(b: &Browser, id: &str, ok: impl Fn(&RowText) -> bool) -> anyhow::Result<RowText> {
+    let script = "const row = document.querySelector(`[data-testid=\"saga-row-${arguments[0]}\"]`);
+        if (!row) return null;
+        const cell = (c) => row.querySelector('td.' + c)?.innerText ?? '';
+        return [row.innerText, cell('took'), cell('started')];";
+    let deadline = std::time::Instant::now() + LONG;
+    let mut last = RowText::default();
+    while std::time::Instant::now() < deadline {
+        let got = b
+            .client
+            .execute(script, vec![serde_json::json!(id)])
+            .await?;
+        if let Some([text, took, started]) = got.as_array().map(|a| a.as_slice()) {
+            let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().trim().to_string();
+            last = RowText {
+                text: s(text),
+                took: s(took),
+                started: s(started),
+            };
+            if ok(&last) {
+                return Ok(last);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("the row of saga {id} says {last:?}")
+}
+
+/// Wait until the list shows exactly these rows, top to bottom.
+async fn wait_rows(b: &Browser, want: &[&str]) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + LONG;
+    let mut shown = Vec::new();
+    while std::time::Instant::now() < deadline {
+        shown = shown_rows(b).await?;
+        if shown == want {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("rows {shown:?}, not {want:?}")
+}
+
+/// The saga ids of the list's rows, top to bottom, read in one script (the list may rebuild
+/// its rows between two WebDriver calls).
+async fn shown_rows(b: &Browser) -> anyhow::Result<Vec<String>> {
+    let ids = b
+        .client
+        .execute(
+            "return [...document.querySelectorAll('[data-testid^=saga-row-]')]
+                .map(r => r.getAttribute('data-testid').slice('saga-row-'.length));",
+            vec![],
+        )
+        .await?;
+    Ok(ids
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 /// The fifty newest of `ids` (oldest first), newest first.

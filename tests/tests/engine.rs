@@ -857,6 +857,59 @@ async fn every_record_names_its_node(backend: Backend) {
     );
 }
 
+/// `sagas_records` reads several sagas' logs at once: each saga's records together and in
+/// `seq` order, written in interleaved batches; an id asked twice comes once, an unknown id
+/// and a saga not asked for bring nothing.
+async fn several_sagas_logs_are_read_in_one_call(backend: Backend) {
+    let Some(store) = fresh_store(backend, "sagas-records").await else {
+        return;
+    };
+    let record = |saga_id, seq, kind, at_ms| bare_record("many", saga_id, seq, kind, at_ms);
+    let (a, b, not_asked) = (SagaId::new(), SagaId::new(), SagaId::new());
+    for (id, at) in [(a, 100), (b, 101), (not_asked, 102)] {
+        store
+            .append(&[record(id, 1, Bare::Started, at)])
+            .await
+            .expect("append");
+    }
+    store
+        .append(&[
+            record(b, 2, Bare::CompensationStarted, 200),
+            record(a, 2, Bare::Completed, 201),
+            record(b, 3, Bare::Compensated, 202),
+        ])
+        .await
+        .expect("append");
+    let got = store
+        .sagas_records(&[b, a, SagaId::new(), b])
+        .await
+        .expect("read");
+    let of = |id: SagaId| -> Vec<(u64, String)> {
+        got.iter()
+            .filter(|r| r.saga_id == id)
+            .map(|r| (r.seq, r.kind.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        of(a),
+        [(1, "saga_started".into()), (2, "saga_completed".into())]
+    );
+    assert_eq!(
+        of(b),
+        [
+            (1, "saga_started".into()),
+            (2, "compensation_started".into()),
+            (3, "saga_compensated".into())
+        ]
+    );
+    assert_eq!(got.len(), 5, "only the sagas asked for, each once: {got:?}");
+    let order: Vec<SagaId> = got.iter().map(|r| r.saga_id).collect();
+    let mut grouped = order.clone();
+    grouped.dedup();
+    assert_eq!(grouped.len(), 2, "each saga's records together: {order:?}");
+    assert!(store.sagas_records(&[]).await.expect("read").is_empty());
+}
+
 macro_rules! engine_suite {
     ($($test:ident),* $(,)?) => {
         mod memory {
@@ -878,6 +931,7 @@ engine_suite!(
     happy_path_logs_every_transition_in_order,
     a_batch_writes_every_sagas_summary_at_once,
     the_list_comes_in_pages_newest_first,
+    several_sagas_logs_are_read_in_one_call,
     failure_at_each_step_compensates_exactly_the_earlier_steps_in_reverse,
     a_timed_out_step_counts_as_applied_and_is_compensated,
     transient_errors_are_retried_with_visible_events,

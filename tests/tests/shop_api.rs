@@ -701,6 +701,101 @@ async fn the_list_says_where_the_stream_resumes_so_nothing_between_them_is_misse
     }
 }
 
+/// A row of the list says what a person needs to tell purchases apart: who (first name and
+/// initial, never the email or address), how much, and why a saga turned back. The filter by
+/// status gives those rows alone.
+#[tokio::test]
+async fn the_list_says_who_bought_for_how_much_and_why_it_turned_back() {
+    let (_server, shop) = start();
+    let happy = shop.buy(&order("KB-01", 2, json!({}))).await.unwrap();
+    let mut declined_body = order("CB-12", 1, json!({}));
+    declined_body["customer"]["name"] = json!("Charles Babbage");
+    declined_body["payment"]["card_number"] = json!("4000000000000002");
+    let declined = shop.buy(&declined_body).await.unwrap();
+    // More chairs than there are: the order is never placed, so it has no total.
+    let unplaced = shop.buy(&order("CH-07", 6, json!({}))).await.unwrap();
+    for saga in [&happy, &declined, &unplaced] {
+        shop.finish(&saga.saga_id).await.unwrap();
+    }
+
+    let listed = shop.request("/api/sagas").await.unwrap();
+    assert_eq!(listed.status(), 200);
+    let raw = listed.text().await.unwrap();
+    for private in [
+        "ada@example.com",
+        "Analytical",
+        "London",
+        "N1 9GU",
+        "Babbage",
+    ] {
+        assert!(!raw.contains(private), "the list shows {private}: {raw}");
+    }
+    let list: Vec<SagaListItem> = serde_json::from_str(&raw).unwrap();
+    let row = |id: &str| {
+        list.iter()
+            .find(|r| r.saga_id == id)
+            .cloned()
+            .expect("a row for the saga")
+    };
+
+    let happy_row = row(&happy.saga_id);
+    assert_eq!(happy_row.status.as_str(), "completed");
+    assert_eq!(happy_row.customer.as_deref(), Some("Ada L."));
+    assert_eq!(happy_row.total_cents, Some(2 * 8999 + 499));
+    assert_eq!(happy_row.currency.as_deref(), Some("EUR"));
+    assert_eq!(happy_row.failure, None);
+
+    let declined_row = row(&declined.saga_id);
+    assert_eq!(declined_row.status.as_str(), "compensated");
+    assert_eq!(declined_row.customer.as_deref(), Some("Charles B."));
+    assert_eq!(declined_row.total_cents, Some(1499 + 499));
+    let failure = declined_row.failure.expect("why it turned back");
+    assert_eq!(
+        (
+            failure.step.as_str(),
+            failure.error.as_str(),
+            failure.outcome
+        ),
+        (
+            "process_payment",
+            "the card was declined",
+            StepOutcome::Failed
+        )
+    );
+
+    let unplaced_row = row(&unplaced.saga_id);
+    assert_eq!(unplaced_row.status.as_str(), "compensated");
+    assert_eq!(
+        (unplaced_row.total_cents, unplaced_row.currency.as_deref()),
+        (None, None)
+    );
+    let failure = unplaced_row.failure.expect("why it turned back");
+    assert_eq!(failure.step, "place_order");
+    assert!(failure.error.contains("not enough stock"), "{failure:?}");
+
+    // The JSON spells out every field, null or not.
+    let raw: Value = serde_json::from_str(&raw).unwrap();
+    let unplaced_json = raw
+        .as_array()
+        .and_then(|rows| {
+            rows.iter()
+                .find(|r| r["saga_id"] == unplaced.saga_id.as_str())
+        })
+        .expect("the row");
+    assert_eq!(unplaced_json["total_cents"], Value::Null);
+    assert_eq!(unplaced_json["currency"], Value::Null);
+
+    let compensated: Vec<SagaListItem> = shop
+        .request("/api/sagas?status=compensated")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = compensated.iter().map(|r| r.saga_id.as_str()).collect();
+    assert_eq!(ids, [unplaced.saga_id.as_str(), declined.saga_id.as_str()]);
+}
+
 #[tokio::test]
 async fn an_idempotency_key_makes_a_retried_submission_the_same_saga() {
     let (_server, shop) = start();

@@ -101,7 +101,7 @@ fn saga_statuses() -> Vec<&'static str> {
 }
 
 /// The strings of the bodies that only ever hold one of a few values.
-fn enumerations() -> [(&'static str, &'static str, Vec<&'static str>); 8] {
+fn enumerations() -> [(&'static str, &'static str, Vec<&'static str>); 9] {
     let step_statuses = StepState::ALL.iter().map(|s| s.as_str()).collect();
     [
         (
@@ -116,6 +116,7 @@ fn enumerations() -> [(&'static str, &'static str, Vec<&'static str>); 8] {
         ("SagaDetail", "status", saga_statuses()),
         ("StepView", "status", step_statuses),
         ("StepView", "step", STEPS.to_vec()),
+        ("SagaFailure", "step", STEPS.to_vec()),
     ]
 }
 
@@ -378,6 +379,24 @@ mod tests {
                 json!("#/components/schemas/Fault")
             );
         }
+    }
+
+    /// A row of the list always has every field; those a saga may not have yet are `null`.
+    #[test]
+    fn a_list_row_names_its_purchase_fields_and_may_leave_them_null() {
+        let doc = document_json();
+        let row = &doc["components"]["schemas"]["SagaListItem"];
+        let required: Vec<&str> = row["required"]
+            .as_array()
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        for field in ["customer", "total_cents", "currency", "failure"] {
+            assert!(required.contains(&field), "{field} in {required:?}");
+            let schema = row["properties"][field].to_string();
+            assert!(schema.contains("null"), "{field} may be null: {schema}");
+        }
+        let failure = &doc["components"]["schemas"]["SagaFailure"];
+        assert_eq!(failure["properties"]["step"]["enum"], json!(STEPS));
     }
 
     #[test]

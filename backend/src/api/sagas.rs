@@ -6,16 +6,24 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use saga_engine::{EngineError, RecordKind, Retried, SagaId, SagaRecord, SagaStatus, SagaSummary};
+use std::collections::HashMap;
+
+use saga_engine::{
+    EngineError, RecordKind, Retried, SagaId, SagaRecord, SagaStatus, SagaSummary, StoreError,
+};
 use serde::Deserialize;
 use shared::{
-    Event, STEPS, SagaDetail, SagaEvent, SagaListItem, SagaRetried, SagaState, StepOutcome,
-    Timeline, rfc3339_millis,
+    CURRENCY, Event, STEPS, SagaDetail, SagaEvent, SagaFailure, SagaListItem, SagaRetried,
+    SagaState, StepOutcome, Timeline, rfc3339_millis,
 };
 
 use super::{SharedState, sse};
 use crate::error::ApiError;
-use crate::purchase::{SAGA_NAME, order_id_for};
+use crate::purchase::{PurchaseInput, SAGA_NAME, order_id_for};
+use crate::services::protocol::PlacedOrder;
+
+/// The purchase's first step: its answer prices the order.
+const PLACE_ORDER_STEP: &str = "place_order";
 
 /// `GET /api/sagas`'s query; each value is read by hand, so that a refusal names its field
 /// and never repeats the value.
@@ -53,14 +61,92 @@ fn order_id(summary_definition: &str, id: SagaId) -> Option<String> {
     (summary_definition == SAGA_NAME).then(|| order_id_for(id))
 }
 
-fn list_item(s: SagaSummary) -> SagaListItem {
+fn list_item(s: SagaSummary, purchase: Purchase) -> SagaListItem {
     SagaListItem {
         saga_id: s.saga_id.to_string(),
         order_id: order_id(&s.definition, s.saga_id),
         status: saga_state(s.status),
         started_at: rfc3339_millis(s.started_at_ms),
         finished_at: s.finished_at_ms.map(rfc3339_millis),
+        customer: purchase.customer,
+        currency: purchase.total_cents.map(|_| CURRENCY.to_string()),
+        total_cents: purchase.total_cents,
+        failure: purchase.failure,
     }
+}
+
+/// What a purchase's log says for its row of the list, beyond its summary.
+#[derive(Debug, Default)]
+struct Purchase {
+    customer: Option<String>,
+    total_cents: Option<i64>,
+    failure: Option<SagaFailure>,
+}
+
+impl Purchase {
+    /// Read from the purchase saga's records: the customer from its input, the total from
+    /// `place_order`'s answer, the failure from the first action that failed for good. The
+    /// input and the answer are read as the types the saga wrote them as; one that does not
+    /// read is a log that is not what the saga wrote, an error rather than a blank.
+    fn from_records<'a>(
+        saga_id: SagaId,
+        records: impl Iterator<Item = &'a SagaRecord>,
+    ) -> Result<Self, StoreError> {
+        let unreadable = |what: &str, e: serde_json::Error| {
+            StoreError::Corrupt(format!("saga {saga_id}: {what} does not read: {e}"))
+        };
+        let mut purchase = Purchase::default();
+        for r in records {
+            match &r.kind {
+                RecordKind::SagaStarted { input, .. } => {
+                    let input = PurchaseInput::deserialize(input)
+                        .map_err(|e| unreadable("the purchase's input", e))?;
+                    purchase.customer = Some(input.customer.short_name());
+                }
+                RecordKind::StepSucceeded { output, .. }
+                    if r.step.as_deref() == Some(PLACE_ORDER_STEP) =>
+                {
+                    let placed = PlacedOrder::deserialize(output)
+                        .map_err(|e| unreadable("place_order's answer", e))?;
+                    purchase.total_cents = Some(placed.total_cents);
+                }
+                RecordKind::StepFailed { error, outcome, .. } if purchase.failure.is_none() => {
+                    let step = r.step.clone().ok_or_else(|| {
+                        StoreError::Corrupt(format!("saga {saga_id}: a failed step is unnamed"))
+                    })?;
+                    purchase.failure = Some(SagaFailure {
+                        step,
+                        error: error.clone(),
+                        outcome: step_outcome(*outcome),
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(purchase)
+    }
+}
+
+/// Each purchase among `sagas` with what its log says, read in one call to the store however
+/// many sagas the page holds.
+async fn purchases(
+    state: &SharedState,
+    sagas: &[SagaSummary],
+) -> Result<HashMap<SagaId, Purchase>, StoreError> {
+    let ids: Vec<SagaId> = sagas
+        .iter()
+        .filter(|s| s.definition == SAGA_NAME)
+        .map(|s| s.saga_id)
+        .collect();
+    let records = state.store().sagas_records(&ids).await?;
+    let mut by_saga: HashMap<SagaId, Vec<&SagaRecord>> = HashMap::new();
+    for r in &records {
+        by_saga.entry(r.saga_id).or_default().push(r);
+    }
+    by_saga
+        .into_iter()
+        .map(|(id, records)| Ok((id, Purchase::from_records(id, records.into_iter())?)))
+        .collect()
 }
 
 /// A log record as the public event stream shows it. The saga's input (customer details) stays
@@ -107,10 +193,7 @@ fn wire_event(kind: &RecordKind) -> Event {
             duration_ms,
         } => Event::StepFailed {
             error,
-            outcome: match outcome {
-                saga_engine::StepOutcome::Failed => StepOutcome::Failed,
-                saga_engine::StepOutcome::Unknown => StepOutcome::Unknown,
-            },
+            outcome: step_outcome(outcome),
             retryable,
             duration_ms,
         },
@@ -144,6 +227,14 @@ fn wire_event(kind: &RecordKind) -> Event {
         RecordKind::SagaCompensated {} => Event::SagaCompensated {},
         RecordKind::SagaStuck { step, error } => Event::SagaStuck { step, error },
         RecordKind::SagaResumed {} => Event::SagaResumed {},
+    }
+}
+
+/// The engine's outcome of a failed action as the API's.
+fn step_outcome(outcome: saga_engine::StepOutcome) -> StepOutcome {
+    match outcome {
+        saga_engine::StepOutcome::Failed => StepOutcome::Failed,
+        saga_engine::StepOutcome::Unknown => StepOutcome::Unknown,
     }
 }
 
@@ -216,10 +307,16 @@ pub async fn list_sagas(
     };
     let position = state.store().last_position().await?;
     let sagas = state.store().list_sagas(status, before, limit).await?;
-    Ok((
-        [(LOG_POSITION, position.to_string())],
-        Json(sagas.into_iter().map(list_item).collect()),
-    ))
+    let mut purchases = purchases(&state, &sagas).await?;
+    let items = sagas
+        .into_iter()
+        .map(|s| {
+            // A saga that is not a purchase has none of a purchase's fields.
+            let purchase = purchases.remove(&s.saga_id).unwrap_or_default();
+            list_item(s, purchase)
+        })
+        .collect();
+    Ok(([(LOG_POSITION, position.to_string())], Json(items)))
 }
 
 /// `GET /api/sagas/{id}`: the saga, its steps as its events say, and the events.

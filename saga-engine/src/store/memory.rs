@@ -190,6 +190,19 @@ impl SagaStore for MemoryStore {
         )
     }
 
+    fn sagas_records<'a>(
+        &'a self,
+        saga_ids: &'a [SagaId],
+    ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>> {
+        ready(self.open().map(|state| {
+            let mut seen = HashSet::new();
+            (saga_ids.iter())
+                .filter(|id| seen.insert(**id))
+                .flat_map(|&id| state.saga_records(id, 0))
+                .collect()
+        }))
+    }
+
     fn records_after(
         &self,
         after: i64,

@@ -105,6 +105,15 @@ pub trait SagaStore: Send + Sync + 'static {
         after_seq: u64,
     ) -> BoxFuture<'_, Result<Vec<SagaRecord>, StoreError>>;
 
+    /// Every record of each saga in `saga_ids`, in one read: each saga's records together and
+    /// in `seq` order, the sagas one after another in no set order (an id the store does not
+    /// know has none). For a reader that shows many sagas at once, such as a list of them with
+    /// what their logs say, and would otherwise read them one saga at a time.
+    fn sagas_records<'a>(
+        &'a self,
+        saga_ids: &'a [SagaId],
+    ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>>;
+
     /// Records of all sagas with `position > after`, in order, at most `limit`.
     fn records_after(
         &self,

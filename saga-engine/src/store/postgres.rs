@@ -210,6 +210,20 @@ impl SagaStore for PgStore {
         })
     }
 
+    fn sagas_records<'a>(
+        &'a self,
+        saga_ids: &'a [SagaId],
+    ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>> {
+        Box::pin(async move {
+            let ids: Vec<String> = saga_ids.iter().map(SagaId::to_string).collect();
+            let rows = sqlx::query("SELECT position, saga_id, seq, kind, at_ms, step, attempt, detail, node FROM saga_log WHERE saga_id = ANY($1) ORDER BY saga_id, seq")
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter().map(record_from_row).collect()
+        })
+    }
+
     fn records_after(
         &self,
         after: i64,

@@ -23,6 +23,9 @@ use crate::record::{SagaId, SagaRecord, SagaStatus, now_ms};
 /// Log rows per INSERT: 7 variables each, under SQLite's limit of 32,766 per statement.
 const LOG_ROWS_PER_INSERT: usize = 1000;
 
+/// Saga ids per SELECT of `sagas_records`, each one variable.
+const IDS_PER_SELECT: usize = 1000;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// The saga log in a SQLite file: durable, embedded, for one node. Clones share connections.
@@ -182,6 +185,34 @@ impl SagaStore for SqliteStore {
             .fetch_all(&self.reader)
             .await?;
             rows.iter().map(record_from_row).collect()
+        })
+    }
+
+    fn sagas_records<'a>(
+        &'a self,
+        saga_ids: &'a [SagaId],
+    ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>> {
+        Box::pin(async move {
+            let mut unique = saga_ids.to_vec();
+            unique.sort_unstable();
+            unique.dedup();
+            let mut records = Vec::new();
+            // Ids go in as variables, a statement's worth at a time (SQLite caps their number).
+            for ids in unique.chunks(IDS_PER_SELECT) {
+                let mut query = QueryBuilder::<Sqlite>::new(
+                    "SELECT position, saga_id, seq, kind, at_ms, step, attempt, detail, node FROM saga_log WHERE saga_id IN (",
+                );
+                let mut list = query.separated(", ");
+                for id in ids {
+                    list.push_bind(id.to_string());
+                }
+                query.push(") ORDER BY saga_id, seq");
+                let rows = query.build().fetch_all(&self.reader).await?;
+                for row in &rows {
+                    records.push(record_from_row(row)?);
+                }
+            }
+            Ok(records)
         })
     }
 

@@ -47,6 +47,12 @@ impl SagaStore for CrashingStore {
     ) -> BoxFuture<'_, Result<Vec<SagaRecord>, StoreError>> {
         self.inner.saga_records(id, after)
     }
+    fn sagas_records<'a>(
+        &'a self,
+        ids: &'a [SagaId],
+    ) -> BoxFuture<'a, Result<Vec<SagaRecord>, StoreError>> {
+        self.inner.sagas_records(ids)
+    }
     fn records_after(
         &self,
         after: i64,
