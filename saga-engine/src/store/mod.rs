@@ -185,17 +185,32 @@ pub(crate) fn detail_of(record: &SagaRecord) -> Result<String, StoreError> {
     })
 }
 
+/// A log row as the SQL stores read it, its columns not yet checked.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub(crate) fn parse_record(
-    saga_id: &str,
-    seq: i64,
-    kind: &str,
-    at_ms: i64,
-    step: Option<String>,
-    attempt: Option<i64>,
-    detail: &str,
-    node: Option<String>,
-) -> Result<SagaRecord, StoreError> {
+pub(crate) struct LogRow<'a> {
+    pub saga_id: &'a str,
+    pub seq: i64,
+    pub kind: &'a str,
+    pub at_ms: i64,
+    pub step: Option<String>,
+    pub attempt: Option<i64>,
+    pub detail: &'a str,
+    pub node: Option<String>,
+}
+
+/// A log row as a typed record; a row that does not read as one is `Corrupt`.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn parse_record(row: LogRow<'_>) -> Result<SagaRecord, StoreError> {
+    let LogRow {
+        saga_id,
+        seq,
+        kind,
+        at_ms,
+        step,
+        attempt,
+        detail,
+        node,
+    } = row;
     Ok(SagaRecord {
         saga_id: saga_id
             .parse()

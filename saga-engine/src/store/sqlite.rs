@@ -14,7 +14,7 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row};
 
 use super::{
-    Committed, SagaStore, SagaSummary, StoreError, SummaryChange, detail_of, lease_until,
+    Committed, LogRow, SagaStore, SagaSummary, StoreError, SummaryChange, detail_of, lease_until,
     parse_record, parse_summary, summary_change,
 };
 use crate::definition::BoxFuture;
@@ -143,16 +143,16 @@ impl SqliteStore {
 }
 
 fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<SagaRecord, StoreError> {
-    parse_record(
-        row.try_get("saga_id")?,
-        row.try_get("seq")?,
-        row.try_get("kind")?,
-        row.try_get("at_ms")?,
-        row.try_get("step")?,
-        row.try_get("attempt")?,
-        row.try_get("detail")?,
-        row.try_get("node")?,
-    )
+    parse_record(LogRow {
+        saga_id: row.try_get("saga_id")?,
+        seq: row.try_get("seq")?,
+        kind: row.try_get("kind")?,
+        at_ms: row.try_get("at_ms")?,
+        step: row.try_get("step")?,
+        attempt: row.try_get("attempt")?,
+        detail: row.try_get("detail")?,
+        node: row.try_get("node")?,
+    })
 }
 
 fn summary_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<SagaSummary, StoreError> {
