@@ -72,6 +72,13 @@ pub struct Config {
     #[arg(long = "service-url", env = "SAGA_SHOP_SERVICE_URLS", value_delimiter = ',', value_parser = parse_service_url)]
     pub service_urls: Vec<(ServiceName, String)>,
 
+    /// On PostgreSQL, the prefix of this deployment's schemas: `PREFIX_saga_log`,
+    /// `PREFIX_orders`, … instead of `saga_log`, `orders`, …, so several deployments (or test
+    /// runs) share one database without seeing each other's data. Every node of one deployment
+    /// uses the same prefix. Lowercase letters, digits and `_`, starting with a letter.
+    #[arg(long, env = "SAGA_SHOP_SCHEMA", value_parser = parse_schema_prefix)]
+    pub schema: Option<String>,
+
     /// This node's name: every saga-log record it writes says which node wrote it, and it
     /// claims sagas under it. Default: the host name and the process id (`web-1-4242`), new in
     /// every process. Two processes running at once must never share one.
@@ -121,6 +128,21 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
     }
 }
 
+fn parse_schema_prefix(s: &str) -> Result<String, String> {
+    let mut chars = s.chars();
+    let ok = (1..=40).contains(&s.len())
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(
+            "a schema prefix is 1 to 40 lowercase letters, digits or '_', starting with a letter"
+                .into(),
+        )
+    }
+}
+
 fn parse_node_id(s: &str) -> Result<String, String> {
     let ok = (1..=64).contains(&s.len())
         && s.chars()
@@ -162,6 +184,14 @@ mod tests {
         assert!(parse_node_id(&default).is_ok(), "{default}");
         for bad in ["", "a b", "x;y", &"n".repeat(65)] {
             assert!(parse_node_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_schema_prefix_is_a_plain_lowercase_name() {
+        assert_eq!(parse_schema_prefix("shop_eu1").as_deref(), Ok("shop_eu1"));
+        for bad in ["", "1shop", "Shop", "shop-eu", "a;drop", &"s".repeat(41)] {
+            assert!(parse_schema_prefix(bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -21,7 +21,10 @@ use crate::services::{
 };
 
 /// Open the saga log named by a `sqlite://` or `postgres://` URL.
-pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn SagaStore>> {
+pub async fn open_store(
+    url: &str,
+    schema_prefix: Option<&str>,
+) -> anyhow::Result<Arc<dyn SagaStore>> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         // Its directory was made by `run`, which also needs it for the services' files.
         let path = std::path::Path::new(path.split('?').next().unwrap_or(path));
@@ -30,7 +33,8 @@ pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn SagaStore>> {
             .with_context(|| format!("opening the SQLite saga log at {}", path.display()))?;
         Ok(Arc::new(store))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let store = PgStore::connect(url, Some("saga_log"))
+        let schema = crate::services::db::schema_name(schema_prefix, "saga_log");
+        let store = PgStore::connect(url, Some(&schema))
             .await
             .context("connecting to the PostgreSQL saga log")?;
         Ok(Arc::new(store))
@@ -84,24 +88,31 @@ async fn service_router(
     databases: &mut Databases,
 ) -> anyhow::Result<Router> {
     let database = config.database.as_str();
+    let prefix = config.schema.as_deref();
     let context = || format!("opening the {service} service's database");
     let (db, router) = match service {
         ServiceName::Orders => {
-            let s = Orders::open(database, config.seed_stock)
+            let s = Orders::open(database, prefix, config.seed_stock)
                 .await
                 .with_context(context)?;
             (s.db().clone(), s.router())
         }
         ServiceName::Billing => {
-            let s = Billing::open(database).await.with_context(context)?;
+            let s = Billing::open(database, prefix)
+                .await
+                .with_context(context)?;
             (s.db().clone(), s.router())
         }
         ServiceName::Payments => {
-            let s = Payments::open(database).await.with_context(context)?;
+            let s = Payments::open(database, prefix)
+                .await
+                .with_context(context)?;
             (s.db().clone(), s.router())
         }
         ServiceName::Shipping => {
-            let s = Shipping::open(database).await.with_context(context)?;
+            let s = Shipping::open(database, prefix)
+                .await
+                .with_context(context)?;
             (s.db().clone(), s.router())
         }
     };
@@ -112,6 +123,11 @@ async fn service_router(
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    if config.schema.is_some() && config.database.starts_with("sqlite://") {
+        anyhow::bail!(
+            "--schema names PostgreSQL schemas; a sqlite:// database is a file of its own, so choose another file instead"
+        );
+    }
     if let Some(dir) = config
         .database
         .strip_prefix("sqlite://")
@@ -209,7 +225,7 @@ async fn shop(
     stop: watch::Receiver<bool>,
     databases: &mut Databases,
 ) -> anyhow::Result<Router> {
-    let store = open_store(&config.database).await?;
+    let store = open_store(&config.database, config.schema.as_deref()).await?;
     databases.sagas.saga_log = Some(store.clone());
     let lease = Duration::from_secs(config.lease_secs);
     let engine = Engine::with_shared_store(

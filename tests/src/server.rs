@@ -109,10 +109,17 @@ impl ShopServer {
         extra_args: &[&str],
         log_filter: Option<&str>,
     ) -> anyhow::Result<Self> {
-        let db = format!("sqlite://{}", dir.join("saga-shop.db").display());
+        // A `--database` among the extra arguments (PostgreSQL) stands instead of the file.
+        let db = if extra_args.contains(&"--database") {
+            None
+        } else {
+            Some(format!("sqlite://{}", dir.join("saga-shop.db").display()))
+        };
         let mut command = Command::new(server_binary()?);
         command
-            .args(["--listen", listen, "--database", &db, "--static-dir"])
+            .args(["--listen", listen])
+            .args(db.iter().flat_map(|db| ["--database", db.as_str()]))
+            .arg("--static-dir")
             .arg(static_dir)
             .args(extra_args)
             .stdout(Stdio::piped());

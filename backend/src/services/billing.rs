@@ -21,9 +21,9 @@ pub struct Billing {
 }
 
 impl Billing {
-    pub async fn open(database: &str) -> Result<Self, super::DbError> {
+    pub async fn open(database: &str, schema_prefix: Option<&str>) -> Result<Self, super::DbError> {
         Ok(Billing {
-            db: ServiceDb::open(database, "billing", &MIGRATOR).await?,
+            db: ServiceDb::open(database, schema_prefix, "billing", &MIGRATOR).await?,
         })
     }
 

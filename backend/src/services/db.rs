@@ -9,6 +9,7 @@
 
 use std::marker::PhantomData;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -36,6 +37,16 @@ pub enum DbError {
     WriterGone,
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
     Url(String),
+}
+
+/// The PostgreSQL schema of one part of a deployment (`saga_log`, `orders`, …): its own name,
+/// or `{prefix}_{name}` under `--schema PREFIX`, so deployments (and test runs) that share a
+/// database keep apart.
+pub fn schema_name(prefix: Option<&str>, component: &str) -> String {
+    match prefix {
+        Some(prefix) => format!("{prefix}_{component}"),
+        None => component.to_string(),
+    }
 }
 
 /// The database of `service`, derived from the server's `--database` URL.
@@ -123,23 +134,27 @@ struct Job {
 }
 
 /// The same settings on every connection of a service, pooled or the writer.
-async fn prepare(conn: &mut AnyConnection, sqlite: bool, service: &str) -> sqlx::Result<()> {
+async fn prepare(conn: &mut AnyConnection, sqlite: bool, schema: &str) -> sqlx::Result<()> {
     if sqlite {
         conn.execute(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000",
         )
         .await?;
     } else {
-        // `service` is one of four fixed names, never user input.
-        conn.execute(sqlx::AssertSqlSafe(format!("SET search_path TO {service}")))
+        // `schema` is one of four fixed names, under a prefix `--schema` checked to be
+        // lowercase letters, digits and underscores.
+        conn.execute(sqlx::AssertSqlSafe(format!("SET search_path TO {schema}")))
             .await?;
     }
     Ok(())
 }
 
 impl ServiceDb {
+    /// The database of `service` for the server's `--database` URL; on PostgreSQL a schema
+    /// of its own, named under `schema_prefix` (`--schema`).
     pub async fn open(
         database: &str,
+        schema_prefix: Option<&str>,
         service: &'static str,
         migrator: &'static sqlx::migrate::Migrator,
     ) -> Result<Self, DbError> {
@@ -147,17 +162,24 @@ impl ServiceDb {
         let url = service_url(database, service)?;
         let options = AnyConnectOptions::from_str(&url)?;
         let sqlite = url.starts_with("sqlite:");
+        let schema: Arc<str> = schema_name(schema_prefix, service).into();
         if !sqlite {
             let mut conn = AnyConnection::connect(&url).await?;
             conn.execute(sqlx::AssertSqlSafe(format!(
-                "CREATE SCHEMA IF NOT EXISTS {service}"
+                "CREATE SCHEMA IF NOT EXISTS {schema}"
             )))
             .await?;
             conn.close().await?;
         }
         let pool = AnyPoolOptions::new()
             .max_connections(if sqlite { 2 } else { 8 })
-            .after_connect(move |conn, _| Box::pin(prepare(conn, sqlite, service)))
+            .after_connect({
+                let schema = schema.clone();
+                move |conn, _| {
+                    let schema = schema.clone();
+                    Box::pin(async move { prepare(conn, sqlite, &schema).await })
+                }
+            })
             .connect_with(options.clone())
             .await?;
         migrator
@@ -165,9 +187,9 @@ impl ServiceDb {
             .await
             .map_err(|source| DbError::Migrate { service, source })?;
         let mut conn = AnyConnection::connect_with(&options).await?;
-        prepare(&mut conn, sqlite, service).await?;
+        prepare(&mut conn, sqlite, &schema).await?;
         let (writer, jobs) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(write_loop(conn, options, sqlite, service, jobs));
+        tokio::spawn(write_loop(conn, options, sqlite, service, schema, jobs));
         Ok(ServiceDb { pool, writer })
     }
 
@@ -236,6 +258,7 @@ async fn write_loop(
     options: AnyConnectOptions,
     sqlite: bool,
     service: &'static str,
+    schema: Arc<str>,
     mut orders: mpsc::Receiver<Order>,
 ) {
     let mut conn = Some(conn);
@@ -261,7 +284,7 @@ async fn write_loop(
         }
         if conn.is_none() {
             match AnyConnection::connect_with(&options).await {
-                Ok(mut c) => match prepare(&mut c, sqlite, service).await {
+                Ok(mut c) => match prepare(&mut c, sqlite, &schema).await {
                     Ok(()) => conn = Some(c),
                     Err(e) => {
                         tracing::error!(service, error = %e, "preparing the writer's connection failed")
@@ -408,7 +431,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("svc-db-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let url = format!("sqlite://{}", dir.join("t.db").display());
-        let db = ServiceDb::open(&url, "payments", &crate::services::payments::MIGRATOR)
+        let db = ServiceDb::open(&url, None, "payments", &crate::services::payments::MIGRATOR)
             .await
             .unwrap();
         (db, dir.join("t.payments.db"))

@@ -46,8 +46,12 @@ pub struct Orders {
 impl Orders {
     /// Open the orders database, seeding the catalog on first start (with `seed_stock` of each
     /// product instead of the catalog's figures, when given).
-    pub async fn open(database: &str, seed_stock: Option<i64>) -> Result<Self, super::DbError> {
-        let db = ServiceDb::open(database, "orders", &MIGRATOR).await?;
+    pub async fn open(
+        database: &str,
+        schema_prefix: Option<&str>,
+        seed_stock: Option<i64>,
+    ) -> Result<Self, super::DbError> {
+        let db = ServiceDb::open(database, schema_prefix, "orders", &MIGRATOR).await?;
         let mut tx = db.pool.begin().await?;
         let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM products")
             .fetch_one(&mut *tx)

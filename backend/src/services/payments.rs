@@ -32,9 +32,9 @@ pub struct Payments {
 }
 
 impl Payments {
-    pub async fn open(database: &str) -> Result<Self, super::DbError> {
+    pub async fn open(database: &str, schema_prefix: Option<&str>) -> Result<Self, super::DbError> {
         Ok(Payments {
-            db: ServiceDb::open(database, "payments", &MIGRATOR).await?,
+            db: ServiceDb::open(database, schema_prefix, "payments", &MIGRATOR).await?,
         })
     }
 

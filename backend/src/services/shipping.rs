@@ -29,9 +29,9 @@ pub struct Shipping {
 }
 
 impl Shipping {
-    pub async fn open(database: &str) -> Result<Self, super::DbError> {
+    pub async fn open(database: &str, schema_prefix: Option<&str>) -> Result<Self, super::DbError> {
         Ok(Shipping {
-            db: ServiceDb::open(database, "shipping", &MIGRATOR).await?,
+            db: ServiceDb::open(database, schema_prefix, "shipping", &MIGRATOR).await?,
         })
     }
 
