@@ -113,10 +113,11 @@ async fn a_schema_prefix_keeps_a_deployment_apart_on_a_shared_postgres() {
         .fetch_all(&db)
         .await?;
         anyhow::ensure!(found == schemas_of(&prefixes[0]), "{found:?}");
-        let logged: i64 = sqlx::query_scalar(&format!(
+        // The prefix is a name this test made (letters, digits, `_`).
+        let logged: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT COUNT(*) FROM {}_saga_log.saga_log",
             prefixes[0]
-        ))
+        )))
         .fetch_one(&db)
         .await?;
         anyhow::ensure!(logged > 5, "the saga is in A's own log ({logged} records)");
@@ -125,9 +126,11 @@ async fn a_schema_prefix_keeps_a_deployment_apart_on_a_shared_postgres() {
     .await;
     for prefix in &prefixes {
         for schema in schemas_of(prefix) {
-            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                .execute(&db)
-                .await;
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS {schema} CASCADE"
+            )))
+            .execute(&db)
+            .await;
         }
     }
     result.unwrap();
