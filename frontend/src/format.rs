@@ -22,9 +22,20 @@ pub fn now_ms() -> f64 {
     js_sys::Date::now()
 }
 
-/// `12:00:00.123` from an RFC 3339 timestamp.
+/// `12:00:00.123` from an RFC 3339 timestamp, in the browser's local time (the UTC digits of
+/// the timestamp if the browser cannot read it).
 pub fn clock(at: &str) -> String {
-    at.get(11..23).unwrap_or(at).to_string()
+    let then = js_sys::Date::new(&leptos::wasm_bindgen::JsValue::from_f64(ms(at)));
+    if then.get_time().is_nan() {
+        return at.get(11..23).unwrap_or(at).to_string();
+    }
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        then.get_hours(),
+        then.get_minutes(),
+        then.get_seconds(),
+        then.get_milliseconds()
+    )
 }
 
 pub fn duration(ms: f64) -> String {

@@ -370,6 +370,13 @@ async fn faults_from_the_panel_show_their_retries_timeouts_and_stuck_compensatio
                     && summary.contains("needs a person"),
                 "{summary}"
             );
+            // The README's picture starts at the saga's heading.
+            b.client
+                .execute(
+                    "document.querySelector('[data-testid=timeline]').scrollIntoView()",
+                    vec![],
+                )
+                .await?;
             b.screenshot("timeline-stuck").await?;
             // The outage is over: the operator retries, and the saga unwinds to the end.
             b.click("retry-saga").await?;
