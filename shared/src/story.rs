@@ -43,7 +43,7 @@ pub const STEP_WORDS: [StepWords; 4] = [
         undone: "the order was cancelled, its stock back on the shelf",
         undoing: "cancelling the order and putting the stock back",
         held: "the order is placed, its stock reserved",
-        left: "the order stays pending with its stock reserved",
+        left: "the order stays open with its stock reserved",
         refused: "The order was refused",
     },
     StepWords {
@@ -141,16 +141,37 @@ pub fn summary(events: &[SagaEvent]) -> String {
                 .iter()
                 .any(|v| v.status == StepState::Succeeded);
             s.push_str(if anything_done {
-                " Undoing what was done, newest first…"
+                " The saga turns back: what was done will be undone, newest first."
             } else {
                 " Nothing had been done yet, so there is nothing to undo."
             });
             s
         }
         SagaState::Running => running(events, &timeline),
-        SagaState::Completed => "The order is confirmed: the stock is reserved, the invoice \
-             issued, the payment charged and the shipment scheduled. You were charged."
-            .into(),
+        SagaState::Completed => {
+            let mut s: String = "The order is confirmed: the stock is reserved, the invoice \
+                 issued, the payment charged and the shipment scheduled. You were charged."
+                .into();
+            for w in STEP_WORDS.iter() {
+                let tries = events
+                    .iter()
+                    .filter(|e| {
+                        e.step.as_deref() == Some(w.step)
+                            && matches!(e.event, Event::StepRetrying { .. })
+                    })
+                    .count();
+                if tries > 0 {
+                    s.push_str(&format!(
+                        " {} took {} attempts: {} failed first and {} retried.",
+                        capitalised(w.doing),
+                        tries + 1,
+                        if tries == 1 { "one" } else { "the first ones" },
+                        if tries == 1 { "was" } else { "were" }
+                    ));
+                }
+            }
+            s
+        }
         SagaState::Compensating => {
             let mut s = failure.as_ref().map(why).unwrap_or_default();
             s.push_str(" Undoing what was done, newest first");
@@ -254,6 +275,24 @@ fn running(events: &[SagaEvent], timeline: &Timeline) -> String {
             );
             if attempt > 1 {
                 s.push_str(&format!(", attempt {attempt}"));
+                // Why the one before did not do: its reason stays in the sentence.
+                let before = events.iter().rev().find_map(|e| match &e.event {
+                    Event::StepRetrying {
+                        error,
+                        outcome_unknown,
+                        ..
+                    } if e.step == last.step => Some(if *outcome_unknown {
+                        format!(
+                            ", after attempt {} got no answer in time, so whether it went \
+                             through is unknown",
+                            attempt - 1
+                        )
+                    } else {
+                        format!(", after attempt {} failed: {error}", attempt - 1)
+                    }),
+                    _ => None,
+                });
+                s.push_str(&before.unwrap_or_default());
             }
             s.push('…');
             s
@@ -269,7 +308,7 @@ fn running(events: &[SagaEvent], timeline: &Timeline) -> String {
             } else {
                 format!("{} failed: {error}", capitalised(words.doing))
             };
-            format!("{why}. Trying again in {delay_ms} ms.")
+            format!("{why}. Trying again after a {delay_ms} ms wait.")
         }
         _ => format!("{done} of 4 steps done; the next one is about to start."),
     }
@@ -314,8 +353,10 @@ fn charged(
         matches!(e.event, Event::StepSucceeded { .. }) && e.step.as_deref() == Some(payment)
     }) || failure.is_some_and(|f| f.unknown && f.words.step == payment);
     let refunded = undone.iter().any(|w| w.step == payment);
+    let unknown = failure.is_some_and(|f| f.unknown && f.words.step == payment);
     match (paid, refunded) {
         (false, _) => "You were not charged.",
+        (true, true) if unknown => "If the payment went through, it was refunded in full.",
         (true, true) => "You were charged, then refunded in full.",
         (true, false) => "Your payment has not been refunded.",
     }
@@ -354,6 +395,12 @@ fn stuck(events: &[SagaEvent], undone: &[&StepWords], failure: Option<&Failure<'
         })
         .map(|w| w.left)
         .collect();
+    if !undone.is_empty() {
+        s.push_str(&format!(
+            " Already undone: {}.",
+            join(undone.iter().map(|w| w.undone))
+        ));
+    }
     if !left.is_empty() {
         s.push_str(&format!(" Left behind: {}.", join(left.into_iter())));
     }
@@ -557,10 +604,76 @@ mod tests {
             "{s}"
         );
         assert!(
-            s.contains("Left behind: the order stays pending with its stock reserved and the invoice stays issued."),
+            s.contains("Left behind: the order stays open with its stock reserved and the invoice stays issued."),
             "{s}"
         );
         assert!(s.contains("needs a person"), "{s}");
+    }
+
+    #[test]
+    fn retries_keep_their_reasons_in_the_sentence() {
+        let retried = |error: &str, unknown: bool| Event::StepRetrying {
+            error: error.into(),
+            outcome_unknown: unknown,
+            delay_ms: 200,
+            duration_ms: 1,
+        };
+        let story = Story::new()
+            .ok("place_order")
+            .with(
+                Event::StepStarted { timeout_ms: 800 },
+                Some("create_invoice"),
+            )
+            .with(
+                retried("timed out after 800 ms", true),
+                Some("create_invoice"),
+            )
+            .with(
+                Event::StepStarted { timeout_ms: 800 },
+                Some("create_invoice"),
+            );
+        let mut events = story.0;
+        if let Some(last) = events.last_mut() {
+            last.attempt = Some(2);
+        }
+        let s = summary(&events);
+        assert!(
+            s.contains("attempt 2, after attempt 1 got no answer in time"),
+            "{s}"
+        );
+        let done = Story::new()
+            .ok("place_order")
+            .with(
+                Event::StepStarted { timeout_ms: 800 },
+                Some("create_invoice"),
+            )
+            .with(retried("billing is busy", false), Some("create_invoice"))
+            .ok("create_invoice")
+            .ok("process_payment")
+            .ok("ship_order")
+            .end(Event::SagaCompleted {});
+        assert!(
+            done.ends_with(
+                "Issuing the invoice took 2 attempts: one failed first and was retried."
+            ),
+            "{done}"
+        );
+    }
+
+    #[test]
+    fn a_payment_that_timed_out_is_refunded_if_it_went_through() {
+        let s = Story::new()
+            .ok("place_order")
+            .ok("create_invoice")
+            .refused("process_payment", "timed out", StepOutcome::Unknown)
+            .undone("process_payment")
+            .undone("create_invoice")
+            .undone("place_order")
+            .end(Event::SagaCompensated {});
+        assert!(
+            s.ends_with("If the payment went through, it was refunded in full."),
+            "{s}"
+        );
     }
 
     #[test]
@@ -572,8 +685,8 @@ mod tests {
         );
         assert_eq!(
             summary(&story.0),
-            "The invoice could not be issued: billing refused. Undoing what was done, newest \
-             first…"
+            "The invoice could not be issued: billing refused. The saga turns back: what was \
+             done will be undone, newest first."
         );
     }
 
@@ -598,7 +711,7 @@ mod tests {
         );
         assert_eq!(
             summary(&story.0),
-            "Issuing the invoice failed: billing is busy. Trying again in 200 ms."
+            "Issuing the invoice failed: billing is busy. Trying again after a 200 ms wait."
         );
         let done = Story::new()
             .ok("place_order")

@@ -158,6 +158,14 @@ async fn the_new_sagas_timeline_is_in_view_after_buy() {
                 top >= 0.0 && bottom <= height,
                 "at 1280×800 the timeline spans {top}..{bottom} of a {height} px viewport"
             );
+            // The line confirming the order is in view too, by the button just pressed.
+            b.wait_js(
+                "const r = document.querySelector('[data-testid=order-placed]').getBoundingClientRect(); \
+                 return r.top >= 0 && r.bottom <= window.innerHeight;",
+                "the order's confirmation line is out of view after Buy",
+                LONG,
+            )
+            .await?;
             b.screenshot("after-buy-1280").await?;
 
             b.client.goto(&url).await?;
@@ -366,7 +374,7 @@ async fn faults_from_the_panel_show_their_retries_timeouts_and_stuck_compensatio
             anyhow::ensure!(lane.contains("undo failed: needs a person"), "{lane}");
             let summary = b.wait_testid("saga-summary", LONG).await?.text().await?;
             anyhow::ensure!(
-                summary.contains("Left behind: the order stays pending with its stock reserved")
+                summary.contains("Left behind: the order stays open with its stock reserved")
                     && summary.contains("needs a person"),
                 "{summary}"
             );
@@ -663,6 +671,20 @@ async fn the_page_fits_a_phone_screen() {
                 "the event log scrolls sideways by {log_overflow} px at 375 px"
             );
             b.screenshot("narrow-375-log").await?;
+            // So does the saga list: every row whole, nothing cut off at the right.
+            let list_overflow = b
+                .client
+                .execute(
+                    "const t = document.querySelector('.saga-list'); \
+                     t.scrollIntoView(); return t.parentElement.scrollWidth - t.parentElement.clientWidth;",
+                    vec![],
+                )
+                .await?;
+            anyhow::ensure!(
+                list_overflow.as_f64().is_some_and(|o| o <= 1.0),
+                "the saga list scrolls sideways by {list_overflow} px at 375 px"
+            );
+            b.screenshot("narrow-375-list").await?;
             b.client.execute("window.scrollTo(0, 0)", vec![]).await?;
             b.screenshot("narrow-375").await?;
             Ok(())

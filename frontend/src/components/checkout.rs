@@ -476,10 +476,11 @@ pub fn Checkout(state: ShopState) -> impl IntoView {
             })}
             {alert_while("form-problems", blocking)}
             {alert_while("order-error", order_error)}
+            // Above the button, so it is in view wherever the button is.
+            <p class="placed" role="status" data-testid="order-placed">{text(placed_text)}</p>
             <button type="submit" class="buy" data-testid="buy" on:click=buy disabled=busy>
                 {text(move || if busy.get() { "Placing the order…".into() } else { "Buy".into() })}
             </button>
-            <p class="placed" role="status" data-testid="order-placed">{text(placed_text)}</p>
         </form>
     }
 }

@@ -221,12 +221,20 @@ impl Shown {
         // While the saga runs (or plays), the scale is a round span that only steps up (1 s,
         // 2 s, 5 s, …): the bars already drawn keep their width instead of shrinking at every
         // tick.
+        let took = || {
+            self.events
+                .with(|ev| ev.last().map(|e| ms(&e.at)))
+                .unwrap_or(start)
+                - start
+        };
         let span = if growing {
-            let floor = match self.playback.get() {
-                Playback::Playing { .. } => 10.0,
-                _ => 1000.0,
-            };
-            round_up(end - start, floor)
+            match self.playback.get() {
+                // Played once it is known whole: the final scale from the start, so no bar
+                // shrinks as it plays.
+                Playback::Playing { .. } if self.finished.get() => took().max(1.0),
+                Playback::Playing { .. } => round_up(end - start, 10.0),
+                _ => round_up(end - start, 1000.0),
+            }
         } else {
             (end - start).max(1.0)
         };
