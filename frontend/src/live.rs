@@ -71,15 +71,23 @@ fn listen(url: String, mut on_event: impl FnMut(SagaEvent) -> bool + 'static) {
         let (source, health) = (Rc::downgrade(&source), health.clone());
         // The browser reconnects without telling the page (no error reaches the stream while
         // it is connecting), so the state is read: connecting again after having been open is
-        // a lost connection.
+        // a lost connection, and so is a first connection still not made after a second (the
+        // server went away before it answered).
         let was_open = Cell::new(false);
+        let connecting = Cell::new(0u32);
         set_interval_with_handle(
             move || match source.upgrade().map(|s| s.state()) {
                 Some(State::Open) => {
                     was_open.set(true);
+                    connecting.set(0);
                     health.set_down(false);
                 }
-                Some(State::Connecting) if was_open.get() => health.set_down(true),
+                Some(State::Connecting) => {
+                    connecting.set(connecting.get() + 1);
+                    if was_open.get() || connecting.get() >= 3 {
+                        health.set_down(true);
+                    }
+                }
                 _ => {}
             },
             Duration::from_millis(500),

@@ -135,7 +135,11 @@ fn fault_row(state: ShopState, step: &'static str) -> impl IntoView {
     view! {
         <div class="fault-row">
             <label>
-                <span class="step-name">{step}</span>
+                // Named as its lane is: the service and its action, the code name second.
+                <span class="step-words">
+                    {shared::story::words_of(step).map(|w| format!("{} · {}", w.service, w.action)).unwrap_or_default()}
+                    " "<code class="step-name">{step}</code>
+                </span>
                 <select
                     data-testid=format!("fault-{step}")
                     prop:value=text(move || kind.get())

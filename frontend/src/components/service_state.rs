@@ -76,7 +76,15 @@ fn services(o: OrderView) -> [(&'static str, Option<String>); 5] {
     [
         (
             "orders",
-            Some(format!("{} · {}", o.status, money(o.total_cents))),
+            // An order refused at its first step reserved nothing: it was never placed, so
+            // there was nothing to cancel.
+            Some(
+                if o.status == "cancelled" && o.total_cents == 0 && o.invoice.is_none() {
+                    "refused: nothing was reserved".to_string()
+                } else {
+                    format!("{} · {}", o.status, money(o.total_cents))
+                },
+            ),
         ),
         (
             "billing",

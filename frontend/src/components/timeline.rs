@@ -727,6 +727,7 @@ fn legend() -> AnyView {
             {KEYS.iter().map(|(class, label)| view! {
                 <li><span class=format!("swatch {class}")></span>{*label}</li>
             }).collect_view()}
+            <li>"#2: the second attempt; undo #1: the first attempt at undoing it"</li>
         </ul>
     }
     .into_any()
