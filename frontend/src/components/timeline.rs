@@ -192,6 +192,14 @@ impl Shown {
             .unwrap_or_else(|| self.now.get())
     }
 
+    /// How long the saga has taken so far, by its own events' times (0 before two events).
+    fn took(self) -> f64 {
+        self.events.with(|ev| match (ev.first(), ev.last()) {
+            (Some(a), Some(b)) => ms(&b.at) - ms(&a.at),
+            _ => 0.0,
+        })
+    }
+
     /// Whether the page shows a moment of the past (the scrubber, or the slowed playback)
     /// rather than the present.
     fn replaying(self) -> bool {
@@ -221,17 +229,11 @@ impl Shown {
         // While the saga runs (or plays), the scale is a round span that only steps up (1 s,
         // 2 s, 5 s, …): the bars already drawn keep their width instead of shrinking at every
         // tick.
-        let took = || {
-            self.events
-                .with(|ev| ev.last().map(|e| ms(&e.at)))
-                .unwrap_or(start)
-                - start
-        };
         let span = if growing {
             match self.playback.get() {
                 // Played once it is known whole: the final scale from the start, so no bar
                 // shrinks as it plays.
-                Playback::Playing { .. } if self.finished.get() => took().max(1.0),
+                Playback::Playing { .. } if self.finished.get() => self.took().max(1.0),
                 Playback::Playing { .. } => round_up(end - start, 10.0),
                 _ => round_up(end - start, 1000.0),
             }
@@ -760,12 +762,6 @@ fn scrubber(t: Shown) -> AnyView {
 
 /// The slowed playback of a fast saga, labelled, with the way to real time and back.
 fn playback_control(t: Shown) -> AnyView {
-    let took = move || {
-        t.events.with(|ev| match (ev.first(), ev.last()) {
-            (Some(a), Some(b)) => ms(&b.at) - ms(&a.at),
-            _ => 0.0,
-        })
-    };
     let speed = move || match t.playback.get() {
         Playback::Playing { speed, .. } => speed,
         _ => 1,
@@ -775,7 +771,7 @@ fn playback_control(t: Shown) -> AnyView {
             {dynamic(move || match t.playback.get() {
                 Playback::Playing { speed, .. } => view! {
                     <span class="playing">{text(move || if t.finished.get() {
-                        format!("Shown {speed}× slower: it took {}.", duration(took()))
+                        format!("Shown {speed}× slower: it took {}.", duration(t.took()))
                     } else {
                         format!("Shown {speed}× slower, as it happens.")
                     })}</span>
@@ -784,7 +780,7 @@ fn playback_control(t: Shown) -> AnyView {
                     </button>
                 }.into_any(),
                 Playback::Played { speed } => view! {
-                    <span>{text(move || format!("It took {}, too fast to follow in real time.", duration(took())))}</span>
+                    <span>{text(move || format!("It took {}, too fast to follow in real time.", duration(t.took())))}</span>
                     <button type="button" on:click=move |_| {
                         t.cursor.set(None);
                         t.playback.set(Playback::Playing { speed, at: 0.0, since: now_ms() });
