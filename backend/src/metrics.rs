@@ -288,6 +288,7 @@ mod tests {
             step: step.map(str::to_string),
             attempt: Some(1),
             node: None,
+            epoch: None,
         }
     }
 

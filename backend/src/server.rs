@@ -44,8 +44,9 @@ pub async fn open_store(
 }
 
 /// What is closed at shutdown. The saga side first, as soon as the signal comes: the claims
-/// stop and the saga log closes, so every saga stops at its next record, exactly as after a
-/// crash (whatever it logged stands; recovery resumes it). Only then do connections drain:
+/// stop, the node hands its unfinished sagas back (so another node on a shared database takes
+/// them over at once, not after their leases) and the saga log closes, so every saga stops at
+/// its next record, exactly as after a crash (whatever it logged stands; recovery resumes it). Only then do connections drain:
 /// were the log still open, a saga whose step call found the listener gone would log that as
 /// a failure and compensate, or end `stuck`, for a shutdown. The services' databases close
 /// last, once nothing can call them.
@@ -58,6 +59,8 @@ struct Databases {
 #[derive(Default)]
 struct SagaSide {
     saga_log: Option<Arc<dyn SagaStore>>,
+    engine: Option<Engine>,
+    /// Claiming and renewing leases, and following other nodes' commits.
     recovery: Option<JoinHandle<()>>,
 }
 
@@ -66,6 +69,15 @@ impl SagaSide {
         if let Some(recovery) = self.recovery {
             recovery.abort();
             let _ = recovery.await;
+        }
+        if let Some(engine) = self.engine {
+            match engine.hand_back().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(sagas = n, "handed unfinished sagas back"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "handing sagas back failed; they move when their leases expire")
+                }
+            }
         }
         if let Some(log) = self.saga_log {
             log.close().await;
@@ -234,6 +246,7 @@ async fn shop(
             node_id: config.node_id(),
             lease,
             claim_every: lease / 3,
+            takeover_every: (lease / 4).min(Duration::from_millis(500)),
             ..EngineConfig::default()
         },
     );
@@ -264,9 +277,13 @@ async fn shop(
     }
     // Recover once the listener is up (the participants call this very server), but do not
     // hold up the start: a slow recovery must not make the server look dead. Then keep
-    // claiming while the server runs, so sagas whose lease a dead process still held are taken
-    // over once it expires (see `Engine::keep_recovering`); stopped before the log is closed.
-    databases.sagas.recovery = Some(tokio::spawn(async move { engine.keep_recovering().await }));
+    // claiming while the server runs, so sagas whose lease a dead node held are taken over
+    // once it expires (see `Engine::keep_recovering`), and on PostgreSQL announce the other
+    // nodes' records here (`Engine::follow_others`); stopped before the log is closed.
+    databases.sagas.engine = Some(engine.clone());
+    databases.sagas.recovery = Some(tokio::spawn(async move {
+        tokio::join!(engine.keep_recovering(), engine.follow_others());
+    }));
     Ok(app)
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::{broadcast, oneshot};
 
+use crate::announce::Announcer;
 use crate::definition::SagaDefinition;
 use crate::error::EngineError;
 use crate::events::{self, EventStream, FeedStream};
@@ -19,7 +20,7 @@ use crate::log_writer::{Counters, LogStats, LogWriter};
 use crate::progress::SagaProgress;
 use crate::record::{RecordKind, SagaId, SagaStatus};
 use crate::running::RunningSet;
-use crate::store::{Committed, SagaStore, StoreError};
+use crate::store::{Claim, Claimed, Committed, SagaStore, StoreError};
 
 /// What [`Engine::retry_stuck`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +34,7 @@ pub enum Retried {
 /// How an engine behaves towards other nodes and subscribers; the defaults suit one node.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Names this process as a saga owner in the store (see `SagaStore::claim_unfinished`).
+    /// Names this process as a saga owner in the store (see [`SagaStore::claim`]).
     pub node_id: String,
     /// How many committed records the live broadcast buffers; a subscriber further behind
     /// catches up from the log instead, so this bounds memory, not correctness.
@@ -42,14 +43,18 @@ pub struct EngineConfig {
     /// sagas this long; then any node takes them over ([`Engine::keep_recovering`]). Node ids
     /// are new in every process, so a restarted node waits out its predecessor's leases too.
     pub lease: Duration,
-    /// How often [`Engine::keep_recovering`] claims again: renewing the leases of the sagas
-    /// this node drives and taking over those whose lease expired. Well under `lease` (a third
-    /// by default), so a node's leases do not lapse while it drives the sagas, even if one
-    /// renewal fails or comes late.
+    /// How often [`Engine::keep_recovering`] renews the leases of the sagas this node holds
+    /// (one statement for all of them), resuming any of them whose driver stopped. Well under
+    /// `lease` (a third by default), so a node's leases do not lapse while it drives the
+    /// sagas, even if one renewal fails or comes late.
     pub claim_every: Duration,
+    /// How often [`Engine::keep_recovering`] looks for sagas nobody holds (a lease expired, or
+    /// handed back by a node stopping) and takes them over: what bounds how long a saga waits,
+    /// after its lease, for another node.
+    pub takeover_every: Duration,
     /// How often a subscriber to one saga that this engine is not driving reads the log for
-    /// its new records. Another node on a shared database may be driving it, and a record is
-    /// announced live only on the node that wrote it.
+    /// its new records, unless [`Engine::follow_others`] announces other nodes' records here
+    /// (on a shared store): then they arrive live.
     pub elsewhere_poll: Duration,
 }
 
@@ -60,6 +65,7 @@ impl Default for EngineConfig {
             event_buffer: 16_384,
             lease: Duration::from_secs(30),
             claim_every: Duration::from_secs(10),
+            takeover_every: Duration::from_millis(500),
             elsewhere_poll: Duration::from_millis(250),
         }
     }
@@ -79,6 +85,9 @@ pub struct Engine {
 pub(crate) struct Inner {
     pub store: Arc<dyn SagaStore>,
     pub events: broadcast::Sender<Arc<Committed>>,
+    /// Puts committed records on `events` in log order, this node's and (on a shared store)
+    /// the other nodes'.
+    announcer: Arc<Announcer>,
     /// One per engine, shared by its sagas: a saga holds one count on it, not one on each part.
     writer: Arc<LogWriter>,
     counters: Arc<Counters>,
@@ -108,16 +117,23 @@ impl Engine {
     pub fn with_shared_store(store: Arc<dyn SagaStore>, config: EngineConfig) -> Self {
         let (events, _) = broadcast::channel(config.event_buffer.max(16));
         let counters = Arc::new(Counters::default());
-        let writer = Arc::new(LogWriter::new(
+        let announcer = Arc::new(Announcer::new(
             store.clone(),
             events.clone(),
             counters.clone(),
+        ));
+        let writer = Arc::new(LogWriter::new(
+            store.clone(),
+            announcer.clone(),
+            counters.clone(),
             Arc::from(config.node_id.as_str()),
+            config.lease,
         ));
         Engine {
             inner: Arc::new(Inner {
                 store,
                 events,
+                announcer,
                 writer,
                 counters,
                 config,
@@ -172,7 +188,7 @@ impl Engine {
         let definition = self.definition(definition)?;
         let input = serde_json::to_value(input).map_err(|e| EngineError::Input(e.to_string()))?;
         let progress = SagaProgress::new(&definition);
-        let mut run = SagaRun::new(id, definition, progress, self.inner.writer.clone());
+        let mut run = SagaRun::new(id, definition, progress, self.inner.writer.clone(), 1);
         let (tx, rx) = oneshot::channel();
         run.begin(input, tx)?;
         if !self.spawn(run) {
@@ -193,7 +209,7 @@ impl Engine {
         let definition = self.definition(definition)?;
         let input = serde_json::to_value(input).map_err(|e| EngineError::Input(e.to_string()))?;
         let progress = SagaProgress::new(&definition);
-        let mut run = SagaRun::new(id, definition, progress, self.inner.writer.clone());
+        let mut run = SagaRun::new(id, definition, progress, self.inner.writer.clone(), 1);
         let (tx, mut rx) = oneshot::channel();
         run.begin(input, tx)?;
         if !self.mark_running(id) {
@@ -220,16 +236,28 @@ impl Engine {
     /// Returns how many were resumed. Safe to call again; sagas already running here are
     /// skipped.
     ///
-    /// The claim (see [`SagaStore::claim_unfinished`]) takes the sagas nobody holds, those
-    /// whose lease expired, and those this node holds already, whose leases it so renews.
+    /// On a [shared](SagaStore::shared) store the claim takes the sagas nobody holds, those
+    /// whose lease expired, and this node's own, whose leases it so renews
+    /// ([`Claim::OrphansAndMine`]). On a store only this process writes it takes every
+    /// unfinished saga ([`Claim::Everything`]): whoever held them has stopped, so waiting out
+    /// their leases would only delay them.
     pub async fn recover(&self) -> Result<usize, EngineError> {
-        let ids = self
+        let which = if self.inner.store.shared() {
+            Claim::OrphansAndMine
+        } else {
+            Claim::Everything
+        };
+        self.claim_and_resume(which).await
+    }
+
+    async fn claim_and_resume(&self, which: Claim) -> Result<usize, EngineError> {
+        let claimed = self
             .inner
             .store
-            .claim_unfinished(&self.inner.config.node_id, self.inner.config.lease)
+            .claim(&self.inner.config.node_id, self.inner.config.lease, which)
             .await?;
         let mut resumed = 0;
-        for id in ids {
+        for Claimed { saga_id: id, epoch } in claimed {
             // Marked as driven here before its log is read, so there is one driver per saga: a
             // saga driven here right now is skipped, and one whose driver has just returned is
             // read with every record it wrote (a driver leaves the set only after its last
@@ -237,10 +265,10 @@ impl Engine {
             if self.is_left_alone(id) || !self.mark_running(id) {
                 continue;
             }
-            match self.resumable(id).await {
+            match self.resumable(id, epoch).await {
                 Ok(Some(run)) => {
                     let (records, unwinding) = (run.progress.next_seq - 1, run.progress.unwinding);
-                    tracing::info!(saga_id = %id, records, unwinding, "resuming saga");
+                    tracing::info!(saga_id = %id, records, unwinding, epoch, "resuming saga");
                     self.drive_marked(run, None);
                     resumed += 1;
                 }
@@ -254,29 +282,107 @@ impl Engine {
         Ok(resumed)
     }
 
-    /// [`recover`](Self::recover) now, then again every [`EngineConfig::claim_every`], for as
-    /// long as the returned future is polled (a server runs it until it stops).
+    /// [`recover`](Self::recover) now, then, for as long as the returned future is polled (a
+    /// server runs it until it stops): every [`EngineConfig::takeover_every`], take over the
+    /// sagas nobody holds (a lease expired: their node died or was cut off; or handed back by
+    /// a node stopping); every [`EngineConfig::claim_every`], renew this node's leases, in one
+    /// statement, resuming any saga of its own whose driver stopped on a failed commit.
     ///
-    /// Recovering only at start-up leaves orphans: a process killed during its own recovery
-    /// holds the leases it had just taken, the next process finds them live at its start and
-    /// skips them, and nobody ever comes back for them. Claiming again takes them over once
-    /// their lease expired; the same claim renews this node's own leases, so nobody takes over
-    /// a saga this node still drives, and it resumes one of its own whose driver stopped on a
-    /// failed commit.
+    /// Recovering only at start-up would leave orphans: a node that dies while others run is
+    /// never restarted, and a process killed during its own recovery holds the leases it had
+    /// just taken, which the next one must not take before they expire.
     pub async fn keep_recovering(&self) {
+        let config = &self.inner.config;
+        let shared = self.inner.store.shared();
         // A zero period would make `interval` panic; a claim a millisecond is plenty.
-        let period = self.inner.config.claim_every.max(Duration::from_millis(1));
+        let period = (config.takeover_every.min(config.claim_every)).max(Duration::from_millis(1));
         let mut every = tokio::time::interval(period);
         // Late (a slow claim, a busy log): claim once, not a burst of catch-up claims.
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        let mut renewed = tokio::time::Instant::now();
+        let mut claimed = self.recover().await;
         loop {
-            every.tick().await;
-            match self.recover().await {
+            match claimed {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(resumed = n, "resumed unfinished sagas"),
                 Err(e) => tracing::error!(error = %e, "claiming unfinished sagas failed"),
             }
+            every.tick().await;
+            claimed = if renewed.elapsed() >= config.claim_every {
+                renewed = tokio::time::Instant::now();
+                self.claim_and_resume(Claim::OrphansAndMine).await
+            } else if shared {
+                self.claim_and_resume(Claim::Orphans).await
+            } else {
+                // No other process writes this log: nobody else's sagas can be orphaned.
+                Ok(0)
+            };
         }
+    }
+
+    /// On a [shared](SagaStore::shared) store, announce the records other nodes commit to this
+    /// node's subscribers, live and in log order ([`subscribe_all`](Self::subscribe_all) then
+    /// carries every node's records, and [`subscribe`](Self::subscribe) follows a saga
+    /// whichever node drives it), for as long as the returned future is polled. Returns at once
+    /// on a store only this process writes. The log is read up to each commit's head as its
+    /// notification arrives, and again whenever notifications may have been missed (a lost
+    /// connection, or a second with none while the log moved on).
+    pub async fn follow_others(&self) {
+        use futures_util::StreamExt;
+        let announcer = &self.inner.announcer;
+        let mut watch = loop {
+            match self.inner.store.watch().await {
+                Ok(Some(watch)) => break watch,
+                Ok(None) | Err(StoreError::Closed) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "listening for other nodes' commits failed; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        if let Err(e) = announcer.start_at_head().await {
+            tracing::warn!(error = %e, "reading the saga log's head failed");
+        }
+        announcer
+            .following
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let node = self.inner.config.node_id.as_str();
+        loop {
+            let caught_up = match tokio::time::timeout(Duration::from_secs(1), watch.next()).await {
+                Ok(Some(Ok(Some(head)))) if head.node.as_deref() == Some(node) => Ok(()),
+                Ok(Some(Ok(Some(head)))) => {
+                    announcer
+                        .remote((head.position > 0).then_some(head.position))
+                        .await
+                }
+                // Missed some (a lost connection), or a quiet second: read to the end.
+                Ok(Some(Ok(None))) | Err(_) => announcer.remote(None).await,
+                Ok(Some(Err(StoreError::Closed))) | Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    tracing::warn!(error = %e, "listening for other nodes' commits failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    announcer.remote(None).await
+                }
+            };
+            match caught_up {
+                Ok(()) => {}
+                Err(StoreError::Closed) => break,
+                Err(e) => tracing::warn!(error = %e, "reading other nodes' records failed"),
+            }
+        }
+        announcer
+            .following
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Hand back every unfinished saga this node holds, so that other nodes take them over at
+    /// once rather than after their leases: for a clean stop, after
+    /// [`keep_recovering`](Self::keep_recovering) has stopped and before the store closes.
+    /// The sagas' drivers here are fenced from then on: each stops at its next record, which
+    /// the new owner writes instead. Returns how many were handed back.
+    pub async fn hand_back(&self) -> Result<u64, EngineError> {
+        Ok(self.inner.store.release(&self.inner.config.node_id).await?)
     }
 
     /// Resume a stuck saga: log that a person asked for it (`saga_resumed`), then unwind on
@@ -316,6 +422,16 @@ impl Engine {
             waited += Duration::from_millis(10);
         }
         let run = async {
+            // Taken from whichever node drove it last (it may be another, or gone): any node
+            // serves a person's request. Two nodes asked at once both take it, the second
+            // under a newer epoch, and only that one's `saga_resumed` is let in.
+            let config = &self.inner.config;
+            let Some(epoch) = (self.inner.store)
+                .claim_stuck(id, &config.node_id, config.lease)
+                .await?
+            else {
+                return Ok(None);
+            };
             let records = self.inner.store.saga_records(id, 0).await?;
             let Some(RecordKind::SagaStarted { saga, .. }) = records.first().map(|r| &r.kind)
             else {
@@ -328,8 +444,11 @@ impl Engine {
             if progress.finished != Some(SagaStatus::Stuck) {
                 return Ok(None);
             }
-            let mut run = SagaRun::new(id, definition, progress, self.inner.writer.clone());
-            run.resume().await?;
+            let mut run = SagaRun::new(id, definition, progress, self.inner.writer.clone(), epoch);
+            match run.resume().await {
+                Err(EngineError::Store(StoreError::Fenced(_))) => return Ok(None),
+                resumed => resumed?,
+            }
             Ok(Some(run))
         }
         .await;
@@ -353,7 +472,7 @@ impl Engine {
 
     /// A claimed saga, replayed from its log and ready to drive; `None` if it is finished
     /// already or cannot be resumed (then it is left alone, and said so).
-    async fn resumable(&self, id: SagaId) -> Result<Option<SagaRun>, EngineError> {
+    async fn resumable(&self, id: SagaId, epoch: u64) -> Result<Option<SagaRun>, EngineError> {
         let records = self.inner.store.saga_records(id, 0).await?;
         let Some(RecordKind::SagaStarted { saga: name, .. }) = records.first().map(|r| &r.kind)
         else {
@@ -380,11 +499,17 @@ impl Engine {
         if progress.finished.is_some() {
             return Ok(None);
         }
+        let node = self.inner.config.node_id.as_str();
+        if let Some(from) = (records.last().and_then(|r| r.node.as_deref())).filter(|&n| n != node)
+        {
+            tracing::info!(saga_id = %id, from, epoch, "taking the saga over from another node");
+        }
         Ok(Some(SagaRun::new(
             id,
             definition,
             progress,
             self.inner.writer.clone(),
+            epoch,
         )))
     }
 
@@ -455,6 +580,7 @@ impl Engine {
         let elsewhere = events::Elsewhere {
             every: self.inner.config.elsewhere_poll,
             running: self.inner.running.clone(),
+            announcer: self.inner.announcer.clone(),
         };
         events::saga_stream(
             self.inner.store.clone(),
@@ -515,6 +641,12 @@ fn finished(inner: &Inner, id: SagaId, result: &Result<SagaStatus, EngineError>)
     match result {
         Ok(status) => tracing::debug!(saga_id = %id, %status, "saga finished"),
         Err(EngineError::DuplicateSaga(_)) => {}
+        // Taken over by another node (this one was paused or cut off past its lease), or
+        // handed back at shutdown: the new owner writes its records from here.
+        Err(EngineError::Store(StoreError::Fenced(_))) => tracing::warn!(
+            saga_id = %id,
+            "stopped driving the saga: another node owns it now (its lease here had expired, or it was handed back)"
+        ),
         // The log was closed under it (the server is stopping): nothing wrong with the saga.
         Err(EngineError::ShuttingDown | EngineError::Store(StoreError::Closed)) => {
             tracing::debug!(saga_id = %id, "saga left to recovery: shutting down")
@@ -616,8 +748,12 @@ mod tests {
             step: None,
             attempt: None,
             node: None,
+            epoch: None,
         };
-        store.append(&[started]).await.expect("appended");
+        store
+            .append(&[started], Duration::ZERO)
+            .await
+            .expect("appended");
         id
     }
 
@@ -625,12 +761,22 @@ mod tests {
     /// recovery at start-up skips it, and the claims that follow take it over once it expired.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_saga_whose_lease_expired_is_taken_over_while_the_engine_runs() {
-        let store: Arc<dyn SagaStore> = Arc::new(MemoryStore::new());
+        let store: Arc<dyn SagaStore> = Arc::new(MemoryStore::for_several_nodes());
         let id = left_behind(&*store).await;
         let dead = store
-            .claim_unfinished("a-node-that-died", Duration::from_millis(300))
+            .claim(
+                "a-node-that-died",
+                Duration::from_millis(300),
+                Claim::Orphans,
+            )
             .await;
-        assert_eq!(dead, Ok(vec![id]));
+        assert_eq!(
+            dead,
+            Ok(vec![Claimed {
+                saga_id: id,
+                epoch: 1
+            }])
+        );
         let (_, open) = watch::channel(true);
         let engine = engine(store, Duration::from_secs(1), open);
         let claims = tokio::spawn({
@@ -650,7 +796,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_node_keeps_the_lease_of_a_saga_it_drives() {
         let lease = Duration::from_millis(200);
-        let store: Arc<dyn SagaStore> = Arc::new(MemoryStore::new());
+        let store: Arc<dyn SagaStore> = Arc::new(MemoryStore::for_several_nodes());
         let id = left_behind(&*store).await;
         let (release, open) = watch::channel(false);
         let engine = engine(store.clone(), lease, open);
@@ -665,7 +811,7 @@ mod tests {
         }
         let watching = Instant::now();
         while watching.elapsed() < 5 * lease {
-            let taken = store.claim_unfinished("another-node", lease).await;
+            let taken = store.claim("another-node", lease, Claim::Orphans).await;
             assert_eq!(
                 taken,
                 Ok(vec![]),

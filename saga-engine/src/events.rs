@@ -16,6 +16,7 @@ use futures_util::Stream;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::Instant;
 
+use crate::announce::Announcer;
 use crate::error::EngineError;
 use crate::record::{SagaId, SagaRecord};
 use crate::running::RunningSet;
@@ -35,13 +36,16 @@ pub type FeedStream = Pin<Box<dyn Stream<Item = Result<Arc<Committed>, EngineErr
 /// Page size when catching up on the whole log.
 const FEED_PAGE: u32 = 1000;
 
-/// How a subscriber to one saga learns of records written by another node: a saga's records
-/// are announced live only on the node driving it, so while it is not driven here the log is
-/// read every `every`.
+/// How a subscriber to one saga learns of records written by another node: unless this node
+/// follows the others' commits ([`crate::Engine::follow_others`]), a saga's records are
+/// announced live only on the node driving it, so while it is not driven here the log is read
+/// every `every`.
 pub(crate) struct Elsewhere {
     pub every: Duration,
     /// The sagas this node is driving now.
     pub running: Arc<RunningSet>,
+    /// Says whether other nodes' records are announced here too.
+    pub announcer: Arc<Announcer>,
 }
 
 struct SagaCursor {
@@ -145,9 +149,10 @@ impl SagaCursor {
         }
     }
 
-    /// `None` while this node drives the saga: every record then comes on the live channel.
+    /// `None` while this node drives the saga, or follows the other nodes' commits: every
+    /// record then comes on the live channel.
     fn poll_deadline(&mut self) -> Option<Instant> {
-        if self.elsewhere.running.contains(self.saga_id) {
+        if self.elsewhere.announcer.following() || self.elsewhere.running.contains(self.saga_id) {
             self.next_poll = None;
             return None;
         }
@@ -229,11 +234,17 @@ impl FeedCursor {
                     if self.last_position.is_some_and(|p| c.position <= p) {
                         continue;
                     }
+                    // Positions are dense: a hole is records not announced here (a node that
+                    // could not read another's commit). Read them, this one with them.
+                    if self.last_position.is_some_and(|p| c.position > p + 1) {
+                        self.need_log_read = true;
+                        continue;
+                    }
                     self.last_position = Some(c.position);
                     return Some(Ok(c));
                 }
-                // Positions of one node's log are committed in order, so whatever was missed
-                // sits right after the last one handed out.
+                // Positions are committed in order, so whatever was missed sits right after
+                // the last one handed out.
                 Err(RecvError::Lagged(_)) if self.last_position.is_some() => {
                     self.need_log_read = true
                 }

@@ -28,6 +28,9 @@ pub(crate) struct SagaRun {
     pub progress: SagaProgress,
     pending: Vec<SagaRecord>,
     writer: Arc<LogWriter>,
+    /// The lease epoch this node holds the saga under: on every record it writes, so the store
+    /// refuses them once another node has taken the saga over.
+    epoch: u64,
     /// Told the result of the first commit, for `Engine::start` to return only once the saga
     /// is durably on record.
     first_commit: Option<oneshot::Sender<Result<(), EngineError>>>,
@@ -49,6 +52,7 @@ impl SagaRun {
         definition: Arc<SagaDefinition>,
         progress: SagaProgress,
         writer: Arc<LogWriter>,
+        epoch: u64,
     ) -> Self {
         SagaRun {
             id,
@@ -56,6 +60,7 @@ impl SagaRun {
             progress,
             pending: Vec::new(),
             writer,
+            epoch,
             first_commit: None,
         }
     }
@@ -89,6 +94,7 @@ impl SagaRun {
             step: step.map(|i| self.definition.steps[i].name.to_string()),
             attempt,
             node: Some(self.writer.node()),
+            epoch: Some(self.epoch),
         };
         self.progress.apply(&self.definition, &record)?;
         self.pending.push(record);

@@ -63,6 +63,7 @@
 
 #![deny(missing_docs)]
 
+mod announce;
 mod definition;
 mod engine;
 mod error;
@@ -87,4 +88,6 @@ pub use record::{RecordKind, SagaId, SagaRecord, SagaStatus, StepOutcome};
 pub use store::PgStore;
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
-pub use store::{Committed, MemoryStore, SagaStore, SagaSummary, StoreError};
+pub use store::{
+    Claim, Claimed, Committed, LogHead, LogWatch, MemoryStore, SagaStore, SagaSummary, StoreError,
+};

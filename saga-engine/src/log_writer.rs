@@ -14,9 +14,11 @@
 use std::ops::Range;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::oneshot;
 
+use crate::announce::Announcer;
 use crate::record::{RecordKind, SagaRecord};
 use crate::store::{Committed, SagaStore, StoreError};
 
@@ -57,6 +59,10 @@ impl Counters {
     pub(crate) fn last_announced(&self) -> i64 {
         self.last_announced.load(Ordering::SeqCst)
     }
+
+    pub(crate) fn announced(&self, position: i64) {
+        self.last_announced.fetch_max(position, Ordering::SeqCst);
+    }
 }
 
 struct Waiter {
@@ -75,26 +81,30 @@ struct Queue {
 #[derive(Clone)]
 pub(crate) struct LogWriter {
     store: Arc<dyn SagaStore>,
-    events: broadcast::Sender<Arc<Committed>>,
+    announcer: Arc<Announcer>,
     counters: Arc<Counters>,
     queue: Arc<Mutex<Queue>>,
     /// Written on every record: which node wrote it.
     node: Arc<str>,
+    /// How long a saga started here is leased to this node before it must be renewed.
+    lease: Duration,
 }
 
 impl LogWriter {
     pub(crate) fn new(
         store: Arc<dyn SagaStore>,
-        events: broadcast::Sender<Arc<Committed>>,
+        announcer: Arc<Announcer>,
         counters: Arc<Counters>,
         node: Arc<str>,
+        lease: Duration,
     ) -> Self {
         LogWriter {
             store,
-            events,
+            announcer,
             counters,
             queue: Arc::default(),
             node,
+            lease,
         }
     }
 
@@ -128,19 +138,19 @@ impl LogWriter {
             .map_err(|_| StoreError::Database("the saga log writer has stopped".into()))?
     }
 
-    /// Count a commit and announce its records, in order. Counted first: whoever sees a
-    /// record announced sees it counted.
-    fn announce(&self, positions: &[i64], records: impl IntoIterator<Item = SagaRecord>) {
+    /// Count a commit: before anyone hears of it, so whoever sees a record committed or
+    /// announced sees it counted.
+    fn count(&self, records: usize) {
         self.counters.commits.fetch_add(1, Ordering::Relaxed);
-        (self.counters.records).fetch_add(positions.len() as u64, Ordering::Relaxed);
-        // Noted before the records are sent: see `Counters::last_announced`.
-        if let Some(&last) = positions.last() {
-            (self.counters.last_announced).fetch_max(last, Ordering::SeqCst);
-        }
-        for (&position, record) in positions.iter().zip(records) {
-            // Nobody listening, or a receiver gone since, is fine.
-            let _ = self.events.send(Arc::new(Committed { position, record }));
-        }
+        (self.counters.records).fetch_add(records as u64, Ordering::Relaxed);
+    }
+
+    /// Announce a commit's records, in order.
+    async fn announce(&self, positions: &[i64], records: impl IntoIterator<Item = SagaRecord>) {
+        let committed = (positions.iter().zip(records))
+            .map(|(&position, record)| Committed { position, record })
+            .collect();
+        self.announcer.local(committed).await;
     }
 
     /// Commit one round as the saga that found no commit in progress, then hand over.
@@ -187,22 +197,41 @@ impl LogWriter {
         });
     }
 
-    /// Commit one round. A duplicate saga id fails only the request that tried to create it:
-    /// the transaction rolled back, so the rest is retried without it.
+    /// Commit one round. A duplicate saga id fails only the request that tried to create it,
+    /// and a fenced saga only the requests writing to it: the transaction rolled back, so the
+    /// rest is retried without them.
     async fn commit(&self, records: &mut Vec<SagaRecord>, waiters: &mut Vec<Waiter>) {
         loop {
             if waiters.is_empty() {
                 return;
             }
-            match self.store.append(records).await {
+            match self.store.append(records, self.lease).await {
                 Ok(positions) => {
-                    self.announce(&positions, records.drain(..));
+                    self.count(positions.len());
+                    // The waiters first: a saga's next step need not wait for the announcement
+                    // (which, on a shared store, may read other nodes' records first).
                     for w in waiters.iter_mut() {
                         if let Some(done) = w.done.take() {
                             let _ = done.send(Ok(()));
                         }
                     }
+                    self.announce(&positions, records.drain(..)).await;
                     return;
+                }
+                Err(StoreError::Fenced(id)) => {
+                    // Every request writing to the saga this node lost (one driver per saga:
+                    // one request, unless a stale driver is still about).
+                    let mut i = 0;
+                    while i < waiters.len() {
+                        if records[waiters[i].range.clone()]
+                            .iter()
+                            .any(|r| r.saga_id == id)
+                        {
+                            remove_waiter(records, waiters, i, StoreError::Fenced(id));
+                        } else {
+                            i += 1;
+                        }
+                    }
                 }
                 Err(StoreError::DuplicateSaga(id)) => {
                     // Drop the last request creating `id`: if two in this round race for the
@@ -217,15 +246,7 @@ impl LogWriter {
                         fail_all(waiters, StoreError::DuplicateSaga(id));
                         return;
                     };
-                    let removed = waiters.remove(i);
-                    if let Some(done) = removed.done {
-                        let _ = done.send(Err(StoreError::DuplicateSaga(id)));
-                    }
-                    let (start, len) = (removed.range.start, removed.range.len());
-                    records.drain(removed.range);
-                    for w in waiters.iter_mut().filter(|w| w.range.start > start) {
-                        w.range = w.range.start - len..w.range.end - len;
-                    }
+                    remove_waiter(records, waiters, i, StoreError::DuplicateSaga(id));
                 }
                 Err(e) => {
                     // Closed: the server is stopping; its sagas are left to recovery.
@@ -260,6 +281,24 @@ fn take_round(q: &mut Queue) -> (Vec<SagaRecord>, Vec<Waiter>) {
         w.range = w.range.start - end..w.range.end - end;
     }
     (records, taken)
+}
+
+/// Take the `i`-th request out of a round, telling it why; the others' records move up.
+fn remove_waiter(
+    records: &mut Vec<SagaRecord>,
+    waiters: &mut Vec<Waiter>,
+    i: usize,
+    why: StoreError,
+) {
+    let removed = waiters.remove(i);
+    if let Some(done) = removed.done {
+        let _ = done.send(Err(why));
+    }
+    let (start, len) = (removed.range.start, removed.range.len());
+    records.drain(removed.range);
+    for w in waiters.iter_mut().filter(|w| w.range.start > start) {
+        w.range = w.range.start - len..w.range.end - len;
+    }
 }
 
 fn fail_all(waiters: &mut Vec<Waiter>, e: StoreError) {

@@ -309,6 +309,17 @@ pub struct SagaRecord {
     /// in logs written before records named their node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<Arc<str>>,
+    /// The lease under which `node` held the saga when it wrote the record: the saga's epoch,
+    /// which grows by one each time another node takes the saga over (see
+    /// [`SagaStore::claim`](crate::SagaStore::claim)). A store appends a record that has one
+    /// only while `node` still owns the saga at that epoch ([`StoreError::Fenced`]
+    /// otherwise), so in a saga's log `node` changes only where `epoch` grows. `None` in
+    /// records written before records carried it, and in records written straight to a
+    /// store with no lease (a test setting up a log, say).
+    ///
+    /// [`StoreError::Fenced`]: crate::StoreError::Fenced
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 pub(crate) fn now_ms() -> i64 {

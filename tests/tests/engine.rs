@@ -305,7 +305,14 @@ async fn a_stuck_saga_resumed_by_request_unwinds_to_the_end(backend: Backend) {
 /// The request is what makes a resume durable: a process that logged `saga_resumed` and died
 /// before unwinding further leaves a compensating saga, which the next one's recovery finishes.
 async fn a_resumed_saga_whose_process_died_is_finished_by_recovery(backend: Backend) {
-    let Some(h) = harness(backend, "resume-crash", EngineConfig::default()).await else {
+    // A short lease: on PostgreSQL the next process takes the saga once the dead one's lease
+    // on it expired.
+    let lease = Duration::from_millis(300);
+    let config = EngineConfig {
+        lease,
+        ..EngineConfig::default()
+    };
+    let Some(h) = harness(backend, "resume-crash", config).await else {
         return;
     };
     let plan = stuck_at_second();
@@ -319,8 +326,13 @@ async fn a_resumed_saga_whose_process_died_is_finished_by_recovery(backend: Back
         step: None,
         attempt: None,
         node: None,
+        epoch: None,
     };
-    h.engine.store().append(&[resumed]).await.expect("logged");
+    h.engine
+        .store()
+        .append(&[resumed], Duration::ZERO)
+        .await
+        .expect("logged");
     let summary = h.engine.store().saga(id).await.unwrap().unwrap();
     assert_eq!(summary.status, SagaStatus::Compensating);
 
@@ -330,7 +342,14 @@ async fn a_resumed_saga_whose_process_died_is_finished_by_recovery(backend: Back
         Duration::from_millis(200),
         None,
     ));
-    assert_eq!(next_process.recover().await, Ok(1));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match next_process.recover().await {
+            Ok(1) => break,
+            Ok(0) if std::time::Instant::now() < deadline => tokio::time::sleep(lease / 4).await,
+            other => panic!("the next process resumes the saga: {other:?}"),
+        }
+    }
     let ended = tokio::time::timeout(Duration::from_secs(30), next_process.wait_finished(id))
         .await
         .expect("the resumed saga ends");
@@ -689,6 +708,7 @@ fn bare_record(saga: &str, saga_id: SagaId, seq: u64, kind: Bare, at_ms: i64) ->
         step: None,
         attempt: None,
         node: None,
+        epoch: None,
     }
 }
 
@@ -711,7 +731,10 @@ async fn a_batch_writes_every_sagas_summary_at_once(backend: Backend) {
     batch.push(record(compensated, 1, Bare::Started, 100));
     batch.push(record(compensated, 2, Bare::CompensationStarted, 150));
     batch.push(record(compensated, 3, Bare::Compensated, 300));
-    store.append(&batch).await.expect("append the batch");
+    store
+        .append(&batch, Duration::ZERO)
+        .await
+        .expect("append the batch");
 
     for (i, &id) in completed.iter().enumerate() {
         let s = store.saga(id).await.unwrap().expect("a summary");
@@ -736,11 +759,14 @@ async fn a_batch_writes_every_sagas_summary_at_once(backend: Backend) {
     let twice = SagaId::new();
     let other = SagaId::new();
     let refused = store
-        .append(&[
-            record(other, 1, Bare::Started, 400),
-            record(twice, 1, Bare::Started, 400),
-            record(twice, 1, Bare::Started, 400),
-        ])
+        .append(
+            &[
+                record(other, 1, Bare::Started, 400),
+                record(twice, 1, Bare::Started, 400),
+                record(twice, 1, Bare::Started, 400),
+            ],
+            Duration::ZERO,
+        )
         .await;
     assert_eq!(refused, Err(StoreError::DuplicateSaga(twice)));
     assert_eq!(store.saga(twice).await.unwrap(), None);
@@ -764,7 +790,7 @@ async fn the_list_comes_in_pages_newest_first(backend: Backend) {
             batch.push(record(id, 2, Bare::Completed, 500));
         }
     }
-    store.append(&batch).await.expect("append");
+    store.append(&batch, Duration::ZERO).await.expect("append");
     let mut expected: Vec<(i64, SagaId)> = ids
         .iter()
         .enumerate()
@@ -868,16 +894,19 @@ async fn several_sagas_logs_are_read_in_one_call(backend: Backend) {
     let (a, b, not_asked) = (SagaId::new(), SagaId::new(), SagaId::new());
     for (id, at) in [(a, 100), (b, 101), (not_asked, 102)] {
         store
-            .append(&[record(id, 1, Bare::Started, at)])
+            .append(&[record(id, 1, Bare::Started, at)], Duration::ZERO)
             .await
             .expect("append");
     }
     store
-        .append(&[
-            record(b, 2, Bare::CompensationStarted, 200),
-            record(a, 2, Bare::Completed, 201),
-            record(b, 3, Bare::Compensated, 202),
-        ])
+        .append(
+            &[
+                record(b, 2, Bare::CompensationStarted, 200),
+                record(a, 2, Bare::Completed, 201),
+                record(b, 3, Bare::Compensated, 202),
+            ],
+            Duration::ZERO,
+        )
         .await
         .expect("append");
     let got = store

@@ -255,15 +255,16 @@ impl FeedCursor {
             }
             let live = self.live.as_mut()?;
             match live.recv().await {
-                Ok(f) if f.first > self.last => {
+                Ok(f) if f.first == self.last + 1 => {
                     self.last = f.position;
                     return Some(f.bytes);
                 }
                 Ok(f) if f.position <= self.last => {}
-                // Partly handed out already (from the log): the rest is in the log too.
+                // Partly handed out already (from the log), or after a hole (positions are
+                // dense): the rest and the hole are in the log.
                 Ok(_) => self.read_log = true,
-                // Positions are committed in order on this node, so what was missed comes
-                // right after the last one handed out: read it from the log.
+                // Positions are committed in order, so what was missed comes right after the
+                // last one handed out: read it from the log.
                 Err(RecvError::Lagged(_)) => self.read_log = true,
                 Err(RecvError::Closed) => return None,
             }

@@ -134,6 +134,9 @@ struct Job {
 }
 
 /// The same settings on every connection of a service, pooled or the writer.
+/// How long PostgreSQL lets a transaction of ours wait on its client before ending it.
+const IDLE_IN_TRANSACTION: &str = "2s";
+
 async fn prepare(conn: &mut AnyConnection, sqlite: bool, schema: &str) -> sqlx::Result<()> {
     if sqlite {
         conn.execute(
@@ -143,8 +146,13 @@ async fn prepare(conn: &mut AnyConnection, sqlite: bool, schema: &str) -> sqlx::
     } else {
         // `schema` is one of four fixed names, under a prefix `--schema` checked to be
         // lowercase letters, digits and underscores.
-        conn.execute(sqlx::AssertSqlSafe(format!("SET search_path TO {schema}")))
-            .await?;
+        // A node paused (or cut off) inside a transaction would hold its row locks, stock
+        // included, and stall every other node's writes: the database ends such a transaction
+        // after a while instead (a healthy batch never waits on its client that long).
+        conn.execute(sqlx::AssertSqlSafe(format!(
+            "SET search_path TO {schema}; SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}'"
+        )))
+        .await?;
     }
     Ok(())
 }
@@ -164,15 +172,26 @@ impl ServiceDb {
         let sqlite = url.starts_with("sqlite:");
         let schema: Arc<str> = schema_name(schema_prefix, service).into();
         if !sqlite {
+            // Several nodes starting at once on one database all create the schema: under a
+            // lock, or two `IF NOT EXISTS` can both find it missing and one fail.
             let mut conn = AnyConnection::connect(&url).await?;
-            conn.execute(sqlx::AssertSqlSafe(format!(
+            let mut tx = conn.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))::TEXT")
+                .bind(format!("saga-shop schema {schema}"))
+                .execute(&mut *tx)
+                .await?;
+            tx.execute(sqlx::AssertSqlSafe(format!(
                 "CREATE SCHEMA IF NOT EXISTS {schema}"
             )))
             .await?;
+            tx.commit().await?;
             conn.close().await?;
         }
         let pool = AnyPoolOptions::new()
-            .max_connections(if sqlite { 2 } else { 8 })
+            // Reads are few (an order looked up); every write goes through the one writer
+            // connection. Kept small: several nodes share one PostgreSQL server, whose
+            // connections are counted (100 by default).
+            .max_connections(2)
             .after_connect({
                 let schema = schema.clone();
                 move |conn, _| {

@@ -60,7 +60,8 @@ impl Orders {
         if count == 0 {
             for (sku, name, price, stock) in CATALOG {
                 sqlx::query(
-                    "INSERT INTO products (sku, name, price_cents, stock) VALUES ($1, $2, $3, $4)",
+                    // Another node starting on the same database may seed it at the same time.
+                    "INSERT INTO products (sku, name, price_cents, stock) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
                 )
                 .bind(sku)
                 .bind(name)

@@ -8,7 +8,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::{
-    Committed, SagaStore, SagaSummary, StoreError, SummaryChange, lease_until, summary_change,
+    Claim, Claimed, Committed, SagaStore, SagaSummary, StoreError, SummaryChange, fence_allows,
+    lease_until, summary_change,
 };
 use crate::definition::BoxFuture;
 use crate::record::{SagaId, SagaRecord, SagaStatus, now_ms};
@@ -18,6 +19,8 @@ use crate::record::{SagaId, SagaRecord, SagaStatus, now_ms};
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    /// Whether several engines share it, as several nodes share a database.
+    several_nodes: bool,
 }
 
 #[derive(Debug, Default)]
@@ -38,12 +41,24 @@ struct Saga {
     records: Vec<usize>,
     owner: Option<String>,
     lease_until_ms: i64,
+    /// Grows by one each time the saga changes hands.
+    epoch: i64,
 }
 
 impl MemoryStore {
     /// An empty log.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty log that several engines in this process share, as several nodes share one
+    /// database: [`shared`](SagaStore::shared), so an engine starting on it takes over only
+    /// the sagas nobody holds, as it would on PostgreSQL. For trying leases and takeovers.
+    pub fn for_several_nodes() -> Self {
+        MemoryStore {
+            several_nodes: true,
+            ..Self::default()
+        }
     }
 
     /// The state, unless the store was closed. A panic while the lock was held cannot have
@@ -63,20 +78,35 @@ fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, T> {
 }
 
 impl State {
-    fn append(&mut self, records: &[SagaRecord]) -> Result<Vec<i64>, StoreError> {
+    fn append(&mut self, records: &[SagaRecord], lease: Duration) -> Result<Vec<i64>, StoreError> {
         // All or nothing, like a transaction: refuse the batch before changing anything.
-        let mut starting = HashSet::new();
+        // Each saga's owner and epoch as the batch leaves them: a saga it starts is owned by
+        // the starting record's node.
+        let mut starting: HashMap<SagaId, (Option<&str>, i64)> = HashMap::new();
         for r in records {
             if let Some(SummaryChange::Create { .. }) = summary_change(r) {
                 let taken = self
                     .sagas
                     .get(&r.saga_id)
                     .is_some_and(|s| s.summary.is_some());
-                if taken || !starting.insert(r.saga_id) {
+                if taken || starting.contains_key(&r.saga_id) {
                     return Err(StoreError::DuplicateSaga(r.saga_id));
                 }
+                let owner = r.epoch.and(r.node.as_deref());
+                starting.insert(r.saga_id, (owner, r.epoch.unwrap_or(0) as i64));
+            }
+            let (owner, epoch) = match starting.get(&r.saga_id) {
+                Some(&held) => held,
+                None => match self.sagas.get(&r.saga_id) {
+                    Some(s) if s.summary.is_some() => (s.owner.as_deref(), s.epoch),
+                    _ => (None, 0),
+                },
+            };
+            if !fence_allows(r, owner, epoch) {
+                return Err(StoreError::Fenced(r.saga_id));
             }
         }
+        let until = lease_until(lease);
         let mut positions = Vec::with_capacity(records.len());
         for r in records {
             let saga = self.sagas.entry(r.saga_id).or_default();
@@ -89,6 +119,11 @@ impl State {
                         started_at_ms: r.at_ms,
                         finished_at_ms: None,
                     });
+                    if let (Some(epoch), Some(node)) = (r.epoch, &r.node) {
+                        saga.owner = Some(node.to_string());
+                        saga.epoch = epoch as i64;
+                        saga.lease_until_ms = until;
+                    }
                 }
                 Some(SummaryChange::Status(status)) => {
                     if let Some(summary) = &mut saga.summary {
@@ -154,20 +189,55 @@ impl State {
         list
     }
 
-    fn claim_unfinished(&mut self, owner: &str, lease: Duration) -> Vec<SagaId> {
+    fn claim(&mut self, owner: &str, lease: Duration, which: Claim) -> Vec<Claimed> {
         let (now, until) = (now_ms(), lease_until(lease));
         let mut claimed = Vec::new();
-        for (&id, saga) in &mut self.sagas {
+        for (&saga_id, saga) in &mut self.sagas {
             let unfinished = (saga.summary.as_ref()).is_some_and(|s| !s.status.is_finished());
-            let free =
-                saga.owner.as_deref().is_none_or(|o| o == owner) || saga.lease_until_ms < now;
-            if unfinished && free {
+            let mine = saga.owner.as_deref() == Some(owner);
+            let orphan = saga.owner.is_none() || saga.lease_until_ms < now;
+            let take = match which {
+                Claim::Orphans => orphan && !mine,
+                Claim::OrphansAndMine => orphan || mine,
+                Claim::Everything => true,
+            };
+            if unfinished && take {
+                if !mine {
+                    saga.epoch += 1;
+                }
                 saga.owner = Some(owner.to_string());
                 saga.lease_until_ms = until;
-                claimed.push(id);
+                claimed.push(Claimed {
+                    saga_id,
+                    epoch: saga.epoch as u64,
+                });
             }
         }
         claimed
+    }
+
+    fn claim_stuck(&mut self, saga_id: SagaId, owner: &str, lease: Duration) -> Option<u64> {
+        let saga = self.sagas.get_mut(&saga_id)?;
+        if saga.summary.as_ref()?.status != SagaStatus::Stuck {
+            return None;
+        }
+        saga.epoch += 1;
+        saga.owner = Some(owner.to_string());
+        saga.lease_until_ms = lease_until(lease);
+        Some(saga.epoch as u64)
+    }
+
+    fn release(&mut self, owner: &str) -> u64 {
+        let mut released = 0;
+        for saga in self.sagas.values_mut() {
+            let unfinished = (saga.summary.as_ref()).is_some_and(|s| !s.status.is_finished());
+            if unfinished && saga.owner.as_deref() == Some(owner) {
+                saga.owner = None;
+                saga.lease_until_ms = 0;
+                released += 1;
+            }
+        }
+        released
     }
 }
 
@@ -175,8 +245,12 @@ impl SagaStore for MemoryStore {
     fn append<'a>(
         &'a self,
         records: &'a [SagaRecord],
+        lease: Duration,
     ) -> BoxFuture<'a, Result<Vec<i64>, StoreError>> {
-        ready(self.open().and_then(|mut state| state.append(records)))
+        ready(
+            self.open()
+                .and_then(|mut state| state.append(records, lease)),
+        )
     }
 
     fn saga_records(
@@ -234,15 +308,36 @@ impl SagaStore for MemoryStore {
         )
     }
 
-    fn claim_unfinished(
+    fn claim(
         &self,
         owner: &str,
         lease: Duration,
-    ) -> BoxFuture<'_, Result<Vec<SagaId>, StoreError>> {
+        which: Claim,
+    ) -> BoxFuture<'_, Result<Vec<Claimed>, StoreError>> {
         ready(
             self.open()
-                .map(|mut state| state.claim_unfinished(owner, lease)),
+                .map(|mut state| state.claim(owner, lease, which)),
         )
+    }
+
+    fn claim_stuck<'a>(
+        &'a self,
+        saga_id: SagaId,
+        owner: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Option<u64>, StoreError>> {
+        ready(
+            self.open()
+                .map(|mut state| state.claim_stuck(saga_id, owner, lease)),
+        )
+    }
+
+    fn release<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<u64, StoreError>> {
+        ready(self.open().map(|mut state| state.release(owner)))
+    }
+
+    fn shared(&self) -> bool {
+        self.several_nodes
     }
 
     /// Later calls fail with [`StoreError::Closed`], as on the durable stores.
@@ -270,8 +365,12 @@ mod tests {
             step: None,
             attempt: None,
             node: Some("memory-test".into()),
+            epoch: None,
         }
     }
+
+    /// Appended with no lease: the records carry none, so the sagas they start are unowned.
+    const NO_LEASE: Duration = Duration::ZERO;
 
     fn started(saga: &str) -> RecordKind {
         RecordKind::SagaStarted {
@@ -290,9 +389,9 @@ mod tests {
             record(id, 1, started("buy")),
             record(id, 2, RecordKind::StepStarted { timeout_ms: 5000 }),
         ];
-        assert_eq!(store.append(&first).await, Ok(vec![1, 2]));
+        assert_eq!(store.append(&first, NO_LEASE).await, Ok(vec![1, 2]));
         let second = [record(id, 3, RecordKind::SagaCompleted {})];
-        assert_eq!(store.append(&second).await, Ok(vec![3]));
+        assert_eq!(store.append(&second, NO_LEASE).await, Ok(vec![3]));
 
         let all: Vec<SagaRecord> = first.iter().chain(&second).cloned().collect();
         assert_eq!(store.saga_records(id, 0).await, Ok(all.clone()));
@@ -310,7 +409,7 @@ mod tests {
             record(id, 1, started("buy")),
         ];
         assert_eq!(
-            store.append(&again).await,
+            store.append(&again, NO_LEASE).await,
             Err(StoreError::DuplicateSaga(id))
         );
         let twice = [
@@ -318,7 +417,7 @@ mod tests {
             record(other, 1, started("buy")),
         ];
         assert_eq!(
-            store.append(&twice).await,
+            store.append(&twice, NO_LEASE).await,
             Err(StoreError::DuplicateSaga(other))
         );
         assert_eq!(store.last_position().await, Ok(3));
@@ -332,29 +431,97 @@ mod tests {
         let store = MemoryStore::new();
         let (running, done) = (SagaId::new(), SagaId::new());
         store
-            .append(&[
-                record(running, 1, started("s")),
-                record(done, 1, started("s")),
-                record(done, 2, RecordKind::SagaCompleted {}),
-            ])
+            .append(
+                &[
+                    record(running, 1, started("s")),
+                    record(done, 1, started("s")),
+                    record(done, 2, RecordKind::SagaCompleted {}),
+                ],
+                NO_LEASE,
+            )
             .await
             .expect("appended");
         let lease = Duration::from_secs(60);
-        assert_eq!(store.claim_unfinished("a", lease).await, Ok(vec![running]));
-        assert_eq!(store.claim_unfinished("b", lease).await, Ok(vec![]));
-        assert_eq!(store.claim_unfinished("a", lease).await, Ok(vec![running]));
-        assert_eq!(
-            store.claim_unfinished("a", Duration::ZERO).await,
-            Ok(vec![running])
-        );
+        let held = |epoch| {
+            Ok(vec![Claimed {
+                saga_id: running,
+                epoch,
+            }])
+        };
+        let mine = Claim::OrphansAndMine;
+        assert_eq!(store.claim("a", lease, mine).await, held(1));
+        assert_eq!(store.claim("b", lease, mine).await, Ok(vec![]));
+        assert_eq!(store.claim("a", lease, mine).await, held(1), "renewed");
+        assert_eq!(store.claim("a", lease, Claim::Orphans).await, Ok(vec![]));
+        assert_eq!(store.claim("a", Duration::ZERO, mine).await, held(1));
         std::thread::sleep(Duration::from_millis(2));
-        assert_eq!(store.claim_unfinished("b", lease).await, Ok(vec![running]));
+        assert_eq!(store.claim("b", lease, Claim::Orphans).await, held(2));
+        assert_eq!(store.release("b").await, Ok(1));
+        assert_eq!(store.claim("a", lease, Claim::Orphans).await, held(3));
+        assert_eq!(store.claim("c", lease, Claim::Everything).await, held(4));
 
         store.close().await;
         assert_eq!(store.last_position().await, Err(StoreError::Closed));
         assert_eq!(
-            store.append(&[record(SagaId::new(), 1, started(""))]).await,
+            store
+                .append(&[record(SagaId::new(), 1, started(""))], NO_LEASE)
+                .await,
             Err(StoreError::Closed)
+        );
+    }
+
+    /// A record with an epoch goes in only while its node holds the saga at that epoch: the
+    /// node that started it until another took it over, then only the new owner.
+    #[tokio::test]
+    async fn a_node_that_lost_a_saga_cannot_write_into_it() {
+        let store = MemoryStore::new();
+        let id = SagaId::new();
+        let by = |node: &str, epoch: u64, seq: u64, kind: RecordKind| SagaRecord {
+            node: Some(node.into()),
+            epoch: Some(epoch),
+            ..record(id, seq, kind)
+        };
+        let step = || RecordKind::StepStarted { timeout_ms: 5000 };
+        let short = Duration::from_millis(1);
+        store
+            .append(&[by("a", 1, 1, started("s")), by("a", 1, 2, step())], short)
+            .await
+            .expect("a starts the saga, owning it");
+        assert_eq!(
+            store.append(&[by("b", 1, 3, step())], short).await,
+            Err(StoreError::Fenced(id)),
+            "b does not own it"
+        );
+        std::thread::sleep(Duration::from_millis(3));
+        let taken = store
+            .claim("b", Duration::from_secs(60), Claim::Orphans)
+            .await;
+        assert_eq!(
+            taken,
+            Ok(vec![Claimed {
+                saga_id: id,
+                epoch: 2
+            }])
+        );
+        assert_eq!(
+            store.append(&[by("a", 1, 3, step())], short).await,
+            Err(StoreError::Fenced(id)),
+            "a lost it when its lease expired"
+        );
+        assert_eq!(
+            store.append(&[by("b", 2, 3, step())], short).await,
+            Ok(vec![3])
+        );
+        let nodes: Vec<_> = (store.saga_records(id, 0).await.expect("read").iter())
+            .map(|r| (r.node.as_deref().map(str::to_string), r.epoch))
+            .collect();
+        assert_eq!(
+            nodes,
+            [
+                (Some("a".to_string()), Some(1)),
+                (Some("a".to_string()), Some(1)),
+                (Some("b".to_string()), Some(2)),
+            ]
         );
     }
 
@@ -488,7 +655,7 @@ mod tests {
                 ..record(id, 1, started("list"))
             })
             .collect();
-        store.append(&batch).await.unwrap();
+        store.append(&batch, NO_LEASE).await.unwrap();
         let mut expected: Vec<(i64, SagaId)> = ids
             .iter()
             .enumerate()

@@ -40,6 +40,11 @@ pub enum StoreError {
     /// left for the next one to resume.
     #[error("the saga log is closed")]
     Closed,
+    /// A record for a saga its node no longer owns at the record's epoch: another node took
+    /// the saga over (this one was paused, or cut off from the database, past its lease), or
+    /// it was handed back. Nothing of the batch is kept; the writer must stop driving it.
+    #[error("saga {0} is owned by another node now; this node no longer drives it")]
+    Fenced(SagaId),
 }
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -85,17 +90,70 @@ pub struct Committed {
     pub record: SagaRecord,
 }
 
+/// A saga a node has just [claimed](SagaStore::claim): its id, and the epoch under which the
+/// node now holds it, which every record it writes for the saga carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claimed {
+    /// Which saga.
+    pub saga_id: SagaId,
+    /// The saga's epoch now: one more than before if the saga changed hands.
+    pub epoch: u64,
+}
+
+/// Which unfinished sagas a [claim](SagaStore::claim) takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Those nobody holds: no owner (handed back, or written with no lease), or a lease that
+    /// expired. What a node takes over while it runs.
+    Orphans,
+    /// The orphans and the claimer's own, whose leases are so renewed, all in one statement:
+    /// a node's heartbeat, which also resumes a saga of its own whose driver stopped.
+    OrphansAndMine,
+    /// Every unfinished saga, live leases included. Only for a store no other process writes
+    /// ([`SagaStore::shared`] is false), at start-up: whoever held the sagas before has
+    /// stopped, since the log is this process's alone, so waiting out its leases gains nothing.
+    Everything,
+}
+
+/// What a store that several processes write says each time one of them commits: the log's
+/// last position after that commit, and the node that committed (`None` when the store could
+/// not tell). [`LogWatch`] yields `None` instead when it may have missed some (its connection
+/// was lost and made again): the reader re-reads what it has not seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogHead {
+    /// The position of the newest record committed.
+    pub position: i64,
+    /// The node whose commit it was.
+    pub node: Option<String>,
+}
+
+/// The commits of every process on a shared store, as [`SagaStore::watch`] reports them.
+pub type LogWatch =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Option<LogHead>, StoreError>> + Send>>;
+
 /// The durable saga log.
 ///
 /// Implementations must make `append` atomic and durable: when it returns `Ok`, every record of
 /// the batch survives a crash, and if it fails, none is visible. A saga's first record
 /// (`saga_started`) creates its summary row and fails with [`StoreError::DuplicateSaga`] if the
 /// id is taken; records that change the saga's status update that row in the same transaction.
+///
+/// Ownership: a saga's row names the node that drives it (`owner`), until when (its lease), and
+/// an `epoch` that grows by one whenever the saga changes hands. A `saga_started` record with a
+/// node and an epoch creates the row owned by that node, at that epoch, for `lease`. Every
+/// record with an epoch is appended only if its node owns the saga at exactly that epoch, checked
+/// in the same transaction as the append ([`StoreError::Fenced`] otherwise): a node that lost a
+/// saga cannot write into it, however late its append arrives.
+///
+/// Positions are dense (1, 2, 3, … with no hole) and in commit order: a reader that has seen
+/// position `p` committed has every position below it committed too.
 pub trait SagaStore: Send + Sync + 'static {
     /// Append a batch, possibly of many sagas (group commit). Returns each record's position.
+    /// The sagas it starts are leased to their node for `lease`.
     fn append<'a>(
         &'a self,
         records: &'a [SagaRecord],
+        lease: Duration,
     ) -> BoxFuture<'a, Result<Vec<i64>, StoreError>>;
 
     /// One saga's records with `seq > after_seq`, in order.
@@ -140,17 +198,45 @@ pub trait SagaStore: Send + Sync + 'static {
         limit: u32,
     ) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>>;
 
-    /// Take ownership of every unfinished saga that nobody holds a live lease on (or that
-    /// `owner` already holds), for `lease`; returns their ids. This is how a node restarting, or
-    /// one of several nodes on a shared database, picks up the sagas it must drive. Claiming
-    /// again renews `owner`'s leases: a saga it holds is never offered to another claimer while
-    /// it keeps claiming more often than `lease`. A saga that was started but never claimed has
-    /// no owner and is free to any claimer.
-    fn claim_unfinished(
+    /// Take ownership of the unfinished sagas `which` names, for `lease`; returns them, each
+    /// with the epoch it is now held under (one more than before for a saga that changed hands,
+    /// the same for one the claimer held already). This is how a node restarting, or one of
+    /// several nodes on a shared database, picks up the sagas it must drive, and how it renews
+    /// its leases ([`Claim::OrphansAndMine`]): a saga it holds is never offered to another
+    /// claimer while it renews more often than `lease`.
+    fn claim(
         &self,
         owner: &str,
         lease: Duration,
-    ) -> BoxFuture<'_, Result<Vec<SagaId>, StoreError>>;
+        which: Claim,
+    ) -> BoxFuture<'_, Result<Vec<Claimed>, StoreError>>;
+
+    /// Take a `stuck` saga, whoever last drove it, for a person's request to resume it;
+    /// returns its new epoch, or `None` if it is not stuck (any more).
+    fn claim_stuck<'a>(
+        &'a self,
+        saga_id: SagaId,
+        owner: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Option<u64>, StoreError>>;
+
+    /// Hand back every unfinished saga `owner` holds (a node stopping cleanly), so that
+    /// another node takes them over at its next claim instead of after their leases; returns
+    /// how many. The owner's later appends to them are fenced.
+    fn release<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// Whether other processes may write this log at the same time (several nodes on one
+    /// PostgreSQL database). A store only one process opens lets that process, starting, take
+    /// every unfinished saga at once ([`Claim::Everything`]).
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// For a [shared](Self::shared) store: a stream of every process's commits, so that a
+    /// node announces other nodes' records live. `None` for a store only this process writes.
+    fn watch(&self) -> BoxFuture<'_, Result<Option<LogWatch>, StoreError>> {
+        Box::pin(async { Ok(None) })
+    }
 
     /// Close the store's connections, waiting for those in use to be given back; later calls
     /// fail with [`StoreError::Closed`]. For a clean stop: SQLite checkpoints the log into the
@@ -196,6 +282,7 @@ pub(crate) struct LogRow<'a> {
     pub attempt: Option<i64>,
     pub detail: &'a str,
     pub node: Option<String>,
+    pub epoch: Option<i64>,
 }
 
 /// A log row as a typed record; a row that does not read as one is `Corrupt`.
@@ -210,6 +297,7 @@ pub(crate) fn parse_record(row: LogRow<'_>) -> Result<SagaRecord, StoreError> {
         attempt,
         detail,
         node,
+        epoch,
     } = row;
     Ok(SagaRecord {
         saga_id: saga_id
@@ -223,6 +311,9 @@ pub(crate) fn parse_record(row: LogRow<'_>) -> Result<SagaRecord, StoreError> {
         step,
         attempt: attempt.map(|a| a as u32),
         node: node.map(std::sync::Arc::from),
+        epoch: epoch
+            .map(|e| u64::try_from(e).map_err(|_| StoreError::Corrupt(format!("epoch {e}"))))
+            .transpose()?,
     })
 }
 
@@ -247,4 +338,14 @@ pub(crate) fn parse_summary(
 
 pub(crate) fn lease_until(lease: Duration) -> i64 {
     crate::record::now_ms() + lease.as_millis() as i64
+}
+
+/// Whether `record` may be appended to a saga whose row says `owner` holds it at `epoch`: a
+/// record with no epoch is not fenced; one with an epoch needs its own node there, at that
+/// epoch. Shared by the three stores, so they fence alike.
+pub(crate) fn fence_allows(record: &SagaRecord, owner: Option<&str>, epoch: i64) -> bool {
+    match record.epoch {
+        None => true,
+        Some(e) => owner.is_some() && owner == record.node.as_deref() && epoch == e as i64,
+    }
 }

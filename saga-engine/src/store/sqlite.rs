@@ -14,13 +14,13 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row};
 
 use super::{
-    Committed, LogRow, SagaStore, SagaSummary, StoreError, SummaryChange, detail_of, lease_until,
-    parse_record, parse_summary, summary_change,
+    Claim, Claimed, Committed, LogRow, SagaStore, SagaSummary, StoreError, SummaryChange,
+    detail_of, fence_allows, lease_until, parse_record, parse_summary, summary_change,
 };
 use crate::definition::BoxFuture;
 use crate::record::{SagaId, SagaRecord, SagaStatus, now_ms};
 
-/// Log rows per INSERT: 7 variables each, under SQLite's limit of 32,766 per statement.
+/// Log rows per INSERT: 9 variables each, under SQLite's limit of 32,766 per statement.
 const LOG_ROWS_PER_INSERT: usize = 1000;
 
 /// Saga ids per SELECT of `sagas_records`, each one variable.
@@ -65,23 +65,62 @@ impl SqliteStore {
         Ok(SqliteStore { writer, reader })
     }
 
-    async fn append_batch(&self, records: &[SagaRecord]) -> Result<Vec<i64>, StoreError> {
+    async fn append_batch(
+        &self,
+        records: &[SagaRecord],
+        lease: Duration,
+    ) -> Result<Vec<i64>, StoreError> {
         let mut tx = self.writer.begin().await?;
+        // The fence, before anything is written: each saga's owner and epoch, read in as few
+        // statements as the variable limit allows (one writer connection: nobody changes them
+        // before this transaction ends).
+        let mut ids: Vec<String> = Vec::new();
+        for r in records.iter().filter(|r| r.epoch.is_some()) {
+            if summary_change(r).is_none_or(|c| !matches!(c, SummaryChange::Create { .. })) {
+                ids.push(r.saga_id.to_string());
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let mut held: HashMap<String, (Option<String>, i64)> = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(IDS_PER_SELECT) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "SELECT saga_id, owner, epoch FROM sagas WHERE saga_id IN (",
+            );
+            let mut list = query.separated(", ");
+            for id in chunk {
+                list.push_bind(id.as_str());
+            }
+            query.push(")");
+            for row in query.build().persistent(false).fetch_all(&mut *tx).await? {
+                held.insert(
+                    row.try_get("saga_id")?,
+                    (row.try_get("owner")?, row.try_get("epoch")?),
+                );
+            }
+        }
+        let until = lease_until(lease);
         for r in records {
             // The summary first: a taken saga id must fail as DuplicateSaga, not as a log clash.
             match summary_change(r) {
                 Some(SummaryChange::Create { definition }) => {
+                    let owner = r.epoch.and(r.node.as_deref());
+                    let epoch = r.epoch.unwrap_or(0) as i64;
                     let res = sqlx::query(
-                        "INSERT INTO sagas (saga_id, definition, status, started_at_ms) VALUES (?, ?, 'running', ?) ON CONFLICT DO NOTHING",
+                        "INSERT INTO sagas (saga_id, definition, status, started_at_ms, owner, lease_until_ms, epoch) VALUES (?, ?, 'running', ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     )
                     .bind(r.saga_id.to_string())
                     .bind(definition)
                     .bind(r.at_ms)
+                    .bind(owner)
+                    .bind(owner.map(|_| until))
+                    .bind(epoch)
                     .execute(&mut *tx)
                     .await?;
                     if res.rows_affected() == 0 {
                         return Err(StoreError::DuplicateSaga(r.saga_id));
                     }
+                    held.insert(r.saga_id.to_string(), (owner.map(str::to_string), epoch));
                 }
                 Some(SummaryChange::Status(status)) => {
                     let finished = status.is_finished().then_some(r.at_ms);
@@ -96,13 +135,21 @@ impl SqliteStore {
                 }
                 None => {}
             }
+            if r.epoch.is_some() {
+                let (owner, epoch) = held
+                    .get(&r.saga_id.to_string())
+                    .map_or((None, 0), |(o, e)| (o.as_deref(), *e));
+                if !fence_allows(r, owner, epoch) {
+                    return Err(StoreError::Fenced(r.saga_id));
+                }
+            }
         }
         // The log rows in as few statements as the variable limit allows: every statement is a
         // round trip to SQLite's thread, and a round carries the records of many sagas.
         let mut positions = Vec::with_capacity(records.len());
         for chunk in records.chunks(LOG_ROWS_PER_INSERT) {
             let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO saga_log (saga_id, seq, kind, at_ms, step, attempt, detail, node) ",
+                "INSERT INTO saga_log (saga_id, seq, kind, at_ms, step, attempt, detail, node, epoch) ",
             );
             let details = chunk.iter().map(detail_of).collect::<Result<Vec<_>, _>>()?;
             insert.push_values(chunk.iter().zip(details), |mut row, (r, detail)| {
@@ -113,7 +160,8 @@ impl SqliteStore {
                     .push_bind(r.step.clone())
                     .push_bind(r.attempt.map(i64::from))
                     .push_bind(detail)
-                    .push_bind(r.node.as_deref().map(str::to_string));
+                    .push_bind(r.node.as_deref().map(str::to_string))
+                    .push_bind(r.epoch.map(|e| e as i64));
             });
             insert.push(" RETURNING position, saga_id, seq");
             // RETURNING's order is unspecified: match the rows back by (saga, seq).
@@ -152,6 +200,18 @@ fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<SagaRecord, StoreErr
         attempt: row.try_get("attempt")?,
         detail: row.try_get("detail")?,
         node: row.try_get("node")?,
+        epoch: row.try_get("epoch")?,
+    })
+}
+
+fn claimed_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Claimed, StoreError> {
+    let id: &str = row.try_get("saga_id")?;
+    let epoch: i64 = row.try_get("epoch")?;
+    Ok(Claimed {
+        saga_id: id
+            .parse()
+            .map_err(|e| StoreError::Corrupt(format!("saga id {id:?}: {e}")))?,
+        epoch: u64::try_from(epoch).map_err(|_| StoreError::Corrupt(format!("epoch {epoch}")))?,
     })
 }
 
@@ -169,8 +229,9 @@ impl SagaStore for SqliteStore {
     fn append<'a>(
         &'a self,
         records: &'a [SagaRecord],
+        lease: Duration,
     ) -> BoxFuture<'a, Result<Vec<i64>, StoreError>> {
-        Box::pin(self.append_batch(records))
+        Box::pin(self.append_batch(records, lease))
     }
 
     fn saga_records(
@@ -179,7 +240,7 @@ impl SagaStore for SqliteStore {
         after_seq: u64,
     ) -> BoxFuture<'_, Result<Vec<SagaRecord>, StoreError>> {
         Box::pin(async move {
-            let rows = sqlx::query("SELECT position, saga_id, seq, kind, at_ms, step, attempt, detail, node FROM saga_log WHERE saga_id = ? AND seq > ? ORDER BY seq")
+            let rows = sqlx::query("SELECT position, saga_id, seq, kind, at_ms, step, attempt, detail, node, epoch FROM saga_log WHERE saga_id = ? AND seq > ? ORDER BY seq")
             .bind(saga_id.to_string())
             .bind(after_seq as i64)
             .fetch_all(&self.reader)
@@ -200,7 +261,7 @@ impl SagaStore for SqliteStore {
             // Ids go in as variables, a statement's worth at a time (SQLite caps their number).
             for ids in unique.chunks(IDS_PER_SELECT) {
                 let mut query = QueryBuilder::<Sqlite>::new(
-                    "SELECT position, saga_id, seq, kind, at_ms, step, attempt, detail, node FROM saga_log WHERE saga_id IN (",
+                    "SELECT position, saga_id, seq, kind, at_ms, step, attempt, detail, node, epoch FROM saga_log WHERE saga_id IN (",
                 );
                 let mut list = query.separated(", ");
                 for id in ids {
@@ -222,7 +283,7 @@ impl SagaStore for SqliteStore {
         limit: u32,
     ) -> BoxFuture<'_, Result<Vec<Committed>, StoreError>> {
         Box::pin(async move {
-            let rows = sqlx::query("SELECT position, saga_id, seq, kind, at_ms, step, attempt, detail, node FROM saga_log WHERE position > ? ORDER BY position LIMIT ?")
+            let rows = sqlx::query("SELECT position, saga_id, seq, kind, at_ms, step, attempt, detail, node, epoch FROM saga_log WHERE position > ? ORDER BY position LIMIT ?")
             .bind(after)
             .bind(i64::from(limit))
             .fetch_all(&self.reader)
@@ -290,31 +351,68 @@ impl SagaStore for SqliteStore {
         })
     }
 
-    fn claim_unfinished(
+    fn claim(
         &self,
         owner: &str,
         lease: Duration,
-    ) -> BoxFuture<'_, Result<Vec<SagaId>, StoreError>> {
+        which: Claim,
+    ) -> BoxFuture<'_, Result<Vec<Claimed>, StoreError>> {
         let owner = owner.to_string();
         Box::pin(async move {
-            let rows = sqlx::query(
-                "UPDATE sagas SET owner = ?1, lease_until_ms = ?2
-                 WHERE status IN ('running', 'compensating')
-                   AND (owner IS NULL OR owner = ?1 OR lease_until_ms < ?3)
-                 RETURNING saga_id",
-            )
+            let whose = match which {
+                Claim::Orphans => "(owner IS NULL OR lease_until_ms < ?3) AND owner IS NOT ?1",
+                Claim::OrphansAndMine => "(owner IS NULL OR owner = ?1 OR lease_until_ms < ?3)",
+                Claim::Everything => "TRUE",
+            };
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE sagas SET owner = ?1, lease_until_ms = ?2,
+                     epoch = CASE WHEN owner IS ?1 THEN epoch ELSE epoch + 1 END
+                 WHERE status IN ('running', 'compensating') AND {whose}
+                 RETURNING saga_id, epoch"
+            )))
             .bind(&owner)
             .bind(lease_until(lease))
             .bind(now_ms())
             .fetch_all(&self.writer)
             .await?;
-            rows.iter()
-                .map(|row| {
-                    let id: &str = row.try_get("saga_id")?;
-                    id.parse()
-                        .map_err(|e| StoreError::Corrupt(format!("saga id {id:?}: {e}")))
-                })
-                .collect()
+            rows.iter().map(claimed_from_row).collect()
+        })
+    }
+
+    fn claim_stuck<'a>(
+        &'a self,
+        saga_id: SagaId,
+        owner: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Option<u64>, StoreError>> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "UPDATE sagas SET owner = ?, lease_until_ms = ?, epoch = epoch + 1
+                 WHERE saga_id = ? AND status = 'stuck' RETURNING saga_id, epoch",
+            )
+            .bind(owner)
+            .bind(lease_until(lease))
+            .bind(saga_id.to_string())
+            .fetch_optional(&self.writer)
+            .await?;
+            Ok(row
+                .as_ref()
+                .map(claimed_from_row)
+                .transpose()?
+                .map(|c| c.epoch))
+        })
+    }
+
+    fn release<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let done = sqlx::query(
+                "UPDATE sagas SET owner = NULL, lease_until_ms = NULL
+                 WHERE owner = ? AND status IN ('running', 'compensating')",
+            )
+            .bind(owner)
+            .execute(&self.writer)
+            .await?;
+            Ok(done.rows_affected())
         })
     }
 
@@ -354,9 +452,10 @@ mod tests {
             step: None,
             attempt: None,
             node: None,
+            epoch: None,
         };
         store
-            .append(&[started(SagaId::new())])
+            .append(&[started(SagaId::new())], Duration::ZERO)
             .await
             .expect("appended");
         let wal = dir.join("log.db-wal");
@@ -364,7 +463,9 @@ mod tests {
         store.close().await;
         assert!(!wal.exists(), "the write-ahead log is left behind");
         assert_eq!(
-            store.append(&[started(SagaId::new())]).await,
+            store
+                .append(&[started(SagaId::new())], Duration::ZERO)
+                .await,
             Err(StoreError::Closed)
         );
         let _ = std::fs::remove_dir_all(&dir);

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use saga_engine::{
-    BoxFuture, Committed, Engine, SagaId, SagaRecord, SagaStatus, SagaStore, SagaSummary,
-    SqliteStore, StoreError,
+    BoxFuture, Claim, Claimed, Committed, Engine, SagaId, SagaRecord, SagaStatus, SagaStore,
+    SagaSummary, SqliteStore, StoreError,
 };
 use saga_shop_tests::{CrashPoint, FaultPlan, SqliteLedger, TestInput, test_saga};
 
@@ -31,9 +31,10 @@ impl SagaStore for CrashingStore {
     fn append<'a>(
         &'a self,
         records: &'a [SagaRecord],
+        lease: Duration,
     ) -> BoxFuture<'a, Result<Vec<i64>, StoreError>> {
         Box::pin(async move {
-            let positions = self.inner.append(records).await?;
+            let positions = self.inner.append(records, lease).await?;
             if self.commits_left.fetch_sub(1, Ordering::SeqCst) == 1 {
                 std::process::abort();
             }
@@ -74,12 +75,24 @@ impl SagaStore for CrashingStore {
     ) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>> {
         self.inner.list_sagas(status, before, limit)
     }
-    fn claim_unfinished(
+    fn claim(
         &self,
         owner: &str,
         lease: Duration,
-    ) -> BoxFuture<'_, Result<Vec<SagaId>, StoreError>> {
-        self.inner.claim_unfinished(owner, lease)
+        which: Claim,
+    ) -> BoxFuture<'_, Result<Vec<Claimed>, StoreError>> {
+        self.inner.claim(owner, lease, which)
+    }
+    fn claim_stuck<'a>(
+        &'a self,
+        id: SagaId,
+        owner: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Option<u64>, StoreError>> {
+        self.inner.claim_stuck(id, owner, lease)
+    }
+    fn release<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, Result<u64, StoreError>> {
+        self.inner.release(owner)
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use saga_engine::{MemoryStore, PgStore, SagaStore, SqliteStore};
 
 #[derive(Debug, Clone, Copy)]
+#[allow(dead_code)] // Each test binary compiles this module; not all use every backend.
 pub enum Backend {
     /// The reference store: what the durable ones are held to, held to the same suite.
     Memory,
@@ -75,6 +76,21 @@ impl Drop for SchemaGuard {
             Ok(Err(e)) => eprintln!("could not drop the test schema {}: {e}", self.schema),
             Err(_) => eprintln!("dropping the test schema {} panicked", self.schema),
         }
+    }
+}
+
+/// A fresh, empty store that several engines share as several nodes share a database: on
+/// PostgreSQL as [`fresh_store`], in memory one that says it is shared. (SQLite is one
+/// process's log.)
+#[allow(dead_code)] // Each test binary compiles this module; not all use every function.
+pub async fn fresh_store_for_nodes(backend: Backend, test: &str) -> Option<FreshStore> {
+    match backend {
+        Backend::Memory => Some(FreshStore {
+            store: Arc::new(MemoryStore::for_several_nodes()),
+            _schema: None,
+        }),
+        Backend::Sqlite => panic!("SQLite is one process's saga log: {test} needs a shared store"),
+        Backend::Postgres => fresh_store(backend, test).await,
     }
 }
 
