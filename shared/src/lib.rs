@@ -58,6 +58,12 @@ pub struct SagaListItem {
     /// error. `null` while every action went through (and for a saga that is not a purchase).
     #[cfg_attr(feature = "openapi", schema(required = true))]
     pub failure: Option<SagaFailure>,
+    /// The nodes (their `--node-id`) that wrote the saga's records, each once, in the order
+    /// they first wrote one: one node for a saga driven from start to end by the node that
+    /// started it, more once another node took it over (its node stopped answering or shut
+    /// down) or a person's retry ran on another node. Empty for a log from before records
+    /// named their node.
+    pub nodes: Vec<String>,
 }
 
 /// The currency of every amount of the API: the catalog's prices are in euro cents.

@@ -5,10 +5,14 @@
 //! Built from the typed events alone, the same way [`Timeline`] is, so the page and anything
 //! else that shows a saga say the same thing. The words for each step live in [`STEP_WORDS`],
 //! beside the step names of [`STEPS`](crate::STEPS).
+//!
+//! A saga whose records changed node ([`Takeover`]) says so, in the summary and in the words
+//! the page shows where it happened ([`takeover_words`]); one node's saga says nothing of
+//! nodes.
 
 use crate::api::SagaEvent;
 use crate::event::{Event, SagaState, StepOutcome, StepState};
-use crate::timeline::Timeline;
+use crate::timeline::{Takeover, TakeoverCause, Timeline};
 
 /// How a step of the purchase is spoken of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,27 +211,105 @@ pub fn summary(events: &[SagaEvent]) -> String {
     if resumed && timeline.status != SagaState::Stuck {
         sentence.push_str(" It had been stuck until a person retried the compensation.");
     }
-    for words in interrupted(events) {
+    let cut = interrupted(events, &timeline.takeovers);
+    for t in &timeline.takeovers {
+        sentence.push(' ');
+        sentence.push_str(&taken_over(t, &cut));
+    }
+    for words in cut.iter().filter(|c| c.takeover.is_none()).map(|c| c.words) {
         sentence.push_str(&format!(
             " The server stopped while {}; after the restart the saga resumed from its log and \
              sent the same request again with the same idempotency key, so it took effect once{}.",
             words.doing,
-            if words.step == "process_payment" {
-                ": you were not charged twice"
-            } else {
-                ""
-            }
+            not_charged_twice(words)
         ));
     }
     sentence
 }
 
+/// ": you were not charged twice" for the payment, nothing for another step.
+fn not_charged_twice(words: &StepWords) -> &'static str {
+    if words.step == "process_payment" {
+        ": you were not charged twice"
+    } else {
+        ""
+    }
+}
+
+/// A takeover as the summary tells it, with the step the stop cut short if it did.
+fn taken_over(t: &Takeover, cut: &[Interrupted]) -> String {
+    let (from, to) = (&t.from, &t.to);
+    if t.cause == TakeoverCause::Retried {
+        return format!(
+            "The retry ran on node {to}; node {from} had driven the saga until it got stuck."
+        );
+    }
+    let resent: Vec<&StepWords> = cut
+        .iter()
+        .filter(|c| c.takeover == Some(t.seq))
+        .map(|c| c.words)
+        .collect();
+    if resent.is_empty() {
+        return format!(
+            "Node {to} took over after node {from} stopped; the saga resumed from its log and \
+             nothing was done twice."
+        );
+    }
+    // Worded as a stop and a resume, as for one server restarted: with the default node ids
+    // (host and process) a restart is a new node too, and both are true of either.
+    format!(
+        "The server stopped while {} (node {from}); node {to} took over, and the saga resumed \
+         from its log and sent the same request again with the same idempotency key, so it \
+         took effect once{}.",
+        join(resent.iter().map(|w| w.doing)),
+        resent
+            .iter()
+            .map(|w| not_charged_twice(w))
+            .collect::<String>()
+    )
+}
+
+/// A takeover in words for a first-time visitor, where the page shows it (the timeline, the
+/// event log): who took over from whom, and why as far as the log can tell. A node that was
+/// killed and one that shut down look alike in the log (both just stop writing), so it says
+/// either.
+pub fn takeover_words(t: &Takeover) -> String {
+    let (from, to) = (&t.from, &t.to);
+    match t.cause {
+        TakeoverCause::Stopped => format!(
+            "Node {to} took over from node {from}: {from} stopped answering or shut down, and \
+             {to} resumed the saga from its log."
+        ),
+        TakeoverCause::Retried => format!(
+            "Node {to} resumed the saga when a person retried it; node {from} had driven it \
+             until it got stuck."
+        ),
+    }
+}
+
+/// A step's action whose attempt was cut short by its process stopping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interrupted {
+    pub words: &'static StepWords,
+    /// When another node sent it again: the `seq` of that [`Takeover`]. `None` when the node
+    /// that resumed it is the one that stopped (a restart with the same `--node-id`), or the
+    /// records name no node.
+    pub takeover: Option<u64>,
+}
+
 /// The steps whose action an attempt was cut short by the process stopping: a new attempt
-/// started while the one before had not ended, which only recovery from the log does.
-pub fn interrupted(events: &[SagaEvent]) -> Vec<&'static StepWords> {
+/// started while the one before had not ended, which only a resume from the log does. Each
+/// says which of `takeovers` (the saga's [`Timeline::takeovers`]) resumed it, if one did: the
+/// step was under way when the records changed node.
+pub fn interrupted(events: &[SagaEvent], takeovers: &[Takeover]) -> Vec<Interrupted> {
     let mut open: Vec<&str> = Vec::new();
-    let mut cut: Vec<&'static StepWords> = Vec::new();
+    // The steps under way when the latest takeover happened, and its `seq`.
+    let mut open_at_takeover: Option<(u64, Vec<&str>)> = None;
+    let mut cut: Vec<Interrupted> = Vec::new();
     for e in events {
+        if takeovers.iter().any(|t| t.seq == e.seq) {
+            open_at_takeover = Some((e.seq, open.clone()));
+        }
         let Some(step) = e.step.as_deref() else {
             continue;
         };
@@ -235,9 +317,13 @@ pub fn interrupted(events: &[SagaEvent]) -> Vec<&'static StepWords> {
             Event::StepStarted { .. } => {
                 if open.contains(&step)
                     && let Some(words) = words_of(step)
-                    && !cut.iter().any(|w| w.step == step)
+                    && !cut.iter().any(|c| c.words.step == step)
                 {
-                    cut.push(words);
+                    let takeover = open_at_takeover
+                        .as_ref()
+                        .filter(|(_, steps)| steps.contains(&step))
+                        .map(|(seq, _)| *seq);
+                    cut.push(Interrupted { words, takeover });
                 }
                 open.retain(|s| *s != step);
                 open.push(step);
@@ -432,12 +518,12 @@ fn capitalised(s: &str) -> String {
 mod tests {
     use super::*;
 
-    /// A saga's events, written the short way: (kind, step).
-    struct Story(Vec<SagaEvent>);
+    /// A saga's events, written the short way: (kind, step), and the node writing them.
+    struct Story(Vec<SagaEvent>, Option<String>);
 
     impl Story {
         fn new() -> Self {
-            Story(Vec::new()).with(
+            Story(Vec::new(), None).with(
                 Event::SagaStarted {
                     saga: "purchase".into(),
                     order_id: Some("ord_1".into()),
@@ -455,9 +541,15 @@ mod tests {
                 at: format!("2026-12-06T12:00:00.{seq:03}Z"),
                 step: step.map(str::to_string),
                 attempt: Some(1),
-                node: None,
+                node: self.1.clone(),
                 event,
             });
+            self
+        }
+
+        /// The events from here on are written by `node`.
+        fn on(mut self, node: &str) -> Self {
+            self.1 = Some(node.into());
             self
         }
 
@@ -721,5 +813,161 @@ mod tests {
             .end(Event::SagaCompleted {});
         assert!(done.starts_with("The order is confirmed"), "{done}");
         assert_eq!(summary(&[]), "Waiting for the saga's first event.");
+    }
+
+    #[test]
+    fn a_takeover_mid_step_says_which_node_sent_it_again_and_that_it_took_effect_once() {
+        let s = Story::new()
+            .on("a")
+            .ok("place_order")
+            .ok("create_invoice")
+            .with(
+                Event::StepStarted { timeout_ms: 5000 },
+                Some("process_payment"),
+            )
+            .on("b")
+            .ok("process_payment")
+            .ok("ship_order")
+            .end(Event::SagaCompleted {});
+        assert!(s.starts_with("The order is confirmed"), "{s}");
+        assert!(
+            s.ends_with(
+                " The server stopped while charging the payment (node a); node b took over, and \
+                 the saga resumed from its log and sent the same request again with the same \
+                 idempotency key, so it took effect once: you were not charged twice."
+            ),
+            "{s}"
+        );
+        // Told once, as a takeover: not a second time as a restart.
+        assert!(!s.contains("after the restart"), "{s}");
+    }
+
+    #[test]
+    fn a_takeover_between_steps_says_nothing_was_done_twice() {
+        let s = Story::new()
+            .on("a")
+            .ok("place_order")
+            .on("b")
+            .ok("create_invoice")
+            .refused(
+                "process_payment",
+                "the card was declined",
+                StepOutcome::Failed,
+            )
+            .undone("create_invoice")
+            .undone("place_order")
+            .end(Event::SagaCompensated {});
+        assert!(
+            s.ends_with(
+                "You were not charged. Node b took over after node a stopped; the saga resumed \
+                 from its log and nothing was done twice."
+            ),
+            "{s}"
+        );
+        // Back and forth: each change is told, in order.
+        let twice = Story::new()
+            .on("a")
+            .ok("place_order")
+            .on("b")
+            .ok("create_invoice")
+            .on("a")
+            .ok("process_payment")
+            .ok("ship_order")
+            .end(Event::SagaCompleted {});
+        let b = twice
+            .find("Node b took over after node a")
+            .unwrap_or(usize::MAX);
+        let a = twice.find("Node a took over after node b").unwrap_or(0);
+        assert!(b < a, "{twice}");
+    }
+
+    #[test]
+    fn a_saga_one_node_drove_says_nothing_of_nodes() {
+        let story = |node: Option<&str>| {
+            let s = Story::new();
+            let s = match node {
+                Some(n) => s.on(n),
+                None => s,
+            };
+            s.ok("place_order")
+                .with(
+                    Event::StepStarted { timeout_ms: 5000 },
+                    Some("create_invoice"),
+                )
+                .ok("create_invoice")
+                .ok("process_payment")
+                .ok("ship_order")
+                .end(Event::SagaCompleted {})
+        };
+        let named = story(Some("a"));
+        assert_eq!(named, story(None));
+        assert!(!named.contains("node"), "{named}");
+        // A restart with the same node id is the server stopping, as before nodes were named.
+        assert!(
+            named.contains("The server stopped while issuing the invoice"),
+            "{named}"
+        );
+    }
+
+    #[test]
+    fn a_stuck_saga_retried_on_another_node_says_where_the_retry_ran() {
+        let s = Story::new()
+            .on("a")
+            .refused("place_order", "out of stock", StepOutcome::Unknown)
+            .with(Event::CompensationStarted {}, Some("place_order"))
+            .with(
+                Event::CompensationFailed {
+                    error: "orders is down".into(),
+                    will_retry: false,
+                    delay_ms: None,
+                    duration_ms: 1,
+                },
+                Some("place_order"),
+            )
+            .with(
+                Event::SagaStuck {
+                    step: "place_order".into(),
+                    error: "orders is down".into(),
+                },
+                None,
+            )
+            .on("b")
+            .with(Event::SagaResumed {}, None)
+            .undone("place_order")
+            .end(Event::SagaCompensated {});
+        assert!(
+            s.ends_with(
+                "It had been stuck until a person retried the compensation. The retry ran on \
+                 node b; node a had driven the saga until it got stuck."
+            ),
+            "{s}"
+        );
+        assert!(!s.contains("stopped"), "{s}");
+    }
+
+    #[test]
+    fn the_page_says_who_took_over_from_whom_and_why_as_far_as_the_log_tells() {
+        let t = Takeover {
+            from: "a".into(),
+            to: "b".into(),
+            seq: 5,
+            step: Some("process_payment".into()),
+            cause: TakeoverCause::Stopped,
+        };
+        assert_eq!(
+            takeover_words(&t),
+            "Node b took over from node a: a stopped answering or shut down, and b resumed the \
+             saga from its log."
+        );
+        let retried = Takeover {
+            cause: TakeoverCause::Retried,
+            ..t
+        };
+        assert!(
+            takeover_words(&retried)
+                .starts_with("Node b resumed the saga when a person retried it"),
+            "{}",
+            takeover_words(&retried)
+        );
     }
 }

@@ -1,5 +1,10 @@
 //! From a saga's events to what each step looks like: the one projection both the API
 //! (`GET /api/sagas/{id}`) and the live timeline in the browser use, so they always agree.
+//!
+//! It also finds the takeovers: a saga is driven by one node at a time, and when that node
+//! stops (killed, its lease expired, or shut down, its leases handed back) another one resumes
+//! the saga from its log. No event says so; the records say it by the node that wrote them,
+//! which changes from one record to the next.
 
 use crate::api::{SagaEvent, StepView};
 use crate::event::{Event, SagaState, StepState};
@@ -13,6 +18,40 @@ pub struct Timeline {
     pub steps: Vec<StepView>,
     /// The `seq` of the last event applied (0 for none).
     pub last_seq: u64,
+    /// The node that wrote the latest record naming one (`None` before any, and for a log
+    /// from before records named their node).
+    pub node: Option<String>,
+    /// Every change of node between the saga's records, oldest first: empty for a saga one
+    /// node drove from start to end.
+    pub takeovers: Vec<Takeover>,
+}
+
+/// The saga's records changed node: `from` wrote the ones before, `to` wrote record `seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Takeover {
+    /// The node that drove the saga until then.
+    pub from: String,
+    /// The node that wrote the next record, and drives the saga from there.
+    pub to: String,
+    /// The first record `to` wrote.
+    pub seq: u64,
+    /// The step that record is about; `None` for a record about the whole saga (its end, or
+    /// a person's retry).
+    pub step: Option<String>,
+    /// Why the node changed, as far as the records tell.
+    pub cause: TakeoverCause,
+}
+
+/// Why a saga's records changed node. The log cannot tell a node that was killed (its lease
+/// ran out) from one that shut down (it handed its leases back): both just stop writing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakeoverCause {
+    /// `from` stopped driving the saga in the middle of it: it stopped answering or shut
+    /// down, and `to` resumed the saga from its log.
+    Stopped,
+    /// The saga was stuck, which no node drives; a person asked `to` to retry its
+    /// compensations. Nothing stopped.
+    Retried,
 }
 
 impl Timeline {
@@ -33,6 +72,8 @@ impl Timeline {
                 })
                 .collect(),
             last_seq: 0,
+            node: None,
+            takeovers: Vec::new(),
         }
     }
 
@@ -55,6 +96,10 @@ impl Timeline {
             return;
         }
         self.last_seq = e.seq;
+        // The state before this record says whether a node change is a takeover or a person
+        // picking up a stuck saga.
+        let was_stuck = self.status == SagaState::Stuck;
+        self.note_node(e, was_stuck);
         if let Some(state) = e.event.kind().saga_state_after() {
             self.status = state;
         }
@@ -132,6 +177,26 @@ impl Timeline {
                 _,
             ) => {}
         }
+    }
+
+    /// A record written by another node than the one before it (a record naming no node, from
+    /// an older log, is passed over: it says nothing either way).
+    fn note_node(&mut self, e: &SagaEvent, was_stuck: bool) {
+        let Some(node) = &e.node else { return };
+        if let Some(from) = self.node.as_ref().filter(|n| *n != node) {
+            self.takeovers.push(Takeover {
+                from: from.clone(),
+                to: node.clone(),
+                seq: e.seq,
+                step: e.step.clone(),
+                cause: if was_stuck {
+                    TakeoverCause::Retried
+                } else {
+                    TakeoverCause::Stopped
+                },
+            });
+        }
+        self.node = Some(node.clone());
     }
 
     fn skip_pending(&mut self) {
@@ -217,5 +282,108 @@ mod tests {
         t.apply(&ev(8, Event::SagaCompensated {}, None));
         assert_eq!(t.steps[0].status, StepState::Compensated);
         assert_eq!(t.status, SagaState::Compensated);
+    }
+
+    fn on(node: Option<&str>, e: SagaEvent) -> SagaEvent {
+        SagaEvent {
+            node: node.map(str::to_string),
+            ..e
+        }
+    }
+
+    #[test]
+    fn a_node_change_between_records_is_a_takeover_at_the_record_the_new_node_wrote() {
+        let steps = ["a", "b"];
+        let events = [
+            on(Some("n1"), ev(1, started(), None)),
+            on(
+                Some("n1"),
+                ev(2, Event::StepStarted { timeout_ms: 5 }, Some("a")),
+            ),
+            on(
+                Some("n2"),
+                ev(3, Event::StepStarted { timeout_ms: 5 }, Some("a")),
+            ),
+            on(Some("n2"), ev(4, failed(), Some("a"))),
+        ];
+        let t = Timeline::from_events("s", &steps, &events);
+        assert_eq!(
+            t.takeovers,
+            [Takeover {
+                from: "n1".into(),
+                to: "n2".into(),
+                seq: 3,
+                step: Some("a".into()),
+                cause: TakeoverCause::Stopped,
+            }]
+        );
+        assert_eq!(t.node.as_deref(), Some("n2"));
+        assert_eq!(t.steps[0].node.as_deref(), Some("n2"));
+    }
+
+    #[test]
+    fn one_node_or_none_named_is_no_takeover() {
+        let steps = ["a"];
+        let one = [
+            on(Some("n1"), ev(1, started(), None)),
+            on(
+                Some("n1"),
+                ev(2, Event::StepStarted { timeout_ms: 5 }, Some("a")),
+            ),
+        ];
+        assert!(
+            Timeline::from_events("s", &steps, &one)
+                .takeovers
+                .is_empty()
+        );
+        // A log from before records named their node, then one that does: nothing to compare.
+        let old = [
+            ev(1, started(), None),
+            on(
+                Some("n1"),
+                ev(2, Event::StepStarted { timeout_ms: 5 }, Some("a")),
+            ),
+        ];
+        assert!(
+            Timeline::from_events("s", &steps, &old)
+                .takeovers
+                .is_empty()
+        );
+        // A record naming no node between two of one node is not a change either.
+        let gap = [
+            on(Some("n1"), ev(1, started(), None)),
+            ev(2, Event::StepStarted { timeout_ms: 5 }, Some("a")),
+            on(Some("n1"), ev(3, failed(), Some("a"))),
+        ];
+        assert!(
+            Timeline::from_events("s", &steps, &gap)
+                .takeovers
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_stuck_saga_retried_on_another_node_is_a_retry_not_a_stop() {
+        let steps = ["a"];
+        let events = [
+            on(Some("n1"), ev(1, started(), None)),
+            on(
+                Some("n1"),
+                ev(
+                    2,
+                    Event::SagaStuck {
+                        step: "a".into(),
+                        error: "down".into(),
+                    },
+                    None,
+                ),
+            ),
+            on(Some("n2"), ev(3, Event::SagaResumed {}, None)),
+            on(Some("n2"), ev(4, Event::CompensationStarted {}, Some("a"))),
+        ];
+        let t = Timeline::from_events("s", &steps, &events);
+        assert_eq!(t.takeovers.len(), 1);
+        assert_eq!(t.takeovers[0].cause, TakeoverCause::Retried);
+        assert_eq!(t.takeovers[0].step, None);
     }
 }

@@ -623,6 +623,39 @@ async fn a_crash_chosen_in_the_panel_kills_the_server_and_the_saga_finishes_afte
                 "[data-testid=step-process_payment] .bar.interrupted",
             ))
             .await?;
+        // The restart is a new node (the default id is the host and the process): the lane
+        // where it resumed says who took over from whom, and so does the event log.
+        let takeover = browser
+            .client
+            .find(fantoccini::Locator::Css(
+                "[data-testid=step-process_payment] [data-testid=takeover]",
+            ))
+            .await?;
+        let from = takeover.attr("data-from").await?.unwrap_or_default();
+        let to = takeover.attr("data-to").await?.unwrap_or_default();
+        anyhow::ensure!(!from.is_empty() && from != to, "{from} → {to}");
+        let said = takeover.text().await?;
+        anyhow::ensure!(
+            said.contains(&format!("Node {to} took over from node {from}")),
+            "{said}"
+        );
+        browser
+            .client
+            .find(fantoccini::Locator::Css(&format!(
+                "[data-testid=takeover-row][data-from='{from}'][data-to='{to}']"
+            )))
+            .await?;
+        // The list names the nodes once a row was taken over (fetched again as it finished).
+        browser
+            .wait_js(
+                &format!(
+                    "const row = document.querySelector('[data-testid=\"saga-row-{id}\"]'); \
+                     return !!row && row.textContent.includes('{from} → {to}');"
+                ),
+                "the saga's row names both nodes",
+                LONG,
+            )
+            .await?;
         Ok(())
     }
     .await;

@@ -2,10 +2,13 @@
 //! services on their own SQLite files: every step's failure, every fault kind, SSE resume,
 //! idempotency, bad input, and concurrency on one product's stock.
 
-use saga_shop_tests::server::ShopServer;
+use saga_shop_tests::server::{ShopServer, scratch_dir};
 use saga_shop_tests::shop::{Shop, kinds, order};
 use serde_json::{Value, json};
-use shared::{Event, EventKind, SagaListItem, SagaRetried, SagaState, StepOutcome};
+use shared::story::summary;
+use shared::{
+    Event, EventKind, STEPS, SagaListItem, SagaRetried, SagaState, StepOutcome, Timeline,
+};
 
 fn start() -> (ShopServer, Shop) {
     let server = ShopServer::start(&[]).expect("start saga-shop");
@@ -1094,4 +1097,72 @@ async fn every_record_names_the_node_that_wrote_it() {
     );
     let refused = ShopServer::start(&["--node-id", "a node; DROP TABLE"]);
     assert!(refused.is_err(), "a node id with spaces is refused");
+}
+
+/// A saga another node resumed lists both nodes, in the order they drove it, and its records
+/// say where the node changed. Here the other node is a restart on the same log under another
+/// `--node-id`: what a second node sharing a PostgreSQL log does once the first one stops,
+/// without needing two at once. Short leases, so the new node need not wait for the old one's.
+#[tokio::test]
+async fn a_saga_another_node_resumed_lists_both_nodes_in_order() {
+    let dir = scratch_dir("takeover");
+    let args = |node: &'static str| ["--node-id", node, "--lease-secs", "1"];
+    let mut first = ShopServer::start_in(dir.clone(), &args("shop-a")).expect("start shop-a");
+    let shop = Shop::new(&first.url);
+    let slow = shop
+        .buy(&order(
+            "MS-02",
+            1,
+            json!({"create_invoice": {"kind": "delay", "ms": 2000}}),
+        ))
+        .await
+        .unwrap();
+    // Until the slow step has started, then shop-a stops answering.
+    let seen = shop.events(&slow.saga_id, None, 4).await.unwrap();
+    assert_eq!(
+        seen.last().map(|(_, e)| e.event.kind().as_str()),
+        Some("step_started")
+    );
+    first.kill();
+    drop(first);
+
+    let second = ShopServer::start_in(dir, &args("shop-b")).expect("start shop-b");
+    let shop = Shop::new(&second.url);
+    let events = shop.finish(&slow.saga_id).await.unwrap();
+    assert_eq!(
+        events.last().map(|e| e.event.kind().as_str()),
+        Some("saga_completed"),
+        "{:?}",
+        kinds(&events)
+    );
+    let plain = shop.buy(&order("KB-01", 1, json!({}))).await.unwrap();
+    shop.finish(&plain.saga_id).await.unwrap();
+
+    let list = shop.all_sagas(10).await.unwrap();
+    let nodes = |id: &str| {
+        list.iter()
+            .find(|r| r.saga_id == id)
+            .map(|r| r.nodes.clone())
+            .expect("a row for the saga")
+    };
+    assert_eq!(nodes(&slow.saga_id), ["shop-a", "shop-b"]);
+    assert_eq!(nodes(&plain.saga_id), ["shop-b"]);
+
+    // The page reads the takeover from the records: shop-b's first one, the invoice sent again.
+    let timeline = Timeline::from_events(&slow.saga_id, &STEPS, &events);
+    let [takeover] = timeline.takeovers.as_slice() else {
+        panic!("one takeover: {:?}", timeline.takeovers);
+    };
+    assert_eq!(
+        (takeover.from.as_str(), takeover.to.as_str()),
+        ("shop-a", "shop-b")
+    );
+    assert_eq!(takeover.step.as_deref(), Some("create_invoice"));
+    let said = summary(&events);
+    assert!(
+        said.contains(
+            "The server stopped while issuing the invoice (node shop-a); node shop-b took over"
+        ),
+        "{said}"
+    );
 }

@@ -397,6 +397,10 @@ mod tests {
         }
         let failure = &doc["components"]["schemas"]["SagaFailure"];
         assert_eq!(failure["properties"]["step"]["enum"], json!(STEPS));
+        // The nodes are always there, an empty list for a log that names none.
+        assert!(required.contains(&"nodes"), "nodes in {required:?}");
+        assert_eq!(row["properties"]["nodes"]["type"], json!("array"));
+        assert_eq!(row["properties"]["nodes"]["items"]["type"], json!("string"));
     }
 
     #[test]

@@ -61,7 +61,8 @@ fn order_id(summary_definition: &str, id: SagaId) -> Option<String> {
     (summary_definition == SAGA_NAME).then(|| order_id_for(id))
 }
 
-fn list_item(s: SagaSummary, purchase: Purchase) -> SagaListItem {
+fn list_item(s: SagaSummary, log: RowLog) -> SagaListItem {
+    let purchase = log.purchase;
     SagaListItem {
         saga_id: s.saga_id.to_string(),
         order_id: order_id(&s.definition, s.saga_id),
@@ -72,7 +73,29 @@ fn list_item(s: SagaSummary, purchase: Purchase) -> SagaListItem {
         currency: purchase.total_cents.map(|_| CURRENCY.to_string()),
         total_cents: purchase.total_cents,
         failure: purchase.failure,
+        nodes: log.nodes,
     }
+}
+
+/// What a saga's log says for its row of the list, beyond its summary.
+#[derive(Debug, Default)]
+struct RowLog {
+    /// A purchase's fields; none for a saga that is not one.
+    purchase: Purchase,
+    /// The nodes that wrote its records, in the order they first wrote one.
+    nodes: Vec<String>,
+}
+
+/// The nodes that wrote `records` (one saga's, in `seq` order), each once, in the order they
+/// first wrote one; a record from before records named their node is passed over.
+fn nodes_of<'a>(records: impl Iterator<Item = &'a SagaRecord>) -> Vec<String> {
+    let mut nodes: Vec<String> = Vec::new();
+    for node in records.filter_map(|r| r.node.as_deref()) {
+        if !nodes.iter().any(|n| n == node) {
+            nodes.push(node.to_string());
+        }
+    }
+    nodes
 }
 
 /// What a purchase's log says for its row of the list, beyond its summary.
@@ -127,25 +150,30 @@ impl Purchase {
     }
 }
 
-/// Each purchase among `sagas` with what its log says, read in one call to the store however
-/// many sagas the page holds.
-async fn purchases(
+/// Each of `sagas` with what its log says (the nodes that wrote it; for a purchase, its
+/// fields too), read in one call to the store however many sagas the page holds.
+async fn row_logs(
     state: &SharedState,
     sagas: &[SagaSummary],
-) -> Result<HashMap<SagaId, Purchase>, StoreError> {
-    let ids: Vec<SagaId> = sagas
-        .iter()
-        .filter(|s| s.definition == SAGA_NAME)
-        .map(|s| s.saga_id)
-        .collect();
+) -> Result<HashMap<SagaId, RowLog>, StoreError> {
+    let ids: Vec<SagaId> = sagas.iter().map(|s| s.saga_id).collect();
     let records = state.store().sagas_records(&ids).await?;
     let mut by_saga: HashMap<SagaId, Vec<&SagaRecord>> = HashMap::new();
     for r in &records {
         by_saga.entry(r.saga_id).or_default().push(r);
     }
-    by_saga
-        .into_iter()
-        .map(|(id, records)| Ok((id, Purchase::from_records(id, records.into_iter())?)))
+    sagas
+        .iter()
+        .filter_map(|s| Some((s, by_saga.remove(&s.saga_id)?)))
+        .map(|(s, records)| {
+            let purchase = if s.definition == SAGA_NAME {
+                Purchase::from_records(s.saga_id, records.iter().copied())?
+            } else {
+                Purchase::default()
+            };
+            let nodes = nodes_of(records.into_iter());
+            Ok((s.saga_id, RowLog { purchase, nodes }))
+        })
         .collect()
 }
 
@@ -307,13 +335,14 @@ pub async fn list_sagas(
     };
     let position = state.store().last_position().await?;
     let sagas = state.store().list_sagas(status, before, limit).await?;
-    let mut purchases = purchases(&state, &sagas).await?;
+    let mut logs = row_logs(&state, &sagas).await?;
     let items = sagas
         .into_iter()
         .map(|s| {
-            // A saga that is not a purchase has none of a purchase's fields.
-            let purchase = purchases.remove(&s.saga_id).unwrap_or_default();
-            list_item(s, purchase)
+            // A saga whose records the read did not bring (none yet) shows none of their
+            // fields.
+            let log = logs.remove(&s.saga_id).unwrap_or_default();
+            list_item(s, log)
         })
         .collect();
     Ok(([(LOG_POSITION, position.to_string())], Json(items)))

@@ -1,6 +1,8 @@
 //! Every saga, newest first, as a person reads it: who is buying, for how much, how it ended
 //! and why, how long it took, and when it started (the browser's local time, and how long
-//! ago). A filter shows the sagas in one state only; each row opens its timeline.
+//! ago). A filter shows the sagas in one state only; each row opens its timeline. The node
+//! that drove each saga is shown only when it tells rows apart: the rows on screen come from
+//! more than one node, or one of them was taken over (`node-a → node-b`).
 //!
 //! The rows are the server's: `GET /api/sagas?status=`, fetched again whenever the
 //! `/api/events` stream brings a change the list shows (a saga started, changed state, was
@@ -151,6 +153,7 @@ pub fn SagaList(route: RwSignal<Route>) -> impl IntoView {
         fetch(sagas, filter, refresh.clone());
     };
     let none = Memo::new(move |_| sagas.with(Vec::is_empty));
+    let nodes_shown = Memo::new(move |_| sagas.with(|all| tells_nodes_apart(all)));
     view! {
         <section class="panel sagas" aria-label="All sagas">
             <div class="sagas-head">
@@ -178,9 +181,17 @@ pub fn SagaList(route: RwSignal<Route>) -> impl IntoView {
                         <thead><tr>
                             <th>"saga"</th><th>"customer"</th><th class="num">"total"</th>
                             <th>"outcome"</th><th>"took"</th><th>"started"</th>
+                            {dynamic(move || if nodes_shown.get() {
+                                view! { <th>"node"</th> }.into_any()
+                            } else {
+                                ().into_any()
+                            })}
                         </tr></thead>
                         <tbody>
-                            {list(move || sagas.with(|all| all.iter().map(|s| row(route, now, s)).collect()))}
+                            {list(move || {
+                                let nodes = nodes_shown.get();
+                                sagas.with(|all| all.iter().map(|s| row(route, now, s, nodes)).collect())
+                            })}
                         </tbody>
                     </table>
                 }
@@ -188,6 +199,21 @@ pub fn SagaList(route: RwSignal<Route>) -> impl IntoView {
             })}
         </section>
     }
+}
+
+/// Whether the rows' nodes are worth a column: more than one node among them, or a row that
+/// more than one node drove. One node's sagas (every single-node deployment) say nothing of
+/// nodes.
+fn tells_nodes_apart(rows: &[SagaListItem]) -> bool {
+    let mut first: Option<&str> = None;
+    for node in rows.iter().flat_map(|s| &s.nodes) {
+        match first {
+            None => first = Some(node),
+            Some(f) if f != node => return true,
+            Some(_) => {}
+        }
+    }
+    false
 }
 
 /// A saga's outcome in a few words: its state, and why it turned back if it did.
@@ -208,7 +234,7 @@ fn outcome(s: &SagaListItem) -> String {
     }
 }
 
-fn row(route: RwSignal<Route>, now: RwSignal<f64>, s: &SagaListItem) -> AnyView {
+fn row(route: RwSignal<Route>, now: RwSignal<f64>, s: &SagaListItem, nodes: bool) -> AnyView {
     let id = s.saga_id.clone();
     let href = format!("/sagas/{id}");
     let class = {
@@ -266,7 +292,27 @@ fn row(route: RwSignal<Route>, now: RwSignal<f64>, s: &SagaListItem) -> AnyView 
                 " "
                 <span class="ago">{text(move || ago(now.get() - started))}</span>
             </td>
+            {nodes.then(|| node_cell(&s.nodes))}
         </tr>
     }
     .into_any()
+}
+
+/// The node that drove a saga, or the nodes in the order they took it over.
+fn node_cell(nodes: &[String]) -> AnyView {
+    let (shown, title) = match nodes {
+        [] => (
+            "—".to_string(),
+            "written before records named their node".to_string(),
+        ),
+        [one] => (one.clone(), format!("driven by node {one}")),
+        [first, rest @ ..] => (
+            nodes.join(" → "),
+            format!(
+                "taken over: driven by node {first}, then {}",
+                rest.join(", then ")
+            ),
+        ),
+    };
+    view! { <td class="nodes" title=title>{shown}</td> }.into_any()
 }

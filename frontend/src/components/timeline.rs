@@ -2,12 +2,16 @@
 //! and a bar per attempt drawn to scale (actions left to right, compensations in their own
 //! colour as they run back up the lanes). Below it the event log and what the services hold.
 //! A finished saga can be replayed at any moment of its history with the scrubber.
+//!
+//! A saga that another node took over says so where it happened: a line in the lane of the
+//! record the new node wrote first (under the lanes for a record about the whole saga), and a
+//! row in the event log before that record. A saga one node drove shows no node at all.
 
 use std::time::Duration;
 
 use leptos::prelude::*;
-use shared::story::{summary, words_of};
-use shared::{Event, STEPS, SagaEvent, SagaState, StepOutcome, Timeline as Projection};
+use shared::story::{summary, takeover_words, words_of};
+use shared::{Event, STEPS, SagaEvent, SagaState, StepOutcome, Takeover, Timeline as Projection};
 
 use crate::components::service_state::{Replayed, ServiceState};
 use crate::format::{clock, duration, hundredths, ms, now_ms, short_id};
@@ -470,6 +474,7 @@ fn watch(t: Shown) -> AnyView {
             <ol class="lanes">
                 {STEPS.iter().enumerate().map(|(i, &step)| lane(t, i, step)).collect_view()}
             </ol>
+            {takeovers_at(t, None)}
             <div class="axis-row" aria-hidden="true">
                 <span class="axis-title">"time since the saga started"</span>
                 <div class="axis" data-testid="time-axis">
@@ -511,7 +516,16 @@ fn watch(t: Shown) -> AnyView {
             <table class="log" data-testid="event-log">
                 <thead><tr><th>"seq"</th><th>"time"</th><th>"event"</th><th>"step"</th><th>"attempt"</th><th>"reason"</th></tr></thead>
                 <tbody>
-                    {list(move || t.shown.with(|shown| shown.iter().map(log_row).collect()))}
+                    {list(move || t.projection.with(|p| t.shown.with(|shown| {
+                        let mut rows = Vec::with_capacity(shown.len() + p.takeovers.len());
+                        for e in shown {
+                            if let Some(k) = p.takeovers.iter().find(|k| k.seq == e.seq) {
+                                rows.push(takeover_row(k));
+                            }
+                            rows.push(log_row(e));
+                        }
+                        rows
+                    })))}
                 </tbody>
             </table>
         </div>
@@ -532,6 +546,37 @@ fn log_row(e: &SagaEvent) -> AnyView {
         </tr>
     }
     .into_any()
+}
+
+/// The log's row before the first record a node wrote after taking the saga over.
+fn takeover_row(k: &Takeover) -> AnyView {
+    view! {
+        <tr class="takeover" data-testid="takeover-row" data-from=k.from.clone() data-to=k.to.clone()>
+            <td colspan="6">{takeover_words(k)}</td>
+        </tr>
+    }
+    .into_any()
+}
+
+/// The takeovers whose first record is about `step` (`None`: about the whole saga), each a
+/// line in words, at the moment on show.
+fn takeovers_at(t: Shown, step: Option<&'static str>) -> AnyView {
+    list(move || {
+        t.projection.with(|p| {
+            p.takeovers
+                .iter()
+                .filter(|k| k.step.as_deref() == step)
+                .map(|k| {
+                    view! {
+                        <p class="takeover" data-testid="takeover" data-from=k.from.clone() data-to=k.to.clone()>
+                            {takeover_words(k)}
+                        </p>
+                    }
+                    .into_any()
+                })
+                .collect()
+        })
+    })
 }
 
 fn lane(t: Shown, i: usize, step: &'static str) -> impl IntoView {
@@ -577,6 +622,7 @@ fn lane(t: Shown, i: usize, step: &'static str) -> impl IntoView {
                     bars().into_iter().map(|b| attempt_label(&b, moment)).collect()
                 })}
             </div>
+            {takeovers_at(t, Some(step))}
         </li>
     }
 }
