@@ -8,6 +8,7 @@
 
 pub mod axe;
 pub mod browser;
+pub mod cluster;
 pub mod ledger;
 pub mod plan;
 pub mod server;

@@ -200,11 +200,23 @@ impl ShopServer {
 
     /// SIGTERM: ask for a graceful shutdown.
     pub fn terminate(&self) -> anyhow::Result<()> {
+        self.signal("TERM")
+    }
+
+    /// The process id, as a person would pass it to `kill`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send the signal `name` (`TERM`, `STOP`, `CONT`, …) with kill(1), as a person would:
+    /// SIGSTOP freezes the whole process (a node paused by its host, its leases running out
+    /// while it cannot tell), SIGCONT lets it go on from where it stood.
+    pub fn signal(&self, name: &str) -> anyhow::Result<()> {
         let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
             .status()?;
-        anyhow::ensure!(status.success(), "kill -TERM failed");
+        anyhow::ensure!(status.success(), "kill -{name} failed");
         Ok(())
     }
 

@@ -125,37 +125,48 @@ impl Shop {
         last_event_id: Option<u64>,
         limit: usize,
     ) -> anyhow::Result<Vec<(u64, SagaEvent)>> {
-        let mut req = self
-            .http
-            .get(format!("{}/api/sagas/{saga_id}/events", self.url));
-        if let Some(id) = last_event_id {
-            req = req.header("Last-Event-ID", id.to_string());
-        }
-        let mut response = req.send().await?;
-        if response.status() != 200 {
-            bail!("event stream answered {}", response.status());
-        }
-        let mut buf = String::new();
+        let mut stream = self
+            .open_stream(&format!("/api/sagas/{saga_id}/events"), last_event_id)
+            .await?;
         let mut out = Vec::new();
         let read = async {
-            while let Some(chunk) = response.chunk().await? {
-                buf.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(end) = buf.find("\n\n") {
-                    let block: String = buf.drain(..end + 2).collect();
-                    if let Some(e) = parse_block(&block)? {
-                        out.push(e);
-                        if out.len() >= limit {
-                            return Ok::<_, anyhow::Error>(());
-                        }
-                    }
+            while out.len() < limit {
+                match stream.next().await? {
+                    Some(e) => out.push(e),
+                    None => break,
                 }
             }
-            Ok(())
+            Ok::<_, anyhow::Error>(())
         };
         tokio::time::timeout(Duration::from_secs(60), read)
             .await
             .context("the event stream did not end within 60 s")??;
         Ok(out)
+    }
+
+    /// `GET /api/events`, the whole log as it grows, resumed after `last_event_id` (a log
+    /// position) when given, as a reconnecting `EventSource` would.
+    pub async fn log_stream(&self, last_event_id: Option<u64>) -> anyhow::Result<EventStream> {
+        self.open_stream("/api/events", last_event_id).await
+    }
+
+    async fn open_stream(
+        &self,
+        path: &str,
+        last_event_id: Option<u64>,
+    ) -> anyhow::Result<EventStream> {
+        let mut req = self.http.get(format!("{}{path}", self.url));
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id.to_string());
+        }
+        let response = req.send().await?;
+        if response.status() != 200 {
+            bail!("{path} answered {}", response.status());
+        }
+        Ok(EventStream {
+            response,
+            buf: Vec::new(),
+        })
     }
 
     /// Follow a saga to its end; returns its events.
@@ -166,6 +177,32 @@ impl Shop {
             .into_iter()
             .map(|(_, e)| e)
             .collect())
+    }
+}
+
+/// An open server-sent event stream, read one event at a time.
+pub struct EventStream {
+    response: reqwest::Response,
+    /// Bytes received and not yet part of a whole block (a chunk may end inside a character).
+    buf: Vec<u8>,
+}
+
+impl EventStream {
+    /// The next event with its SSE `id`; `None` once the server ended the stream. Keep-alive
+    /// comments are skipped. Waits as long as the server sends nothing: callers set deadlines.
+    pub async fn next(&mut self) -> anyhow::Result<Option<(u64, SagaEvent)>> {
+        loop {
+            while let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buf.drain(..end + 2).collect();
+                if let Some(e) = parse_block(&String::from_utf8(block)?)? {
+                    return Ok(Some(e));
+                }
+            }
+            match self.response.chunk().await? {
+                Some(chunk) => self.buf.extend_from_slice(&chunk),
+                None => return Ok(None),
+            }
+        }
     }
 }
 
