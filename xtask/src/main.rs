@@ -9,8 +9,11 @@
 //!   engine's example saga (`saga-engine/examples/trip.rs`), and the schemathesis run below.
 //! - `cargo xtask schemathesis` — build the server, then fuzz it against its OpenAPI document
 //!   (installing schemathesis from PyPI into a venv under `.tools/` when it is missing).
+//! - `cargo xtask cluster [--nodes N]` — build, then run N nodes on the local PostgreSQL, one
+//!   deployment sharing a fresh schema prefix (`cluster.rs`).
 
 mod build;
+mod cluster;
 mod schemathesis;
 mod tools;
 
@@ -41,9 +44,14 @@ fn run() -> anyhow::Result<()> {
             schemathesis::run(&root)
         }
         "bench" => bench(&root, rest.iter().any(|a| a == "--quick")),
+        "cluster" => {
+            let options = cluster::Options::parse(&rest)?;
+            cluster::run(&root, &options)
+        }
         _ => {
             eprintln!(
-                "usage: cargo xtask <build|serve|test|schemathesis|bench>\n  build         build the frontend (wasm) and the server (release)\n  serve         build, then run the server on an embedded SQLite file\n  test          build, then run every test (browser tests and schemathesis included)\n  schemathesis  build the server, then fuzz it against its OpenAPI document"
+                "usage: cargo xtask <build|serve|cluster|test|schemathesis|bench>\n  build         build the frontend (wasm) and the server (release)\n  serve         build, then run the server on an embedded SQLite file\n  cluster       build, then run several nodes on the local PostgreSQL (--nodes N, default 3)\n  test          build, then run every test (browser tests and schemathesis included)\n  schemathesis  build the server, then fuzz it against its OpenAPI document\n\n{}",
+                cluster::USAGE
             );
             if task.is_empty() || task == "help" || task == "--help" {
                 Ok(())
