@@ -17,6 +17,9 @@ use crate::shop::Shop;
 /// The variable that names the PostgreSQL database the tests may use (CI sets it).
 pub const POSTGRES_ENV: &str = "SAGA_TEST_POSTGRES_URL";
 
+/// What a node logs (the server's default), kept for [`ClusterNode::log`].
+const LOG_FILTER: &str = "saga_shop=info,saga_engine=info";
+
 /// The schemas a deployment's prefix covers: the saga log and each service.
 const SCHEMAS: [&str; 5] = ["saga_log", "orders", "billing", "payments", "shipping"];
 
@@ -48,6 +51,11 @@ impl ClusterNode {
     /// SIGCONT: the frozen process goes on as if nothing happened, as far as it can tell.
     pub fn cont(&self) -> anyhow::Result<()> {
         self.server.signal("CONT")
+    }
+
+    /// What the node has logged so far (its stderr).
+    pub fn log(&self) -> String {
+        self.server.log_so_far().unwrap_or_default()
     }
 
     /// SIGKILL, and wait until the process is gone: no lease is handed back.
@@ -85,7 +93,17 @@ impl Drop for SchemasGuard {
                 .build()?;
             rt.block_on(async {
                 use sqlx::Connection;
-                let mut conn = sqlx::PgConnection::connect(&url).await?;
+                // The killed nodes' connections close by themselves, but may still fill the
+                // server's slots for a moment: try again for a while before giving up.
+                let mut tries = 0;
+                let mut conn = loop {
+                    match sqlx::PgConnection::connect(&url).await {
+                        Ok(conn) => break conn,
+                        Err(_) if tries < 20 => tries += 1,
+                        Err(e) => return Err(e.into()),
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                };
                 // A killed node's backend may hold a lock for a moment; never hang on it.
                 sqlx::query("SET lock_timeout = '10s'")
                     .execute(&mut conn)
@@ -139,7 +157,10 @@ impl Cluster {
             );
             return Ok(None);
         };
-        let db = sqlx::PgPool::connect(&url)
+        // A few connections: the nodes need the server's slots more.
+        let db = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&url)
             .await
             .with_context(|| format!("{POSTGRES_ENV} is set but PostgreSQL cannot be used"))?;
         // `c_` and 32 hex digits: within the server's 40 characters for a prefix.
@@ -166,8 +187,8 @@ impl Cluster {
                 lease.as_str(),
             ];
             args.extend_from_slice(extra);
-            let server =
-                ShopServer::start(&args).with_context(|| format!("starting {id} of {n}"))?;
+            let server = ShopServer::start_logged(&args, LOG_FILTER)
+                .with_context(|| format!("starting {id} of {n}"))?;
             nodes.push(ClusterNode { id, server });
         }
         Ok(Some(Cluster {

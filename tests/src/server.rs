@@ -192,6 +192,13 @@ impl ShopServer {
         Ok(text.clone())
     }
 
+    /// Everything it has logged so far, when started with [`ShopServer::start_logged`].
+    pub fn log_so_far(&self) -> Option<String> {
+        let log = self.log.as_ref()?;
+        let text = log.text.lock().unwrap_or_else(PoisonError::into_inner);
+        Some(text.clone())
+    }
+
     /// SIGKILL: no graceful anything, as in a crash.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -373,8 +373,8 @@ async fn a_node_paused_past_its_lease_loses_its_sagas_and_writes_nothing_more_in
     }
     .await;
     // Resumed whatever happened, so a failure below does not leave a frozen process behind.
+    let logged_before = paused.log().len();
     paused.cont().unwrap();
-    let resumed = Instant::now();
     let states = result.unwrap();
     check_outcomes(&shop, &placed, &states).await.unwrap();
 
@@ -414,9 +414,24 @@ async fn a_node_paused_past_its_lease_loses_its_sagas_and_writes_nothing_more_in
     .await
     .unwrap();
     assert_eq!(end[&fresh.saga_id], SagaState::Completed);
-    // Every attempt node-b had in flight when it froze has ended by now, answered or timed out
-    // (a step's limit is 3 s), so whatever it would have appended, it has tried to.
-    tokio::time::sleep_until((resumed + Duration::from_secs(4)).into()).await;
+    // Woken, node-b finds each saga it was driving owned by another node (its append refused,
+    // or its lease gone) and says so, naming the saga: from then on it has stopped driving it.
+    saga_shop_tests::cluster::wait_for(
+        Duration::from_secs(15),
+        "node-b logs a warning naming each saga it lost while paused",
+        async || {
+            let log = paused.log();
+            let woken: Vec<&str> = log[logged_before..]
+                .lines()
+                .filter(|l| l.contains("WARN"))
+                .collect();
+            Ok(ids
+                .iter()
+                .all(|id| woken.iter().any(|l| l.contains(&format!("saga_id={id}")))))
+        },
+    )
+    .await
+    .unwrap();
     let after = cluster.log().await.unwrap();
     check_fencing(&after).unwrap();
     let (before, after) = (by_saga(&before), by_saga(&after));
@@ -615,6 +630,7 @@ async fn a_node_stopped_with_sigterm_hands_its_sagas_to_the_others_within_second
     wait_running(&cluster, &placed).await.unwrap();
 
     let stopping = cluster.node_mut("node-c");
+    let terminated_ms = now_ms();
     stopping.server.terminate().unwrap();
     stopping
         .server
@@ -633,15 +649,20 @@ async fn a_node_stopped_with_sigterm_hands_its_sagas_to_the_others_within_second
             )
         });
     let takeovers = check_fencing(&log).unwrap();
-    let mut delays = Vec::new();
+    // From the exit, as the bound is; from the signal, for the record (a node hands its
+    // sagas back first, then drains its connections, so the others may start before it is gone).
+    let (mut delays, mut from_signal) = (Vec::new(), Vec::new());
     for id in &ids {
         let t = takeovers
             .iter()
             .find(|t| &t.saga_id == id && t.from == "node-c")
             .unwrap_or_else(|| panic!("saga {id} never left node-c"));
         delays.push(t.first_after.at_ms - exited_ms);
+        from_signal.push(t.first_after.at_ms - terminated_ms);
     }
-    eprintln!("picked up after node-c exited, in ms: {delays:?}");
+    eprintln!(
+        "picked up, in ms after node-c's SIGTERM: {from_signal:?}; after its exit: {delays:?}"
+    );
 
     let shop = cluster.node("node-a").shop();
     let states = wait_finished(&shop, &ids, Duration::from_secs(30))
