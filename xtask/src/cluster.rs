@@ -37,7 +37,7 @@ pub const USAGE: &str = "cargo xtask cluster [--nodes N] [--port P] [--database 
   --database URL     the PostgreSQL database (default $SAGA_CLUSTER_DATABASE, else postgres://postgres@127.0.0.1:5432/test)
   --schema PREFIX    go on with an earlier cluster's schemas (default: a fresh cluster_<random>)
   --lease-secs S     how long a dead node's sagas wait for another (the server's default is 30)
-  after --            flags passed on to every node (e.g. --allow-crash-faults)";
+  -- FLAGS…          passed on to every node (e.g. -- --allow-crash-faults)";
 
 /// What `cargo xtask cluster` was asked for.
 #[derive(Debug, PartialEq)]
@@ -188,13 +188,26 @@ pub fn run(root: &Path, options: &Options) -> anyhow::Result<()> {
                 urls.push(url);
             }
             Err(e) => {
+                // The nodes already up go too: half a cluster is not what was asked for.
+                for node in &nodes {
+                    node.signal(libc::SIGTERM);
+                }
                 stop_all(&mut nodes)?;
+                if !nodes.is_empty() {
+                    say_where_the_data_is(options, &prefix);
+                }
                 return Err(e);
             }
         }
     }
     print_summary(options, &prefix, &nodes, &urls);
     stop_all(&mut nodes)?;
+    say_where_the_data_is(options, &prefix);
+    Ok(())
+}
+
+/// The schemas stay (a cluster can go on with them): how to use them again, or remove them.
+fn say_where_the_data_is(options: &Options, prefix: &str) {
     eprintln!(
         "==> every node has stopped. The data stays in the schemas {prefix}_*: `cargo xtask cluster --schema {prefix}` goes on with it, and\n    psql {} -c 'DROP SCHEMA {} CASCADE'\n    removes it",
         options.database,
@@ -202,7 +215,6 @@ pub fn run(root: &Path, options: &Options) -> anyhow::Result<()> {
             .map(|s| format!("{prefix}_{s}"))
             .join(", ")
     );
-    Ok(())
 }
 
 /// One clear line when nothing answers where the database should be, before minutes of build.
@@ -307,7 +319,7 @@ fn start_node(
         }
         if node.poll_exit()? {
             bail!(
-                "{} stopped before it was listening (is port {port} free? its log is above)",
+                "{} (port {port}) stopped before it was listening; its log is above",
                 node.id
             );
         }
