@@ -369,16 +369,16 @@ async fn a_node_paused_past_its_lease_loses_its_sagas_and_writes_nothing_more_in
         let states = wait_finished(&shop, &ids, Duration::from_secs(40)).await?;
         // Paused for two leases at least, however fast the others were.
         tokio::time::sleep_until((stopped + 2 * LEASE).into()).await;
-        Ok::<_, anyhow::Error>(states)
+        // The log as the others left it, before node-b can do anything again.
+        Ok::<_, anyhow::Error>((states, cluster.log().await?))
     }
     .await;
     // Resumed whatever happened, so a failure below does not leave a frozen process behind.
     let logged_before = paused.log().len();
     paused.cont().unwrap();
-    let states = result.unwrap();
+    let (states, before) = result.unwrap();
     check_outcomes(&shop, &placed, &states).await.unwrap();
 
-    let before = cluster.log().await.unwrap();
     let takeovers = check_fencing(&before).unwrap();
     let taken: HashMap<&str, &saga_shop_tests::cluster::Takeover> = takeovers
         .iter()
@@ -403,17 +403,6 @@ async fn a_node_paused_past_its_lease_loses_its_sagas_and_writes_nothing_more_in
         }
     }
 
-    // node-b goes on: it serves, and drives a saga of its own to its end.
-    let b = paused.shop();
-    let fresh = b.buy(&order("KB-01", 1, json!({}))).await.unwrap();
-    let end = wait_finished(
-        &b,
-        std::slice::from_ref(&fresh.saga_id),
-        Duration::from_secs(20),
-    )
-    .await
-    .unwrap();
-    assert_eq!(end[&fresh.saga_id], SagaState::Completed);
     // Woken, node-b finds each saga it was driving owned by another node (its append refused,
     // or its lease gone) and says so, naming the saga: from then on it has stopped driving it.
     saga_shop_tests::cluster::wait_for(
@@ -454,17 +443,26 @@ async fn a_node_paused_past_its_lease_loses_its_sagas_and_writes_nothing_more_in
             );
         }
     }
+    // node-b goes on: it serves, and drives a saga of its own to its end.
+    let b = paused.shop();
     let health = b.request("/healthz").await.unwrap();
     assert_eq!(health.status(), 200, "node-b is healthy after its pause");
-    let again = b.buy(&order("MS-02", 1, json!({}))).await.unwrap();
+    let fresh = b.buy(&order("MS-02", 1, json!({}))).await.unwrap();
     let end = wait_finished(
         &b,
-        std::slice::from_ref(&again.saga_id),
+        std::slice::from_ref(&fresh.saga_id),
         Duration::from_secs(20),
     )
     .await
     .unwrap();
-    assert_eq!(end[&again.saga_id], SagaState::Completed);
+    assert_eq!(end[&fresh.saga_id], SagaState::Completed);
+    let log = cluster.log().await.unwrap();
+    assert!(
+        by_saga(&log)[fresh.saga_id.as_str()]
+            .iter()
+            .all(|r| r.node.as_deref() == Some("node-b")),
+        "node-b drove its new saga itself"
+    );
 }
 
 /// What a subscriber to `/api/events` received, kept as it arrives.
