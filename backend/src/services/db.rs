@@ -317,7 +317,7 @@ async fn write_loop(
             .map(|j| ((j.key, j.work), j.reply))
             .unzip();
         let outcome = match conn.as_mut() {
-            Some(c) => run_batch(c, work).await,
+            Some(c) => run_batch(c, (!sqlite).then_some(&*schema), work).await,
             None => Err(Failed::batch("no connection")),
         };
         match outcome {
@@ -369,9 +369,21 @@ impl Failed {
 /// commit. The answers, in the batch's order, hold only once the commit did.
 async fn run_batch(
     conn: &mut AnyConnection,
+    shared_schema: Option<&str>,
     batch: Vec<(Option<String>, Box<dyn Work>)>,
 ) -> Result<Vec<Written>, Failed> {
     let mut tx = conn.begin().await.map_err(Failed::batch)?;
+    // On PostgreSQL several nodes' writers share the service's tables: one batch at a time,
+    // as on one node. Without it two batches touching the same rows (a product's stock) in
+    // different orders deadlock, and one fails; and a request sent again by a node that took
+    // a saga over would race the first one's key instead of finding its answer.
+    if let Some(schema) = shared_schema {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))::TEXT")
+            .bind(format!("saga-shop writer {schema}"))
+            .execute(&mut *tx)
+            .await
+            .map_err(Failed::batch)?;
+    }
     let keys: Vec<&str> = batch.iter().filter_map(|(key, _)| key.as_deref()).collect();
     let mut known = idempotency::answered(&mut tx, &keys)
         .await
