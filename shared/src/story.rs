@@ -236,13 +236,35 @@ fn not_charged_twice(words: &StepWords) -> &'static str {
     }
 }
 
+/// A node as a sentence names it: "node web-1", or an id that already says it is one as it is
+/// ("node-a", not "node node-a").
+pub fn node(id: &str) -> String {
+    if id
+        .get(..4)
+        .is_some_and(|head| head.eq_ignore_ascii_case("node"))
+    {
+        id.to_string()
+    } else {
+        format!("node {id}")
+    }
+}
+
+/// [`node`] at the start of a sentence.
+fn node_first(id: &str) -> String {
+    let named = node(id);
+    let mut chars = named.chars();
+    chars
+        .next()
+        .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+        .unwrap_or_default()
+}
+
 /// A takeover as the summary tells it, with the step the stop cut short if it did.
 fn taken_over(t: &Takeover, cut: &[Interrupted]) -> String {
-    let (from, to) = (&t.from, &t.to);
+    let (from, to) = (node(&t.from), node(&t.to));
+    let to_first = node_first(&t.to);
     if t.cause == TakeoverCause::Retried {
-        return format!(
-            "The retry ran on node {to}; node {from} had driven the saga until it got stuck."
-        );
+        return format!("The retry ran on {to}; {from} had driven the saga until it got stuck.");
     }
     let resent: Vec<&StepWords> = cut
         .iter()
@@ -251,14 +273,14 @@ fn taken_over(t: &Takeover, cut: &[Interrupted]) -> String {
         .collect();
     if resent.is_empty() {
         return format!(
-            "Node {to} took over after node {from} stopped; the saga resumed from its log and \
+            "{to_first} took over after {from} stopped; the saga resumed from its log and \
              nothing was done twice."
         );
     }
     // Worded as a stop and a resume, as for one server restarted: with the default node ids
     // (host and process) a restart is a new node too, and both are true of either.
     format!(
-        "The server stopped while {} (node {from}); node {to} took over, and the saga resumed \
+        "The server stopped while {} ({from}); {to} took over, and the saga resumed \
          from its log and sent the same request again with the same idempotency key, so it \
          took effect once{}.",
         join(resent.iter().map(|w| w.doing)),
@@ -274,14 +296,15 @@ fn taken_over(t: &Takeover, cut: &[Interrupted]) -> String {
 /// killed and one that shut down look alike in the log (both just stop writing), so it says
 /// either.
 pub fn takeover_words(t: &Takeover) -> String {
-    let (from, to) = (&t.from, &t.to);
+    let (from, to_first) = (node(&t.from), node_first(&t.to));
+    let (from_id, to_id) = (&t.from, &t.to);
     match t.cause {
         TakeoverCause::Stopped => format!(
-            "Node {to} took over from node {from}: {from} stopped answering or shut down, and \
-             {to} resumed the saga from its log."
+            "{to_first} took over from {from}: {from_id} stopped answering or shut down, and \
+             {to_id} resumed the saga from its log."
         ),
         TakeoverCause::Retried => format!(
-            "Node {to} resumed the saga when a person retried it; node {from} had driven it \
+            "{to_first} resumed the saga when a person retried it; {from} had driven it \
              until it got stuck."
         ),
     }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use shared::story::words_of;
+use shared::story::{node, words_of};
 use shared::{Event, SagaEvent, SagaListItem, SagaState};
 
 use crate::api;
@@ -305,11 +305,12 @@ fn node_cell(nodes: &[String]) -> AnyView {
             "—".to_string(),
             "written before records named their node".to_string(),
         ),
-        [one] => (one.clone(), format!("driven by node {one}")),
+        [one] => (one.clone(), format!("driven by {}", node(one))),
         [first, rest @ ..] => (
             nodes.join(" → "),
             format!(
-                "taken over: driven by node {first}, then {}",
+                "taken over: driven by {}, then {}",
+                node(first),
                 rest.join(", then ")
             ),
         ),

@@ -594,7 +594,7 @@ fn lane(t: Shown, i: usize, step: &'static str) -> impl IntoView {
                     nodes.sort_unstable();
                     nodes.dedup();
                     match (&p.steps[i].node, nodes.len() > 1) {
-                        (Some(node), true) => format!("on node {node}"),
+                        (Some(node), true) => format!("on {}", shared::story::node(node)),
                         _ => String::new(),
                     }
                 }))}</span>
