@@ -96,7 +96,7 @@ async fn follow(url: &str) -> anyhow::Result<Ends> {
     Ok(ends)
 }
 
-fn order() -> serde_json::Value {
+pub fn order() -> serde_json::Value {
     json!({
         "customer": {"name": "Bench Mark", "email": "bench@example.com"},
         "address": {"line1": "1 Load Street", "city": "London", "postal_code": "N1", "country": "GB"},

@@ -2,6 +2,9 @@
 //! the bound it is judged against (measured in the same run, since this machine is shared and
 //! absolute times drift). Prints a table and writes `target/bench/results.json`.
 
+mod cluster;
+mod cluster_load;
+mod cluster_stream;
 mod engine;
 mod http;
 mod page;
@@ -45,6 +48,9 @@ fn main() -> anyhow::Result<()> {
     }
     if wanted("sse") {
         rt.block_on(sse_run::run(&mut report, quick))?;
+    }
+    if wanted("cluster") {
+        rt.block_on(cluster::run(&mut report, quick))?;
     }
     if wanted("page") {
         page::run(&mut report)?;

@@ -28,7 +28,7 @@ struct Sample {
     ids: Vec<i64>,
 }
 
-fn now_ms() -> f64 {
+pub fn now_ms() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64() * 1000.0)
@@ -36,7 +36,7 @@ fn now_ms() -> f64 {
 }
 
 /// `2026-11-25T12:00:00.123Z` → ms since the epoch (UTC, days from the civil calendar).
-fn parse_at(at: &str) -> Option<f64> {
+pub fn parse_at(at: &str) -> Option<f64> {
     let (y, m, d) = (
         at.get(0..4)?.parse::<i64>().ok()?,
         at.get(5..7)?.parse::<i64>().ok()?,
