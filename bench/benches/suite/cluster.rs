@@ -8,16 +8,21 @@
 //! database, whose schemas are dropped afterwards, failed or not, since other runs (and other
 //! people's tests) share that database.
 
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use serde_json::json;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+use tokio::sync::oneshot;
 
 use crate::cluster_stream;
-use crate::http::{Server, binary, order, start};
+use crate::http::{Server, binary, order, start_logging};
 use crate::report::{Report, rate};
+use crate::sqlite::scratch;
 
 /// The nodes' names (`--node-id`), in the order they are started.
 pub const NODES: [&str; 3] = ["a", "b", "c"];
@@ -26,7 +31,7 @@ pub const NODES: [&str; 3] = ["a", "b", "c"];
 /// `services::db::schema_name`).
 const COMPONENTS: [&str; 5] = ["saga_log", "orders", "billing", "payments", "shipping"];
 
-/// Orders in flight at once from the load generator, whatever the number of nodes: the same
+/// Sagas in flight at once from the load generator, whatever the number of nodes: the same
 /// offered load, so the figures compare the nodes, not the client.
 const CONCURRENCY: usize = 64;
 
@@ -68,7 +73,8 @@ impl Deployment {
     }
 
     /// Start node `id` and wait until it listens. Nodes are started one after another: each
-    /// migrates the schemas, and the first seeds the stock.
+    /// migrates the schemas, and the first seeds the stock. Its warnings go to
+    /// `target/bench/scratch/PREFIX-ID.log`, kept for a look after a run.
     pub fn start(&mut self, id: &str, lease_secs: u64) -> anyhow::Result<&Server> {
         let args = [
             "--schema".to_string(),
@@ -78,7 +84,10 @@ impl Deployment {
             "--lease-secs".into(),
             lease_secs.to_string(),
         ];
-        self.nodes.push(start(&self.db, &args)?);
+        let log = scratch(&format!("{}-{id}", self.prefix)).with_extension("log");
+        let stderr = std::fs::File::create(&log)?;
+        self.nodes
+            .push(start_logging(&self.db, &args, Stdio::from(stderr))?);
         Ok(&self.nodes[self.nodes.len() - 1])
     }
 
@@ -127,8 +136,12 @@ pub fn wall_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Place one order with `faults` on the node at `url`; its saga id once accepted.
-pub async fn place(http: &reqwest::Client, url: &str, faults: serde_json::Value) -> Option<String> {
+/// Place one order with `faults` on the node at `url`; its saga id once accepted, or why not.
+pub async fn place(
+    http: &reqwest::Client,
+    url: &str,
+    faults: serde_json::Value,
+) -> Result<String, String> {
     let mut body = order();
     body["faults"] = faults;
     let response = http
@@ -136,9 +149,16 @@ pub async fn place(http: &reqwest::Client, url: &str, faults: serde_json::Value)
         .json(&body)
         .send()
         .await
-        .ok()?;
-    let body: serde_json::Value = response.json().await.ok()?;
-    Some(body["saga_id"].as_str()?.to_string())
+        .map_err(|e| format!("no answer: {e}"))?;
+    let status = response.status();
+    let text = response
+        .text()
+        .await
+        .map_err(|e| format!("{status}: {e}"))?;
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["saga_id"].as_str().map(str::to_string))
+        .ok_or_else(|| format!("{status}: {}", text.chars().take(200).collect::<String>()))
 }
 
 /// Takeover: `n` sagas started on node a, each held in `process_payment` by a `delay` fault
@@ -157,7 +177,7 @@ async fn takeover(report: &mut Report, quick: bool, db: &str) -> anyhow::Result<
         let ids: Vec<String> = futures_util::stream::iter(0..n)
             .map(|_| place(&http, &a, delay.clone()))
             .buffer_unordered(CONCURRENCY)
-            .filter_map(std::future::ready)
+            .filter_map(|placed| std::future::ready(placed.ok()))
             .collect()
             .await;
         let killed_ms = wall_ms();
@@ -239,8 +259,7 @@ struct Throughput {
 }
 
 /// Throughput with 1, 2 and 3 nodes, each on a fresh deployment: `n` orders spread round-robin
-/// over the nodes, `CONCURRENCY` at once, sagas/s from the first POST until no saga is left
-/// unfinished.
+/// over the nodes, [`CONCURRENCY`] sagas at once, sagas/s from the first POST to the last end.
 async fn throughput(report: &mut Report, quick: bool, db: &str) -> anyhow::Result<()> {
     let n = if quick { 100 } else { 3000 };
     let mut runs = Vec::new();
@@ -279,52 +298,120 @@ async fn throughput(report: &mut Report, quick: bool, db: &str) -> anyhow::Resul
     Ok(())
 }
 
-/// A warm-up (not timed: connections and pages), then `n` orders round-robin over the nodes.
+/// Sagas' ends as the nodes' `/api/events` streams tell them, to whoever waits for one. A
+/// saga's end may come before anyone waits for it (a fast saga, its POST's answer not yet read),
+/// and once from each node's stream: the first is kept until it is waited for.
+#[derive(Default)]
+struct Ends(Mutex<HashMap<String, End>>);
+
+enum End {
+    Seen,
+    Awaited(oneshot::Sender<()>),
+}
+
+impl Ends {
+    fn ended(&self, saga: &str) {
+        let mut ends = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match ends.remove(saga) {
+            Some(End::Awaited(waiter)) => {
+                let _ = waiter.send(());
+            }
+            _ => {
+                ends.insert(saga.to_string(), End::Seen);
+            }
+        }
+    }
+
+    fn wait(&self, saga: String) -> oneshot::Receiver<()> {
+        let (waiter, ended) = oneshot::channel();
+        let mut ends = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match ends.remove(&saga) {
+            Some(End::Seen) => {
+                let _ = waiter.send(());
+            }
+            _ => {
+                ends.insert(saga, End::Awaited(waiter));
+            }
+        }
+        ended
+    }
+}
+
+/// Follow `/api/events` of the node at `url`, noting every saga's terminal record.
+async fn follow(url: &str, ends: Arc<Ends>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let mut response = reqwest::get(format!("{url}/api/events")).await?;
+    Ok(tokio::spawn(async move {
+        let mut pending = String::new();
+        while let Ok(Some(chunk)) = response.chunk().await {
+            pending.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = pending.find("\n\n") {
+                let block: String = pending.drain(..end + 2).collect();
+                let terminal = ["saga_completed", "saga_compensated", "saga_stuck"]
+                    .iter()
+                    .any(|kind| block.contains(&format!("event: {kind}\n")));
+                if terminal
+                    && let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: "))
+                    && let Ok(v) = serde_json::from_str::<serde_json::Value>(data)
+                    && let Some(saga) = v["saga_id"].as_str()
+                {
+                    ends.ended(saga);
+                }
+            }
+        }
+    }))
+}
+
+/// A warm-up (not timed: connections and pages), then `n` orders round-robin over the nodes,
+/// each of the [`CONCURRENCY`] clients placing its next order once its last saga ended. The
+/// bound is on sagas, not on requests: a node answers `POST /api/orders` once the saga has
+/// started, so a client that only waited for that answer would pile up sagas in flight as fast
+/// as the nodes accept them, and measure the backlog rather than the rate.
 async fn saturate(d: &Deployment, n: usize) -> anyhow::Result<Throughput> {
     let urls: Vec<String> = d.nodes.iter().map(|s| s.url.clone()).collect();
     let http = reqwest::Client::new();
-    let unfinished = format!(
-        "SELECT count(*) FROM {} WHERE status IN ('running', 'compensating')",
-        d.table("saga_log", "sagas")
-    );
-    let drained = async || -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let left: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(unfinished.clone()))
-                .fetch_one(&d.pool)
-                .await?;
-            if left == 0 {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                anyhow::bail!("{left} sagas still unfinished after 120 s");
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    let ends = Arc::new(Ends::default());
+    // Every node's stream carries every node's records; following each, the first to tell
+    // ends the wait, so the figure does not hang on one node's path to another's records.
+    let mut followers = Vec::new();
+    for url in &urls {
+        followers.push(follow(url, ends.clone()).await?);
+    }
+    let one = async |i: usize| -> Result<(), String> {
+        let saga = place(&http, &urls[i % urls.len()], json!({})).await?;
+        tokio::time::timeout(Duration::from_secs(60), ends.wait(saga.clone()))
+            .await
+            .map_err(|_| format!("saga {saga} did not end within 60 s"))?
+            .map_err(|_| format!("saga {saga}: its wait was dropped"))
     };
-    let post_all = async |count: usize| -> usize {
+    // How many sagas ended, and the first failure's reason.
+    let run_all = async |count: usize| -> (usize, Option<String>) {
         futures_util::stream::iter(0..count)
-            .map(|i| place(&http, &urls[i % urls.len()], json!({})))
+            .map(one)
             .buffer_unordered(CONCURRENCY)
-            .filter(|placed| std::future::ready(placed.is_some()))
-            .count()
+            .fold((0, None), |(n, why), ended| {
+                std::future::ready(match ended {
+                    Ok(()) => (n + 1, why),
+                    Err(e) => (n, why.or(Some(e))),
+                })
+            })
             .await
     };
-    post_all(CONCURRENCY).await;
-    drained().await?;
+    run_all(CONCURRENCY).await;
 
     let pids: Vec<u32> = d.nodes.iter().map(|s| s.child.id()).collect();
     let sampler = crate::cluster_load::Sampler::start(&d.pool, pids);
     let started = Instant::now();
-    let placed = post_all(n).await;
-    drained().await?;
+    let (ended, failed) = run_all(n).await;
     let elapsed = started.elapsed();
-    let usage = sampler.stop(placed).await;
-    if placed < n {
-        anyhow::bail!("only {placed} of {n} orders were accepted");
+    let usage = sampler.stop(ended).await;
+    for follower in followers {
+        follower.abort();
+    }
+    if let Some(why) = failed {
+        anyhow::bail!("only {ended} of {n} sagas ended; the first failure: {why}");
     }
     Ok(Throughput {
-        sagas_per_s: rate(placed, elapsed),
+        sagas_per_s: rate(ended, elapsed),
         usage,
     })
 }

@@ -119,7 +119,7 @@ async fn delays(
     }
     let mut timed = HashSet::new();
     for p in posts {
-        if let Ok(Some(id)) = p.await {
+        if let Ok(Ok(id)) = p.await {
             timed.insert(id);
         }
     }

@@ -37,6 +37,11 @@ pub fn binary() -> PathBuf {
 }
 
 pub fn start(db: &str, args: &[String]) -> anyhow::Result<Server> {
+    start_logging(db, args, Stdio::null())
+}
+
+/// [`start`], the server's warnings and errors written to `stderr`.
+pub fn start_logging(db: &str, args: &[String], stderr: Stdio) -> anyhow::Result<Server> {
     let mut child = Command::new(binary())
         .args([
             "--listen",
@@ -49,7 +54,7 @@ pub fn start(db: &str, args: &[String]) -> anyhow::Result<Server> {
         .args(args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()?;
     let stdout = child
         .stdout
