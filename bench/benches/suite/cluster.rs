@@ -255,6 +255,8 @@ async fn takeover(report: &mut Report, quick: bool, db: &str) -> anyhow::Result<
 /// What one throughput run found.
 struct Throughput {
     sagas_per_s: f64,
+    /// Saga-log commits per saga, all nodes together (their `/metrics`).
+    commits_per_saga: f64,
     usage: crate::cluster_load::Usage,
 }
 
@@ -276,6 +278,12 @@ async fn throughput(report: &mut Report, quick: bool, db: &str) -> anyhow::Resul
             &format!("sagas/s with {nodes} node(s), 4 services each over HTTP"),
             run.sagas_per_s,
             "sagas/s",
+        );
+        report.figure(
+            "cluster",
+            &format!("{nodes} node(s): saga-log commits per saga"),
+            run.commits_per_saga,
+            "commits",
         );
         crate::cluster_load::figures(report, nodes, &run.usage);
         runs.push(run);
@@ -399,11 +407,13 @@ async fn saturate(d: &Deployment, n: usize) -> anyhow::Result<Throughput> {
     run_all(CONCURRENCY).await;
 
     let pids: Vec<u32> = d.nodes.iter().map(|s| s.child.id()).collect();
+    let commits_before = log_commits(&http, &urls).await;
     let sampler = crate::cluster_load::Sampler::start(&d.pool, pids);
     let started = Instant::now();
     let (ended, failed) = run_all(n).await;
     let elapsed = started.elapsed();
     let usage = sampler.stop(ended).await;
+    let commits = log_commits(&http, &urls).await - commits_before;
     for follower in followers {
         follower.abort();
     }
@@ -412,6 +422,25 @@ async fn saturate(d: &Deployment, n: usize) -> anyhow::Result<Throughput> {
     }
     Ok(Throughput {
         sagas_per_s: rate(ended, elapsed),
+        commits_per_saga: commits / ended.max(1) as f64,
         usage,
     })
+}
+
+/// The saga-log commits the nodes at `urls` made so far, from their `/metrics`: how well each
+/// node's group commit gathers records is what splitting the sagas over nodes can change.
+async fn log_commits(http: &reqwest::Client, urls: &[String]) -> f64 {
+    let mut commits = 0.0;
+    for url in urls {
+        let Ok(response) = http.get(format!("{url}/metrics")).send().await else {
+            continue;
+        };
+        let text = response.text().await.unwrap_or_default();
+        commits += text
+            .lines()
+            .find_map(|l| l.strip_prefix("saga_log_commits_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+    }
+    commits
 }
