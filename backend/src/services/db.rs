@@ -157,14 +157,46 @@ async fn prepare(conn: &mut AnyConnection, sqlite: bool, schema: &str) -> sqlx::
     Ok(())
 }
 
+/// How several nodes' writers of one service share its PostgreSQL schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writers {
+    /// Side by side: each request writes rows of its own order, so two nodes' batches meet
+    /// only when both act on one order (a saga taken over while its old node still ran the
+    /// step), and then one fails on the other's key and is retried, finding its answer.
+    SideBySide,
+    /// One batch at a time, under an advisory lock per service schema, as on one node: rows
+    /// every order shares (a product's stock) would otherwise be taken by two nodes' batches
+    /// in different orders, and deadlock.
+    TakeTurns,
+}
+
 impl ServiceDb {
     /// The database of `service` for the server's `--database` URL; on PostgreSQL a schema
-    /// of its own, named under `schema_prefix` (`--schema`).
+    /// of its own, named under `schema_prefix` (`--schema`), written by several nodes' writers
+    /// side by side ([`Writers::SideBySide`]).
     pub async fn open(
         database: &str,
         schema_prefix: Option<&str>,
         service: &'static str,
         migrator: &'static sqlx::migrate::Migrator,
+    ) -> Result<Self, DbError> {
+        Self::open_with(
+            database,
+            schema_prefix,
+            service,
+            migrator,
+            Writers::SideBySide,
+        )
+        .await
+    }
+
+    /// [`ServiceDb::open`], saying how several nodes' writers share the schema.
+    pub async fn open_with(
+        database: &str,
+        schema_prefix: Option<&str>,
+        service: &'static str,
+        migrator: &'static sqlx::migrate::Migrator,
+        writers: Writers,
     ) -> Result<Self, DbError> {
         sqlx::any::install_default_drivers();
         let url = service_url(database, service)?;
@@ -208,7 +240,10 @@ impl ServiceDb {
         let mut conn = AnyConnection::connect_with(&options).await?;
         prepare(&mut conn, sqlite, &schema).await?;
         let (writer, jobs) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(write_loop(conn, options, sqlite, service, schema, jobs));
+        let turns = !sqlite && writers == Writers::TakeTurns;
+        tokio::spawn(write_loop(
+            conn, options, sqlite, turns, service, schema, jobs,
+        ));
         Ok(ServiceDb { pool, writer })
     }
 
@@ -276,6 +311,7 @@ async fn write_loop(
     conn: AnyConnection,
     options: AnyConnectOptions,
     sqlite: bool,
+    take_turns: bool,
     service: &'static str,
     schema: Arc<str>,
     mut orders: mpsc::Receiver<Order>,
@@ -317,7 +353,7 @@ async fn write_loop(
             .map(|j| ((j.key, j.work), j.reply))
             .unzip();
         let outcome = match conn.as_mut() {
-            Some(c) => run_batch(c, (!sqlite).then_some(&*schema), work).await,
+            Some(c) => run_batch(c, take_turns.then_some(&*schema), work).await,
             None => Err(Failed::batch("no connection")),
         };
         match outcome {
@@ -369,15 +405,12 @@ impl Failed {
 /// commit. The answers, in the batch's order, hold only once the commit did.
 async fn run_batch(
     conn: &mut AnyConnection,
-    shared_schema: Option<&str>,
+    take_turns: Option<&str>,
     batch: Vec<(Option<String>, Box<dyn Work>)>,
 ) -> Result<Vec<Written>, Failed> {
     let mut tx = conn.begin().await.map_err(Failed::batch)?;
-    // On PostgreSQL several nodes' writers share the service's tables: one batch at a time,
-    // as on one node. Without it two batches touching the same rows (a product's stock) in
-    // different orders deadlock, and one fails; and a request sent again by a node that took
-    // a saga over would race the first one's key instead of finding its answer.
-    if let Some(schema) = shared_schema {
+    // See `Writers::TakeTurns`: one batch at a time across the nodes on this schema.
+    if let Some(schema) = take_turns {
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))::TEXT")
             .bind(format!("saga-shop writer {schema}"))
             .execute(&mut *tx)

@@ -51,7 +51,15 @@ impl Orders {
         schema_prefix: Option<&str>,
         seed_stock: Option<i64>,
     ) -> Result<Self, super::DbError> {
-        let db = ServiceDb::open(database, schema_prefix, "orders", &MIGRATOR).await?;
+        // Every order takes from the same products' stock: several nodes' writers take turns.
+        let db = ServiceDb::open_with(
+            database,
+            schema_prefix,
+            "orders",
+            &MIGRATOR,
+            super::db::Writers::TakeTurns,
+        )
+        .await?;
         let mut tx = db.pool.begin().await?;
         let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM products")
             .fetch_one(&mut *tx)
