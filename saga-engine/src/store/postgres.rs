@@ -170,9 +170,12 @@ impl PgStore {
         fenced.sort_unstable();
         fenced.dedup();
         if !fenced.is_empty() {
+            // Joined from the ids, not `saga_id = ANY($1)`: a generic plan for the latter can
+            // scan the whole table, and did, a batch at a time, as the table grew.
             let rows = sqlx::query(
-                "SELECT saga_id, owner, epoch FROM sagas WHERE saga_id = ANY($1)
-                 ORDER BY saga_id FOR UPDATE",
+                "SELECT s.saga_id, s.owner, s.epoch
+                 FROM UNNEST($1::text[]) AS u(id) JOIN sagas s ON s.saga_id = u.id
+                 ORDER BY s.saga_id FOR UPDATE OF s",
             )
             .bind(&fenced)
             .fetch_all(&mut *tx)
