@@ -53,8 +53,9 @@ pub struct EngineConfig {
     /// after its lease, for another node.
     pub takeover_every: Duration,
     /// How often a subscriber to one saga that this engine is not driving reads the log for
-    /// its new records, unless [`Engine::follow_others`] announces other nodes' records here
-    /// (on a shared store): then they arrive live.
+    /// its new records. While [`Engine::follow_others`] announces other nodes' records here (on
+    /// a shared store) they arrive live, and the log is read only eight times less often, in
+    /// case the announcer missed one.
     pub elsewhere_poll: Duration,
 }
 
@@ -256,7 +257,7 @@ impl Engine {
             .store
             .claim(&self.inner.config.node_id, self.inner.config.lease, which)
             .await?;
-        let mut resumed = 0;
+        let (mut resumed, mut failed) = (0, None);
         for Claimed { saga_id: id, epoch } in claimed {
             // Marked as driven here before its log is read, so there is one driver per saga: a
             // saga driven here right now is skipped, and one whose driver has just returned is
@@ -273,13 +274,19 @@ impl Engine {
                     resumed += 1;
                 }
                 Ok(None) => self.inner.running.remove(id),
+                // Claimed, so the rest of the list must still be driven: this one is tried
+                // again at the next renewal.
                 Err(e) => {
                     self.inner.running.remove(id);
-                    return Err(e);
+                    tracing::error!(saga_id = %id, error = %e, "reading a claimed saga's log failed");
+                    failed.get_or_insert(e);
                 }
             }
         }
-        Ok(resumed)
+        match failed {
+            Some(e) if resumed == 0 => Err(e),
+            _ => Ok(resumed),
+        }
     }
 
     /// [`recover`](Self::recover) now, then, for as long as the returned future is polled (a
@@ -573,8 +580,8 @@ impl Engine {
     /// One saga's records after `after_seq`: its history from the log, then live, ending
     /// after the terminal record. No gap and no duplicate, however far behind the reader is.
     /// While this engine is not driving the saga (another node on the same database is, or
-    /// nobody is yet), the log is read for its new records every
-    /// [`EngineConfig::elsewhere_poll`] instead.
+    /// nobody is yet), the log is also read for its new records every
+    /// [`EngineConfig::elsewhere_poll`] (eight times less often while following the others).
     pub fn subscribe(&self, saga_id: SagaId, after_seq: u64) -> EventStream {
         let live = self.inner.events.subscribe();
         let elsewhere = events::Elsewhere {

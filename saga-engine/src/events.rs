@@ -33,6 +33,10 @@ pub type EventStream = Pin<Box<dyn Stream<Item = Result<SagaRecord, EngineError>
 /// committed record goes to every subscriber. It does not end while the engine lives.
 pub type FeedStream = Pin<Box<dyn Stream<Item = Result<Arc<Committed>, EngineError>> + Send>>;
 
+/// How much less often a subscriber to one saga reads the log while other nodes' records come
+/// live ([`crate::Engine::follow_others`]): a safety net, not the way records arrive.
+const FOLLOWING_POLL_FACTOR: u32 = 8;
+
 /// Page size when catching up on the whole log.
 const FEED_PAGE: u32 = 1000;
 
@@ -149,18 +153,22 @@ impl SagaCursor {
         }
     }
 
-    /// `None` while this node drives the saga, or follows the other nodes' commits: every
-    /// record then comes on the live channel.
+    /// `None` while this node drives the saga: every record then comes on the live channel.
     fn poll_deadline(&mut self) -> Option<Instant> {
-        if self.elsewhere.announcer.following() || self.elsewhere.running.contains(self.saga_id) {
+        if self.elsewhere.running.contains(self.saga_id) {
             self.next_poll = None;
             return None;
         }
-        Some(
-            *self
-                .next_poll
-                .get_or_insert_with(|| Instant::now() + self.elsewhere.every),
-        )
+        // Following the other nodes, their records come live; a slow look at the log all the
+        // same, since a record the announcer could not read (a failed read, a commit around
+        // its start) would otherwise leave this stream waiting for the saga's next record,
+        // which may never come.
+        let every = if self.elsewhere.announcer.following() {
+            self.elsewhere.every * FOLLOWING_POLL_FACTOR
+        } else {
+            self.elsewhere.every
+        };
+        Some(*self.next_poll.get_or_insert_with(|| Instant::now() + every))
     }
 
     fn hand_out(&mut self, r: SagaRecord) -> SagaRecord {
