@@ -27,8 +27,8 @@ pub(crate) struct Announcer {
     /// two announcers never interleave.
     cursor: Mutex<Option<i64>>,
     /// Whether other nodes' records are being followed ([`crate::Engine::follow_others`]):
-    /// then a subscriber to one saga needs no polling, whoever drives it.
-    pub following: AtomicBool,
+    /// then a subscriber to one saga gets them live, whoever drives it.
+    following: AtomicBool,
 }
 
 impl Announcer {
@@ -135,5 +135,9 @@ impl Announcer {
 
     pub(crate) fn following(&self) -> bool {
         self.following.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_following(&self, following: bool) {
+        self.following.store(following, Ordering::Relaxed);
     }
 }

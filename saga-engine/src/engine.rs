@@ -351,9 +351,7 @@ impl Engine {
         if let Err(e) = announcer.start_at_head().await {
             tracing::warn!(error = %e, "reading the saga log's head failed");
         }
-        announcer
-            .following
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        announcer.set_following(true);
         let node = self.inner.config.node_id.as_str();
         loop {
             let caught_up = match tokio::time::timeout(Duration::from_secs(1), watch.next()).await {
@@ -378,9 +376,7 @@ impl Engine {
                 Err(e) => tracing::warn!(error = %e, "reading other nodes' records failed"),
             }
         }
-        announcer
-            .following
-            .store(false, std::sync::atomic::Ordering::Relaxed);
+        announcer.set_following(false);
     }
 
     /// Hand back every unfinished saga this node holds, so that other nodes take them over at

@@ -53,6 +53,29 @@ fn alive(engine: &Engine) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Nodes a and b on `store`, both alive, their `gate` steps waiting until `open` says so.
+struct Pair {
+    open: watch::Sender<bool>,
+    a: Engine,
+    b: Engine,
+    a_alive: tokio::task::JoinHandle<()>,
+    b_alive: tokio::task::JoinHandle<()>,
+}
+
+fn pair(store: &FreshStore, lease: Duration) -> Pair {
+    let (open, gate) = watch::channel(false);
+    let a = node(store, "node-a", lease, gate.clone());
+    let b = node(store, "node-b", lease, gate);
+    let (a_alive, b_alive) = (alive(&a), alive(&b));
+    Pair {
+        open,
+        a,
+        b,
+        a_alive,
+        b_alive,
+    }
+}
+
 async fn wait_until<F: std::future::Future<Output = bool>>(
     what: &str,
     within: Duration,
@@ -88,17 +111,19 @@ async fn a_saga_is_owned_from_its_first_record_and_its_lease_renewed(backend: Ba
         return;
     };
     let lease = Duration::from_millis(400);
-    let (open, gate) = watch::channel(false);
-    let a = node(&store, "node-a", lease, gate.clone());
-    let b = node(&store, "node-b", lease, gate);
-    let a_alive = alive(&a);
+    let Pair {
+        open,
+        a,
+        b,
+        a_alive,
+        b_alive,
+    } = pair(&store, lease);
     let id = a.start("gate", &json!({})).await.expect("started");
     assert_eq!(
         b.recover().await,
         Ok(0),
         "a saga just started is not an orphan"
     );
-    let b_alive = alive(&b);
     let watching = Instant::now();
     while watching.elapsed() < 4 * lease {
         let taken = store.claim("node-c", lease, Claim::Orphans).await;
@@ -131,11 +156,13 @@ async fn an_expired_lease_is_taken_over_and_the_old_driver_is_fenced(backend: Ba
         return;
     };
     let lease = Duration::from_millis(400);
-    let (open, gate) = watch::channel(false);
-    let a = node(&store, "node-a", lease, gate.clone());
-    let b = node(&store, "node-b", lease, gate);
-    let a_alive = alive(&a);
-    let b_alive = alive(&b);
+    let Pair {
+        open,
+        a,
+        b,
+        a_alive,
+        b_alive,
+    } = pair(&store, lease);
     let id = a.start("gate", &json!({})).await.expect("started");
     // Node a stops renewing (its background work dies) but its driver still waits in the step.
     a_alive.abort();
@@ -199,11 +226,13 @@ async fn a_node_handing_its_sagas_back_lets_another_take_them_at_once(backend: B
         return;
     };
     let lease = Duration::from_secs(30);
-    let (open, gate) = watch::channel(false);
-    let a = node(&store, "node-a", lease, gate.clone());
-    let b = node(&store, "node-b", lease, gate);
-    let a_alive = alive(&a);
-    let b_alive = alive(&b);
+    let Pair {
+        open,
+        a,
+        b,
+        a_alive,
+        b_alive,
+    } = pair(&store, lease);
     let ids = [
         a.start("gate", &json!({})).await.expect("started"),
         a.start("gate", &json!({})).await.expect("started"),

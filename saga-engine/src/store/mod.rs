@@ -336,6 +336,17 @@ pub(crate) fn parse_summary(
     })
 }
 
+/// A claimed row (`saga_id`, `epoch`) as the SQL stores read it.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn parse_claimed(saga_id: &str, epoch: i64) -> Result<Claimed, StoreError> {
+    Ok(Claimed {
+        saga_id: saga_id
+            .parse()
+            .map_err(|e| StoreError::Corrupt(format!("saga id {saga_id:?}: {e}")))?,
+        epoch: u64::try_from(epoch).map_err(|_| StoreError::Corrupt(format!("epoch {epoch}")))?,
+    })
+}
+
 pub(crate) fn lease_until(lease: Duration) -> i64 {
     crate::record::now_ms() + lease.as_millis() as i64
 }

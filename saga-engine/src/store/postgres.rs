@@ -18,7 +18,8 @@ use sqlx::{Connection, QueryBuilder, Row};
 
 use super::{
     Claim, Claimed, Committed, LogHead, LogRow, LogWatch, SagaStore, SagaSummary, StoreError,
-    SummaryChange, detail_of, fence_allows, parse_record, parse_summary, summary_change,
+    SummaryChange, detail_of, fence_allows, parse_claimed, parse_record, parse_summary,
+    summary_change,
 };
 use crate::definition::BoxFuture;
 use crate::record::{SagaId, SagaRecord, SagaStatus};
@@ -102,11 +103,12 @@ impl PgStore {
     ) -> Result<Vec<i64>, StoreError> {
         let mut tx = self.pool.begin().await?;
         // The summary first: a taken saga id must fail as DuplicateSaga, not as a log clash.
-        let mut created: Vec<&SagaRecord> = Vec::new();
+        // Each saga the batch starts, with its definition's name.
+        let mut created: Vec<(&SagaRecord, &str)> = Vec::new();
         let mut statuses: HashMap<String, (String, Option<i64>)> = HashMap::new();
         for r in records {
             match summary_change(r) {
-                Some(SummaryChange::Create { .. }) => created.push(r),
+                Some(SummaryChange::Create { definition }) => created.push((r, definition)),
                 // Later records of a saga in the batch win: its last status is what stands.
                 Some(SummaryChange::Status(status)) => {
                     let finished = status.is_finished().then_some(r.at_ms);
@@ -127,32 +129,23 @@ impl PgStore {
                  FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[]) AS u(id, def, at, owner, epoch)
                  ON CONFLICT DO NOTHING RETURNING saga_id"
             )))
-            .bind(created.iter().map(|r| r.saga_id.to_string()).collect::<Vec<_>>())
-            .bind(
-                created
-                    .iter()
-                    .map(|r| match &r.kind {
-                        crate::RecordKind::SagaStarted { saga, .. } => saga.clone(),
-                        _ => String::new(),
-                    })
-                    .collect::<Vec<_>>(),
-            )
-            .bind(created.iter().map(|r| r.at_ms).collect::<Vec<_>>())
-            .bind(created.iter().map(|r| owner(r)).collect::<Vec<_>>())
-            .bind(created.iter().map(|r| r.epoch.unwrap_or(0) as i64).collect::<Vec<_>>())
+            .bind(created.iter().map(|(r, _)| r.saga_id.to_string()).collect::<Vec<_>>())
+            .bind(created.iter().map(|(_, def)| def.to_string()).collect::<Vec<_>>())
+            .bind(created.iter().map(|(r, _)| r.at_ms).collect::<Vec<_>>())
+            .bind(created.iter().map(|(r, _)| owner(r)).collect::<Vec<_>>())
+            .bind(created.iter().map(|(r, _)| r.epoch.unwrap_or(0) as i64).collect::<Vec<_>>())
             .bind(lease.as_millis() as i64)
             .fetch_all(&mut *tx)
             .await?;
             let inserted: HashSet<String> = inserted.into_iter().collect();
             let mut seen = HashSet::new();
             // Taken before this batch, or twice within it.
-            if let Some(taken) = created
-                .iter()
-                .find(|r| !inserted.contains(&r.saga_id.to_string()) || !seen.insert(r.saga_id))
-            {
+            if let Some((taken, _)) = created.iter().find(|(r, _)| {
+                !inserted.contains(&r.saga_id.to_string()) || !seen.insert(r.saga_id)
+            }) {
                 return Err(StoreError::DuplicateSaga(taken.saga_id));
             }
-            for r in &created {
+            for (r, _) in &created {
                 held.insert(
                     r.saga_id.to_string(),
                     (owner(r), r.epoch.unwrap_or(0) as i64),
@@ -284,14 +277,7 @@ fn record_from_row(row: &PgRow) -> Result<SagaRecord, StoreError> {
 }
 
 fn claimed_from_row(row: &PgRow) -> Result<Claimed, StoreError> {
-    let id: &str = row.try_get("saga_id")?;
-    let epoch: i64 = row.try_get("epoch")?;
-    Ok(Claimed {
-        saga_id: id
-            .parse()
-            .map_err(|e| StoreError::Corrupt(format!("saga id {id:?}: {e}")))?,
-        epoch: u64::try_from(epoch).map_err(|_| StoreError::Corrupt(format!("epoch {epoch}")))?,
-    })
+    parse_claimed(row.try_get("saga_id")?, row.try_get("epoch")?)
 }
 
 fn summary_from_row(row: &PgRow) -> Result<SagaSummary, StoreError> {

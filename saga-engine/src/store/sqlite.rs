@@ -15,7 +15,8 @@ use sqlx::{QueryBuilder, Row};
 
 use super::{
     Claim, Claimed, Committed, LogRow, SagaStore, SagaSummary, StoreError, SummaryChange,
-    detail_of, fence_allows, lease_until, parse_record, parse_summary, summary_change,
+    detail_of, fence_allows, lease_until, parse_claimed, parse_record, parse_summary,
+    summary_change,
 };
 use crate::definition::BoxFuture;
 use crate::record::{SagaId, SagaRecord, SagaStatus, now_ms};
@@ -205,14 +206,7 @@ fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<SagaRecord, StoreErr
 }
 
 fn claimed_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Claimed, StoreError> {
-    let id: &str = row.try_get("saga_id")?;
-    let epoch: i64 = row.try_get("epoch")?;
-    Ok(Claimed {
-        saga_id: id
-            .parse()
-            .map_err(|e| StoreError::Corrupt(format!("saga id {id:?}: {e}")))?,
-        epoch: u64::try_from(epoch).map_err(|_| StoreError::Corrupt(format!("epoch {epoch}")))?,
-    })
+    parse_claimed(row.try_get("saga_id")?, row.try_get("epoch")?)
 }
 
 fn summary_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<SagaSummary, StoreError> {
